@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkawarimi-qmp: a QMP client that does not own the event loop.
+ *
+ * Like libpq or hiredis: the caller gets a file descriptor, polls it
+ * (readable always, writable while kqmp_want_write() says so) and calls
+ * kqmp_dispatch().  Replies are matched to commands by "id" and handed to
+ * the command's callback; events are queued with their timestamps.
+ * kqmp_execute() and kqmp_wait_event() are blocking helpers built on that.
+ *
+ * The library never exits and never prints to stdout; failures come back
+ * as struct kqmp_error values.  The same incremental JSON reader that frames
+ * QMP is exported (kjson_reader_*) so the symvirt channel shares it.
+ */
+#ifndef KAWARIMI_QMP_H
+#define KAWARIMI_QMP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ---------------------------------------------------------- */
+
+enum kqmp_err_kind {
+	KQMP_OK = 0,
+	KQMP_E_QMP,		/* QEMU answered {"error": ...}: see class */
+	KQMP_E_CONNECT,		/* could not connect to the socket */
+	KQMP_E_IO,		/* read/write failed, EOF, broken pipe */
+	KQMP_E_PROTOCOL,	/* malformed JSON, not QMP, oversize message */
+	KQMP_E_TIMEOUT,		/* a blocking helper ran out of time */
+	KQMP_E_CLOSED,		/* the connection had already failed */
+	KQMP_E_NOMEM,
+	KQMP_E_INVAL,		/* bad argument from the caller */
+};
+
+struct kqmp_error {
+	enum kqmp_err_kind kind;
+	char cls[64];		/* QMP class ("DeviceNotFound") when kind == KQMP_E_QMP */
+	char desc[512];		/* one line for a human */
+};
+
+const char *kqmp_err_kind_name(enum kqmp_err_kind kind);
+
+/* ---- the incremental JSON message reader ------------------------------ */
+
+/*
+ * Feeds arbitrary chunks of a byte stream and yields one top-level JSON
+ * object at a time.  Whitespace (including newlines) between messages is
+ * skipped, so it frames both QMP and line-delimited JSON.  A message longer
+ * than max_msg bytes, a top-level value that is not an object, or bytes that
+ * are not JSON put the reader in a failed state.
+ */
+struct kjson_reader;
+
+struct kjson_reader *kjson_reader_new(size_t max_msg);
+void kjson_reader_free(struct kjson_reader *r);
+/* Buffers len bytes. Returns 0, or -1 with err set (reader failed). */
+int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
+		      struct kqmp_error *err);
+/* 1: *out is a new object (caller puts it); 0: need more bytes; -1: error. */
+int kjson_reader_next(struct kjson_reader *r, json_object **out,
+		      struct kqmp_error *err);
+
+/* ---- connections ------------------------------------------------------ */
+
+struct kqmp;
+
+enum kqmp_state {
+	KQMP_HANDSHAKE,		/* waiting for greeting / qmp_capabilities reply */
+	KQMP_READY,
+	KQMP_FAILED,		/* see kqmp_last_error(); every pending command failed */
+};
+
+enum kqmp_flags {
+	KQMP_F_OOB = 1 << 0,	/* enable the "oob" capability when offered */
+};
+
+/* Adopts an already connected stream fd (made non-blocking). Never fails
+ * except on ENOMEM (NULL); the handshake proceeds from kqmp_dispatch(). */
+struct kqmp *kqmp_new_fd(int fd, unsigned flags);
+/* Connects a unix socket; the handshake still proceeds from dispatch. */
+struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
+			       struct kqmp_error *err);
+/* Blocking: connect + wait for KQMP_READY, at most timeout_ms. */
+struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
+		       struct kqmp_error *err);
+void kqmp_close(struct kqmp *q);
+
+int kqmp_fd(const struct kqmp *q);
+bool kqmp_want_write(const struct kqmp *q);
+enum kqmp_state kqmp_get_state(const struct kqmp *q);
+const struct kqmp_error *kqmp_last_error(const struct kqmp *q);
+/* Greeting's {"qemu": {"major","minor","micro"}, "package"}; NULL before it. */
+json_object *kqmp_version(const struct kqmp *q);
+/* Human name for messages ("socket path" or "fd N"). */
+const char *kqmp_name(const struct kqmp *q);
+
+/*
+ * Reads and writes what it can without blocking, then runs reply callbacks.
+ * Returns 0, or -1 once the connection has failed (err says why; every
+ * pending command's callback has then been called with that error).
+ */
+int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err);
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* ret is owned by the library for the duration of the callback; take a
+ * json_object_get() to keep it.  Exactly one of ret / err is non-NULL. */
+typedef void (*kqmp_reply_fn)(struct kqmp *q, json_object *ret,
+			      const struct kqmp_error *err, void *arg);
+
+/*
+ * Queues a command; args (may be NULL) is consumed.  Returns the command id
+ * (>0), or 0 if the connection has failed (fn is not called then).
+ * Commands sent during the handshake go out once it completes.
+ */
+uint64_t kqmp_send(struct kqmp *q, const char *command, json_object *args,
+		   kqmp_reply_fn fn, void *arg);
+/* Same, as an out-of-band command ("exec-oob"); needs KQMP_F_OOB. */
+uint64_t kqmp_send_oob(struct kqmp *q, const char *command, json_object *args,
+		       kqmp_reply_fn fn, void *arg);
+size_t kqmp_pending(const struct kqmp *q);
+
+/* Blocking helper: send and dispatch until the reply or timeout_ms.
+ * Returns 0 with *ret (caller puts; may pass NULL) or -1 with err. */
+int kqmp_execute(struct kqmp *q, const char *command, json_object *args,
+		 int timeout_ms, json_object **ret, struct kqmp_error *err);
+
+/* ---- events ------------------------------------------------------------ */
+
+struct kqmp_event {
+	char *name;		/* "STOP", "DEVICE_DELETED", ... */
+	json_object *data;	/* may be NULL */
+	int64_t sec, usec;	/* QEMU's timestamp */
+};
+
+/* 1: *ev filled (release with kqmp_event_clear); 0: queue empty. */
+int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev);
+void kqmp_event_clear(struct kqmp_event *ev);
+
+/* Blocking helper: pops events until one named name (and, if match is not
+ * NULL, for which match(data, arg) is true) arrives, or timeout_ms.
+ * Events that do not match stay queued in order.  0 or -1 with err. */
+typedef bool (*kqmp_event_match_fn)(json_object *data, void *arg);
+int kqmp_wait_event(struct kqmp *q, const char *name, kqmp_event_match_fn match,
+		    void *arg, int timeout_ms, struct kqmp_event *ev,
+		    struct kqmp_error *err);
+
+/* ---- diagnostics ------------------------------------------------------- */
+
+/* Called for things worth a log line (a reply with an unknown id dropped,
+ * ...). Default: none. */
+typedef void (*kqmp_log_fn)(struct kqmp *q, const char *msg, void *arg);
+void kqmp_set_log(struct kqmp *q, kqmp_log_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Sourced by tests/run and lab/demo: installs what kawarimi needs from
+# Debian's packages (only what is missing, one apt-get update) and builds.
+
+KAWARIMI_PACKAGES=(
+	# build
+	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+	libjson-c-dev libpci-dev libibverbs-dev librdmacm-dev libyaml-dev
+	openmpi-bin libopenmpi-dev
+	# runtime and tests
+	pciutils qemu-system-x86 qemu-utils socat iproute2 kmod cpio
+	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
+	# the lab's guests
+	linux-image-amd64 busybox-static dropbear-bin openssh-client
+)
+
+kawarimi_install_deps() {
+	local missing=() p
+	for p in "${KAWARIMI_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "kawarimi: installing ${missing[*]}"
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "kawarimi: need root to apt-get install ${missing[*]}" >&2
+		return 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq &&
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# kawarimi_build DIR [meson options...]: configure once, then build.
+kawarimi_build() {
+	local dir=$1
+	shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		meson setup "$dir" "$@" || return 1
+	fi
+	ninja -C "$dir"
+}
