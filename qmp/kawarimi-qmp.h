@@ -59,6 +59,8 @@ struct kjson_reader;
 
 struct kjson_reader *kjson_reader_new(size_t max_msg);
 void kjson_reader_free(struct kjson_reader *r);
+/* Changes the limit (applies from the message being read). */
+void kjson_reader_set_max_msg(struct kjson_reader *r, size_t max_msg);
 /* Buffers len bytes. Returns 0, or -1 with err set (reader failed). */
 int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
 		      struct kqmp_error *err);

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The incremental JSON message reader.
+ *
+ * Bytes land in one flat buffer; kjson_reader_next() hands everything it
+ * holds to json-c's incremental tokener, which keeps the partial message in
+ * its own state.  So the buffer only ever holds bytes not yet tokenized
+ * (usually nothing between reads), each byte is looked at once, and a
+ * message split across any number of reads costs no re-parsing.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kqmp-internal.h"
+
+/* json-c's default of 32 is tight for query-qom-tree style replies. */
+#define KQ_MAX_DEPTH	64
+#define KQ_MIN_BUF	4096
+
+struct kjson_reader {
+	struct json_tokener *tok;
+	char *buf;
+	size_t pos;		/* first byte not yet given to the tokener */
+	size_t len;		/* end of buffered bytes */
+	size_t cap;
+	size_t max_msg;
+	size_t msg_len;		/* bytes of the current message tokenized so far */
+	bool in_msg;
+	bool failed;
+	struct kqmp_error err;	/* why it failed */
+};
+
+struct kjson_reader *kjson_reader_new(size_t max_msg)
+{
+	struct kjson_reader *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->tok = json_tokener_new_ex(KQ_MAX_DEPTH);
+	if (!r->tok) {
+		free(r);
+		return NULL;
+	}
+	/* QEMU and our agents emit strict UTF-8 JSON; anything looser means
+	 * the peer is not who we think it is. */
+	json_tokener_set_flags(r->tok, JSON_TOKENER_STRICT |
+			       JSON_TOKENER_ALLOW_TRAILING_CHARS |
+			       JSON_TOKENER_VALIDATE_UTF8);
+	r->max_msg = max_msg ? max_msg : 1;
+	return r;
+}
+
+void kjson_reader_free(struct kjson_reader *r)
+{
+	if (!r)
+		return;
+	json_tokener_free(r->tok);
+	free(r->buf);
+	free(r);
+}
+
+void kjson_reader_set_max_msg(struct kjson_reader *r, size_t max_msg)
+{
+	r->max_msg = max_msg ? max_msg : 1;
+}
+
+static int reader_fail(struct kjson_reader *r, struct kqmp_error *err)
+{
+	r->failed = true;
+	if (err)
+		*err = r->err;
+	return -1;
+}
+
+char *kq_reader_reserve(struct kjson_reader *r, size_t want)
+{
+	if (r->pos == r->len) {
+		r->pos = 0;
+		r->len = 0;
+	}
+	if (r->cap - r->len >= want)
+		return r->buf + r->len;
+	/* Slide unconsumed bytes to the front before growing: they are at
+	 * most one read's worth, since next() drains the buffer. */
+	if (r->pos) {
+		memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+		r->len -= r->pos;
+		r->pos = 0;
+		if (r->cap - r->len >= want)
+			return r->buf + r->len;
+	}
+	size_t cap = r->cap ? r->cap : KQ_MIN_BUF;
+
+	while (cap - r->len < want) {
+		if (cap > SIZE_MAX / 2)
+			return NULL;
+		cap *= 2;
+	}
+	char *b = realloc(r->buf, cap);
+
+	if (!b)
+		return NULL;
+	r->buf = b;
+	r->cap = cap;
+	return r->buf + r->len;
+}
+
+void kq_reader_commit(struct kjson_reader *r, size_t n)
+{
+	r->len += n;
+}
+
+bool kq_reader_mid_message(const struct kjson_reader *r)
+{
+	return r->in_msg;
+}
+
+int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
+		      struct kqmp_error *err)
+{
+	if (r->failed)
+		return reader_fail(r, err);
+	if (!len)
+		return 0;
+
+	char *p = kq_reader_reserve(r, len);
+
+	if (!p) {
+		kq_seterr(&r->err, KQMP_E_NOMEM,
+			  "out of memory buffering %zu bytes of JSON", len);
+		return reader_fail(r, err);
+	}
+	memcpy(p, buf, len);
+	kq_reader_commit(r, len);
+	return 0;
+}
+
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+/* Skips whitespace between messages; 1 when a message starts at r->pos. */
+static int start_message(struct kjson_reader *r)
+{
+	while (r->pos < r->len && is_ws(r->buf[r->pos]))
+		r->pos++;
+	if (r->pos == r->len)
+		return 0;
+	if (r->buf[r->pos] != '{') {
+		char q[96];
+
+		kq_quote(q, sizeof(q), r->buf + r->pos, r->len - r->pos);
+		kq_seterr(&r->err, KQMP_E_PROTOCOL,
+			  "expected a JSON object, got %s", q);
+		return -1;
+	}
+	r->in_msg = true;
+	r->msg_len = 0;
+	return 1;
+}
+
+int kjson_reader_next(struct kjson_reader *r, json_object **out,
+		      struct kqmp_error *err)
+{
+	*out = NULL;
+	if (r->failed)
+		return reader_fail(r, err);
+
+	while (r->pos < r->len) {
+		if (!r->in_msg) {
+			int s = start_message(r);
+
+			if (s < 0)
+				return reader_fail(r, err);
+			if (s == 0)
+				break;
+		}
+		if (r->msg_len >= r->max_msg) {
+			kq_seterr(&r->err, KQMP_E_PROTOCOL,
+				  "JSON message longer than the limit of %zu bytes",
+				  r->max_msg);
+			return reader_fail(r, err);
+		}
+
+		/* Never let the tokener see more than the limit allows, so an
+		 * endless string cannot grow its buffer past max_msg. */
+		size_t n = r->len - r->pos;
+
+		if (n > r->max_msg - r->msg_len)
+			n = r->max_msg - r->msg_len;
+		if (n > INT_MAX)
+			n = INT_MAX;
+
+		const char *at = r->buf + r->pos;
+		json_object *obj = json_tokener_parse_ex(r->tok, at, (int)n);
+		enum json_tokener_error jerr = json_tokener_get_error(r->tok);
+		size_t used = json_tokener_get_parse_end(r->tok);
+
+		if (obj) {
+			r->pos += used;
+			r->msg_len += used;
+			r->in_msg = false;
+			json_tokener_reset(r->tok);
+			*out = obj;
+			return 1;
+		}
+		if (jerr == json_tokener_continue) {
+			r->pos += n;
+			r->msg_len += n;
+			continue;
+		}
+
+		/* Quote a little context before the offending byte. */
+		size_t from = used > 24 ? used - 24 : 0;
+		char q[128];
+
+		kq_quote(q, sizeof(q), at + from, n - from);
+		kq_seterr(&r->err, KQMP_E_PROTOCOL,
+			  "malformed JSON (%s) at byte %zu of a message, near %s",
+			  json_tokener_error_desc(jerr), r->msg_len + used, q);
+		return reader_fail(r, err);
+	}
+	/* Buffer drained: release a large one a huge read left behind. */
+	if (r->cap > (1u << 20) && r->pos == r->len) {
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = r->pos = r->len = 0;
+	}
+	return 0;
+}
