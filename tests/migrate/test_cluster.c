@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Cluster-file parser: a good file gives the values written in it, and
+ * each kind of mistake gives file:line:column, the bad value and the fix.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+
+static int failures;
+
+#define CHECK(cond, ...) do { if (!(cond)) { failures++; \
+	fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
+
+static const char good[] =
+	"format: 1\n"
+	"cluster: demo\n"
+	"storage: full\n"
+	"limits:\n"
+	"  bandwidth: 920Mbit/s\n"
+	"  parallel: 2\n"
+	"  downtime: 250ms\n"
+	"  timeouts: {unplug: 7s, memory: 2m}\n"
+	"vms:\n"
+	"  - name: n1\n"
+	"    source:\n"
+	"      qmp: /run/a/n1.qmp\n"
+	"      symvirt: /run/a/n1.sv\n"
+	"      hca: {driver: e1000e, id: hca0, netdev: n1, bus: rp1, addr: 0, x: '5', on: true}\n"
+	"    destination:\n"
+	"      qmp: /run/b/n1.qmp\n"
+	"      symvirt: /run/b/n1.sv\n"
+	"      migration: {listen: 'tcp:10.0.0.2:4444', connect: 'tcp:127.0.0.1:14444'}\n"
+	"      nbd: {listen: 'unix:/run/b/n1.nbd'}\n"
+	"    disks:\n"
+	"      - source: disk0\n"
+	"      - {source: disk1, destination: d1}\n";
+
+static void test_good(void)
+{
+	struct kwm_cluster *c;
+	char err[512];
+	json_object *v;
+
+	if (kwm_cluster_parse("good.yaml", good, strlen(good), &c, err, sizeof(err))) {
+		CHECK(0, "good file refused: %s", err);
+		return;
+	}
+	CHECK(!strcmp(c->name, "demo"), "name %s", c->name);
+	CHECK(c->storage == KWM_STORAGE_FULL, "storage");
+	CHECK(c->bandwidth == 115000000, "bandwidth %llu", (unsigned long long)c->bandwidth);
+	CHECK(c->parallel == 2 && c->downtime_ms == 250, "parallel/downtime");
+	CHECK(c->timeout_ms[KWM_PH_UNPLUG] == 7000, "unplug timeout");
+	CHECK(c->timeout_ms[KWM_PH_MEMORY] == 120000, "memory timeout");
+	CHECK(c->timeout_ms[KWM_PH_PREFLIGHT] == 30000, "default preflight timeout");
+	CHECK(c->nvms == 1, "nvms");
+	CHECK(!strcmp(c->vms[0].src.hca_id, "hca0"), "hca id");
+	CHECK(json_object_object_get_ex(c->vms[0].src.hca, "addr", &v) &&
+	      json_object_is_type(v, json_type_int), "plain number stays a number");
+	CHECK(json_object_object_get_ex(c->vms[0].src.hca, "x", &v) &&
+	      json_object_is_type(v, json_type_string), "quoted number is a string");
+	CHECK(json_object_object_get_ex(c->vms[0].src.hca, "on", &v) &&
+	      json_object_is_type(v, json_type_boolean), "true is a boolean");
+	CHECK(c->vms[0].dst.hca == NULL, "dst hca none by default");
+	CHECK(!strcmp(c->vms[0].mig_connect, "tcp:127.0.0.1:14444"), "connect");
+	CHECK(c->vms[0].nbd_connect == NULL, "nbd connect default");
+	CHECK(c->vms[0].ndisks == 2 && !strcmp(c->vms[0].disks[0].dst_node, "disk0") &&
+	      !strcmp(c->vms[0].disks[1].dst_node, "d1"), "disks");
+	kwm_cluster_free(c);
+}
+
+/* Replaces the first `from` in the good file with `to`. */
+static char *mutate(const char *from, const char *to)
+{
+	const char *at = strstr(good, from);
+	char *out;
+
+	if (!at)
+		abort();
+	out = malloc(sizeof(good) + strlen(to));
+	sprintf(out, "%.*s%s%s", (int)(at - good), good, to, at + strlen(from));
+	return out;
+}
+
+static void expect_error(const char *from, const char *to, const char *want_pos,
+			 const char *want_text)
+{
+	struct kwm_cluster *c;
+	char *text = mutate(from, to), err[512];
+
+	if (!kwm_cluster_parse("bad.yaml", text, strlen(text), &c, err, sizeof(err))) {
+		CHECK(0, "'%s' -> '%s' accepted", from, to);
+		kwm_cluster_free(c);
+	} else {
+		CHECK(!strncmp(err, want_pos, strlen(want_pos)),
+		      "position: want %s, got: %s", want_pos, err);
+		CHECK(strstr(err, want_text) != NULL, "text: want '%s', got: %s", want_text, err);
+	}
+	free(text);
+}
+
+int main(void)
+{
+	test_good();
+	expect_error("qmp: /run/a", "qpm: /run/a", "bad.yaml:12:7:",
+		     "unknown key 'qpm'; expected one of qmp, symvirt, hca");
+	expect_error("920Mbit/s", "920Mbps", "bad.yaml:5:14:", "'920Mbps' is not a rate");
+	expect_error("/run/b/n1.qmp", "ssh://b/run/n1.qmp", "bad.yaml:16:12:",
+		     "not supported yet");
+	expect_error("storage: full", "storage: fast", "bad.yaml:3:10:",
+		     "write incremental, full or shared");
+	expect_error("parallel: 2", "parallel: two", "bad.yaml:6:13:", "whole number");
+	expect_error("250ms", "250", "bad.yaml:7:13:", "not a duration");
+	expect_error("tcp:10.0.0.2:4444", "10.0.0.2:4444", "bad.yaml:18:27:",
+		     "write tcp:HOST:PORT or unix:PATH");
+	expect_error("driver: e1000e, ", "", "bad.yaml:14:12:", "missing 'driver'");
+	expect_error("id: hca0, ", "", "bad.yaml:14:12:", "missing 'id'");
+	expect_error("      symvirt: /run/b/n1.sv\n", "      symvirt: none\n", "bad.yaml:16:7:",
+		     "source has a symvirt agent");
+	expect_error("format: 1", "format: 2", "bad.yaml:1:9:", "write 1");
+	expect_error("cluster: demo", "cluster: [demo", "bad.yaml:", "not valid YAML");
+	expect_error("    disks:\n      - source: disk0\n", "    disks:\n      - source: disk1\n",
+		     "bad.yaml:22:18:", "disks[1].source: disk 'disk1' listed twice");
+	expect_error("  bandwidth", "  bandwidth: 1\n  bandwidth", "bad.yaml:6:3:", "given twice");
+	expect_error("    disks:\n      - source: disk0\n      - {source: disk1, destination: d1}\n",
+		     "", "bad.yaml:10:5:", "lists no disks");
+	if (failures)
+		fprintf(stderr, "%d check(s) failed\n", failures);
+	return failures != 0;
+}
