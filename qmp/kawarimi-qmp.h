@@ -101,11 +101,23 @@ const struct kqmp_error *kqmp_last_error(const struct kqmp *q);
 json_object *kqmp_version(const struct kqmp *q);
 /* Human name for messages ("socket path" or "fd N"). */
 const char *kqmp_name(const struct kqmp *q);
+/* Renames it for messages (an fd adopted from an ssh transport, say
+ * "ssh://host/path").  0, or -1 on ENOMEM. */
+int kqmp_set_name(struct kqmp *q, const char *name);
+/* True once the server accepted the "oob" capability. */
+bool kqmp_oob_enabled(const struct kqmp *q);
+/* Largest message accepted from the peer (default 16 MiB); a longer one
+ * fails the connection with KQMP_E_PROTOCOL. */
+void kqmp_set_max_msg(struct kqmp *q, size_t bytes);
 
 /*
  * Reads and writes what it can without blocking, then runs reply callbacks.
  * Returns 0, or -1 once the connection has failed (err says why; every
  * pending command's callback has then been called with that error).
+ * It reads until the fd would block, so edge-triggered polling works.
+ * Not to be called from a callback (-1, KQMP_E_INVAL, state unchanged).
+ * If a callback called kqmp_close(), q is freed on the way out and -1 is
+ * returned with KQMP_E_CLOSED.
  */
 int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err);
 
@@ -117,19 +129,32 @@ typedef void (*kqmp_reply_fn)(struct kqmp *q, json_object *ret,
 			      const struct kqmp_error *err, void *arg);
 
 /*
- * Queues a command; args (may be NULL) is consumed.  Returns the command id
- * (>0), or 0 if the connection has failed (fn is not called then).
- * Commands sent during the handshake go out once it completes.
+ * Queues a command; args (may be NULL, else a JSON object) is consumed.
+ * Returns the command id (>0), or 0 if it cannot be sent (fn is not called
+ * then): the connection has failed or is closing, command is empty, args is
+ * not an object, or out of memory.  Commands sent during the handshake go
+ * out once it completes.  Nothing is written before the next dispatch.
  */
 uint64_t kqmp_send(struct kqmp *q, const char *command, json_object *args,
 		   kqmp_reply_fn fn, void *arg);
-/* Same, as an out-of-band command ("exec-oob"); needs KQMP_F_OOB. */
+/* Same, as an out-of-band command ("exec-oob"); needs KQMP_F_OOB (else 0).
+ * After the handshake it returns 0 unless kqmp_oob_enabled(); queued during
+ * the handshake, it fails with KQMP_E_INVAL if the server did not offer
+ * oob. */
 uint64_t kqmp_send_oob(struct kqmp *q, const char *command, json_object *args,
 		       kqmp_reply_fn fn, void *arg);
+/* Commands sent and not yet answered. */
 size_t kqmp_pending(const struct kqmp *q);
+/* Forgets a pending command's callback: its reply, when it comes, is
+ * dropped and fn is never called.  false if id is not pending. */
+bool kqmp_cancel(struct kqmp *q, uint64_t id);
 
-/* Blocking helper: send and dispatch until the reply or timeout_ms.
- * Returns 0 with *ret (caller puts; may pass NULL) or -1 with err. */
+/* Blocking helper: send and dispatch until the reply or timeout_ms (< 0:
+ * no limit).  Returns 0 with *ret (caller puts; may pass NULL) or -1 with
+ * err: KQMP_E_QMP (QEMU's class and desc), KQMP_E_TIMEOUT (the command is
+ * cancelled; the connection stays usable), or the connection's failure.
+ * Other commands' callbacks and events are handled meanwhile.  Not from a
+ * callback (KQMP_E_INVAL). */
 int kqmp_execute(struct kqmp *q, const char *command, json_object *args,
 		 int timeout_ms, json_object **ret, struct kqmp_error *err);
 
