@@ -745,7 +745,10 @@ static void read_in(struct kqmp *q)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
+			if (errno == ECONNRESET)
+				kq_fail(q, KQMP_E_IO, "%s: connection reset by the peer%s",
+					q->name, q->greeted ? " (did QEMU exit?)" : "");
+			else if (errno != EAGAIN && errno != EWOULDBLOCK)
 				kq_fail(q, KQMP_E_IO, "%s: read failed: %s", q->name,
 					strerror(errno));
 			return;
