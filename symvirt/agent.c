@@ -1,0 +1,720 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kawarimi-agent: the event loop, the host channel and the rank sockets.
+ *
+ * The host channel is normally a virtio-serial port, a character device
+ * with three quirks (docs/symvirt-protocol.md, "Transport"):
+ *  - with no host connected, read() returns EOF at once and poll() reports
+ *    POLLHUP for ever: the agent stops polling the port and looks again
+ *    after a back-off, keeping the port open so nothing the host sends
+ *    later is lost;
+ *  - a write with no host connected would block: the port is non-blocking
+ *    and output stays queued (bounded) until the host reads;
+ *  - the host connects and disconnects at any time, and lines may arrive in
+ *    pieces: the framer (proto.c) reassembles them.
+ * `unix:PATH` and `listen:PATH` channels exist for tests and behave like a
+ * host that connects and disconnects.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
+int64_t agent_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void agent_log(struct agent *a, int prio, const char *fmt, ...)
+{
+	static const char *const names[] = { "emerg", "alert", "crit", "error",
+					     "warning", "notice", "info", "debug" };
+	char msg[1200];
+	va_list ap;
+
+	if (prio >= LOG_INFO && a->o.verbose < (prio == LOG_DEBUG ? 2 : 1))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (a->o.syslog)
+		syslog(prio, "%s", msg);
+	else
+		fprintf(stderr, "kawarimi-agent: %s: %s\n", names[prio & 7], msg);
+}
+
+const char *agent_state_name(enum agent_state s)
+{
+	static const char *const n[] = { "running", "quiescing", "quiesced", "resuming" };
+
+	return n[s];
+}
+
+const char *rank_state_name(enum rank_state s)
+{
+	static const char *const n[] = { "running", "quiescing", "quiesced", "resuming" };
+
+	return n[s];
+}
+
+/* ---- output queues ------------------------------------------------------- */
+
+static int outq_add(struct outq *q, json_object *msg)
+{
+	const char *text = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+	size_t len = strlen(text);
+
+	if (q->len + len + 1 > AGENT_OUT_MAX)
+		return -1;
+	if (q->len + len + 1 > q->cap) {
+		size_t cap = q->cap ? q->cap : 4096;
+		char *n;
+
+		while (cap < q->len + len + 1)
+			cap *= 2;
+		n = realloc(q->buf, cap);
+		if (!n)
+			return -1;
+		q->buf = n;
+		q->cap = cap;
+	}
+	memcpy(q->buf + q->len, text, len);
+	q->buf[q->len + len] = '\n';
+	q->len += len + 1;
+	return 0;
+}
+
+static void outq_clear(struct outq *q)
+{
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+}
+
+/* Writes what the peer takes now; 0, or -1 on a hard error (errno). */
+static int outq_flush(struct outq *q, int fd)
+{
+	while (q->len > 0) {
+		ssize_t n = send(fd, q->buf, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == ENOTSOCK)
+			n = write(fd, q->buf, q->len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -1;
+		}
+		memmove(q->buf, q->buf + n, q->len - (size_t)n);
+		q->len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* ---- the host channel ------------------------------------------------------ */
+
+static void chan_close(struct agent *a)
+{
+	struct channel *c = &a->ch;
+
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->paused = false;
+	sv_framer_reset(c->framer);
+	/* A socket peer that left will not read old replies; a virtio port
+	 * keeps them (the same host may just be reconnecting). */
+	if (c->kind != CHAN_DEVICE)
+		c->out.len = 0;
+}
+
+static void chan_backoff(struct agent *a)
+{
+	struct channel *c = &a->ch;
+
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (c->backoff_ms > BACKOFF_MAX_MS)
+		c->backoff_ms = BACKOFF_MAX_MS;
+	c->retry_at = agent_now_ms() + c->backoff_ms;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+/* Opens the device or connects the socket; on failure retries later. */
+static void chan_open(struct agent *a)
+{
+	struct channel *c = &a->ch;
+	struct sockaddr_un sa;
+	int fd;
+
+	c->retry_at = 0;
+	if (c->kind == CHAN_DEVICE) {
+		fd = open(c->path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0) {
+			if (c->backoff_ms == BACKOFF_MAX_MS || c->backoff_ms == 0)
+				agent_log(a, LOG_INFO, "cannot open channel %s: %s (retrying)",
+					  c->path, strerror(errno));
+			chan_backoff(a);
+			return;
+		}
+	} else {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0 || unix_addr(c->path, &sa) < 0 ||
+		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			if (c->backoff_ms == 0)
+				agent_log(a, LOG_INFO, "cannot connect channel unix:%s: %s (retrying)",
+					  c->path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			chan_backoff(a);
+			return;
+		}
+	}
+	c->fd = fd;
+	agent_log(a, LOG_INFO, "channel %s open", c->path);
+}
+
+static int listen_unix(struct agent *a, const char *path, mode_t mode, const char *group)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	if (unix_addr(path, &sa) < 0) {
+		agent_log(a, LOG_ERR, "socket path '%s' is too long", path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	unlink(path);	/* a stale socket of an earlier agent */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+		agent_log(a, LOG_ERR, "cannot listen on '%s': %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (chmod(path, mode) < 0) {
+		agent_log(a, LOG_ERR, "chmod '%s': %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (group) {
+		struct group *g = getgrnam(group);
+
+		if (!g || chown(path, (uid_t)-1, g->gr_gid) < 0) {
+			agent_log(a, LOG_ERR, "cannot give '%s' to group '%s': %s; create the group or drop --group",
+				  path, group, g ? strerror(errno) : "no such group");
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+void agent_to_host(struct agent *a, json_object *msg)
+{
+	if (outq_add(&a->ch.out, msg) < 0) {
+		/* Nobody has read for a long time: start afresh rather than grow. */
+		agent_log(a, LOG_WARNING, "host channel backlog over %u bytes dropped (no host reading)",
+			  AGENT_OUT_MAX);
+		a->ch.out.len = 0;
+		outq_add(&a->ch.out, msg);
+	}
+	json_object_put(msg);
+}
+
+static int host_frame(void *arg, json_object *msg, const struct sv_err *e)
+{
+	struct agent *a = arg;
+	json_object *reply;
+
+	if (!msg) {
+		agent_log(a, LOG_WARNING, "from host: %s: %s", e->cls, e->desc);
+		agent_to_host(a, sv_reply_error(e, NULL));
+		return 0;
+	}
+	agent_log(a, LOG_DEBUG, "host: %.300s", json_object_to_json_string(msg));
+	reply = agent_dispatch_command(a, NULL, msg, NULL);
+	if (reply)
+		agent_to_host(a, reply);
+	return 0;
+}
+
+static void chan_read(struct agent *a)
+{
+	struct channel *c = &a->ch;
+	char buf[16384];
+
+	for (;;) {
+		ssize_t n = read(c->fd, buf, sizeof(buf));
+
+		if (n > 0) {
+			c->backoff_ms = 0;
+			sv_framer_feed(c->framer, buf, (size_t)n, host_frame, a);
+			if (c->fd < 0)
+				return;
+			continue;
+		}
+		if (n < 0 && (errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n == 0 && c->kind == CHAN_DEVICE) {
+			/* No host on the other end: look again later, keep the port. */
+			c->paused = true;
+			chan_backoff(a);
+			return;
+		}
+		agent_log(a, n == 0 ? LOG_INFO : LOG_WARNING, "channel %s: %s", c->path,
+			  n == 0 ? "host disconnected" : strerror(errno));
+		chan_close(a);
+		if (c->kind != CHAN_LISTEN)
+			chan_backoff(a);
+		return;
+	}
+}
+
+static void chan_accept(struct agent *a)
+{
+	int fd = accept4(a->ch.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	/* The newest host wins, as with a chardev that a new client takes over. */
+	if (a->ch.fd >= 0)
+		chan_close(a);
+	a->ch.fd = fd;
+	agent_log(a, LOG_INFO, "host connected on listen:%s", a->ch.path);
+}
+
+/* ---- ranks ------------------------------------------------------------------- */
+
+static void rank_free(struct rank *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	sv_framer_free(r->framer);
+	outq_clear(&r->out);
+	json_object_put(r->paths_offered);
+	json_object_put(r->paths_chosen);
+	json_object_put(r->op_ret);
+	free(r);
+}
+
+static void rank_drop(struct agent *a, struct rank *r, const char *reason)
+{
+	for (struct rank **pp = &a->ranks; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	agent_rank_gone(a, r, reason);
+	rank_free(r);
+	agent_op_step(a);
+}
+
+static int rank_send(struct agent *a, struct rank *r, json_object *msg)
+{
+	int rc = outq_add(&r->out, msg);
+
+	json_object_put(msg);
+	if (rc < 0) {
+		agent_log(a, LOG_WARNING, "rank pid %" PRId64 " reads nothing: dropped", r->pid);
+		return -1;
+	}
+	return 0;
+}
+
+int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_object *args)
+{
+	uint64_t id = a->next_id++;
+
+	if (r->npending == RANK_MAX_PENDING) {
+		/* Forget the oldest: its reply will be dropped as unknown. */
+		memmove(r->pending, r->pending + 1, sizeof(r->pending[0]) * (RANK_MAX_PENDING - 1));
+		r->npending--;
+	}
+	r->pending[r->npending].id = id;
+	snprintf(r->pending[r->npending].command, sizeof(r->pending[0].command), "%s", command);
+	r->npending++;
+	return rank_send(a, r, sv_command(command, args, id));
+}
+
+static void rank_reply_in(struct agent *a, struct rank *r, json_object *msg, json_object *id)
+{
+	if (!json_object_is_type(id, json_type_int)) {
+		agent_log(a, LOG_WARNING, "rank pid %" PRId64 ": reply with a non-integer id dropped", r->pid);
+		return;
+	}
+	agent_rank_reply(a, r, msg);
+}
+
+struct rank_ctx {
+	struct agent *a;
+	struct rank *r;
+	bool dropped;
+};
+
+static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
+{
+	struct rank_ctx *ctx = arg;
+	struct agent *a = ctx->a;
+	struct rank *r = ctx->r;
+	enum sv_kind kind;
+	json_object *id, *reply;
+	struct sv_err ee;
+
+	if (!msg) {
+		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, e->desc);
+		rank_send(a, r, sv_reply_error(e, NULL));
+		return 0;
+	}
+	if (sv_check_envelope(msg, &kind, &id, &ee) < 0) {
+		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, ee.desc);
+		/* A broken reply cannot be answered; a broken command can. */
+		if (!json_object_object_get_ex(msg, "return", NULL) &&
+		    !json_object_object_get_ex(msg, "error", NULL))
+			rank_send(a, r, sv_reply_error(&ee, id));
+		else if (id && json_object_is_type(id, json_type_int))
+			agent_rank_reply(a, r, NULL);	/* counts as a failed answer */
+		return 0;
+	}
+	switch (kind) {
+	case SV_MSG_COMMAND:
+		reply = agent_dispatch_command(a, r, msg, id);
+		if (reply)
+			rank_send(a, r, reply);
+		break;
+	case SV_MSG_REPLY:
+		rank_reply_in(a, r, msg, id);
+		break;
+	case SV_MSG_EVENT:
+		agent_log(a, LOG_DEBUG, "rank pid %" PRId64 " event ignored", r->pid);
+		break;
+	}
+	return ctx->dropped ? -1 : 0;
+}
+
+static void rank_read(struct agent *a, struct rank *r)
+{
+	struct rank_ctx ctx = { a, r, false };
+	char buf[16384];
+	ssize_t n;
+
+	for (;;) {
+		n = read(r->fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		break;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	if (n <= 0) {
+		rank_drop(a, r, n == 0 ? "eof" : "error");
+		return;
+	}
+	sv_framer_feed(r->framer, buf, (size_t)n, rank_frame, &ctx);
+}
+
+static void rank_accept(struct agent *a)
+{
+	struct rank *r;
+	int fd = accept4(a->rank_listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->framer = sv_framer_new())) {
+		free(r);
+		close(fd);
+		return;
+	}
+	r->fd = fd;
+	r->pid = -1;
+	r->rank = -1;
+	r->next = a->ranks;
+	a->ranks = r;
+	agent_log(a, LOG_DEBUG, "rank connection accepted");
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static int setup_signals(struct agent *a)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	a->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return a->sig_fd < 0 ? -1 : 0;
+}
+
+int agent_init(struct agent *a, const struct agent_opts *o)
+{
+	struct channel *c = &a->ch;
+	struct sockaddr_un sa;
+
+	memset(a, 0, sizeof(*a));
+	a->o = *o;
+	a->rank_listen_fd = -1;
+	a->sig_fd = -1;
+	a->op.hook_fd = -1;
+	a->next_id = 1;
+	a->started = agent_now_ms();
+	c->fd = -1;
+	c->listen_fd = -1;
+	c->framer = sv_framer_new();
+	if (!c->framer)
+		return -1;
+	if (!strncmp(o->channel, "unix:", 5)) {
+		c->kind = CHAN_CONNECT;
+		c->path = o->channel + 5;
+	} else if (!strncmp(o->channel, "listen:", 7)) {
+		c->kind = CHAN_LISTEN;
+		c->path = o->channel + 7;
+	} else {
+		c->kind = CHAN_DEVICE;
+		c->path = o->channel;
+	}
+	if (!*c->path || unix_addr(c->path, &sa) < 0) {
+		agent_log(a, LOG_ERR, "bad --channel '%s': give a device path, unix:PATH or listen:PATH",
+			  o->channel);
+		return -1;
+	}
+	if (setup_signals(a) < 0) {
+		agent_log(a, LOG_ERR, "signals: %s", strerror(errno));
+		return -1;
+	}
+	a->rank_listen_fd = listen_unix(a, o->socket, 0660, o->group);
+	if (a->rank_listen_fd < 0)
+		return -1;
+	if (c->kind == CHAN_LISTEN) {
+		c->listen_fd = listen_unix(a, c->path, 0600, NULL);
+		if (c->listen_fd < 0)
+			return -1;
+	} else {
+		chan_open(a);
+	}
+	agent_log(a, LOG_NOTICE, "kawarimi-agent %s: channel %s, ranks on %s", KAWARIMI_VERSION,
+		  o->channel, o->socket);
+	return 0;
+}
+
+void agent_fini(struct agent *a)
+{
+	agent_op_fini(a);
+	while (a->ranks) {
+		struct rank *r = a->ranks;
+
+		a->ranks = r->next;
+		rank_free(r);
+	}
+	chan_close(a);
+	outq_clear(&a->ch.out);
+	sv_framer_free(a->ch.framer);
+	if (a->ch.listen_fd >= 0) {
+		close(a->ch.listen_fd);
+		unlink(a->ch.path);
+	}
+	if (a->rank_listen_fd >= 0) {
+		close(a->rank_listen_fd);
+		unlink(a->o.socket);
+	}
+	if (a->sig_fd >= 0)
+		close(a->sig_fd);
+}
+
+enum { SLOT_SIG, SLOT_RANKLISTEN, SLOT_CHLISTEN, SLOT_CHAN, SLOT_OP, SLOT_RANKS };
+
+static int poll_timeout(struct agent *a)
+{
+	int64_t now = agent_now_ms(), t = 0, op = agent_op_timer(a);
+
+	if (a->ch.retry_at)
+		t = a->ch.retry_at;
+	if (op && (!t || op < t))
+		t = op;
+	if (!t)
+		return -1;
+	return t <= now ? 0 : (int)(t - now);
+}
+
+static void chan_timers(struct agent *a)
+{
+	struct channel *c = &a->ch;
+
+	if (!c->retry_at || agent_now_ms() < c->retry_at)
+		return;
+	c->retry_at = 0;
+	if (c->paused)
+		c->paused = false;	/* poll the port again */
+	else if (c->fd < 0 && c->kind != CHAN_LISTEN)
+		chan_open(a);
+}
+
+static void handle_signal(struct agent *a)
+{
+	struct signalfd_siginfo si;
+
+	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+		agent_log(a, LOG_NOTICE, "signal %u: exiting", si.ssi_signo);
+		a->stop = true;
+	}
+}
+
+static size_t count_ranks(struct agent *a)
+{
+	size_t n = 0;
+
+	for (struct rank *r = a->ranks; r; r = r->next)
+		n++;
+	return n;
+}
+
+static void handle_chan(struct agent *a, short re)
+{
+	struct channel *c = &a->ch;
+
+	if (re & POLLIN)
+		chan_read(a);
+	else if (re & (POLLHUP | POLLERR)) {
+		if (c->kind == CHAN_DEVICE) {
+			c->paused = true;
+			chan_backoff(a);
+		} else {
+			chan_close(a);
+			if (c->kind == CHAN_CONNECT)
+				chan_backoff(a);
+		}
+		return;
+	}
+	if (c->fd >= 0 && !c->paused && outq_flush(&c->out, c->fd) < 0) {
+		agent_log(a, LOG_WARNING, "channel %s: write: %s", c->path, strerror(errno));
+		chan_close(a);
+		if (c->kind != CHAN_LISTEN)
+			chan_backoff(a);
+	}
+}
+
+static void handle_ranks(struct agent *a, struct pollfd *pfds, struct rank **rs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct rank *r = rs[i];
+		bool alive = false;
+
+		/* An earlier rank's handling may have dropped this one. */
+		for (struct rank *x = a->ranks; x; x = x->next)
+			if (x == r)
+				alive = true;
+		if (!alive || !pfds[i].revents)
+			continue;
+		if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+			rank_read(a, r);
+			continue;
+		}
+		if (outq_flush(&r->out, r->fd) < 0)
+			rank_drop(a, r, "error");
+	}
+}
+
+static int loop_once(struct agent *a)
+{
+	size_t nr = count_ranks(a), i = 0;
+	struct pollfd *pfds = calloc(SLOT_RANKS + nr, sizeof(*pfds));
+	struct rank **rs = calloc(nr + 1, sizeof(*rs));
+	struct channel *c = &a->ch;
+	int n;
+
+	if (!pfds || !rs) {
+		free(pfds);
+		free(rs);
+		return -1;
+	}
+	pfds[SLOT_SIG] = (struct pollfd){ .fd = a->sig_fd, .events = POLLIN };
+	pfds[SLOT_RANKLISTEN] = (struct pollfd){ .fd = a->rank_listen_fd, .events = POLLIN };
+	pfds[SLOT_CHLISTEN] = (struct pollfd){ .fd = c->listen_fd, .events = POLLIN };
+	pfds[SLOT_CHAN] = (struct pollfd){ .fd = (c->paused ? -1 : c->fd), .events = POLLIN };
+	if (c->out.len)
+		pfds[SLOT_CHAN].events |= POLLOUT;
+	pfds[SLOT_OP] = (struct pollfd){ .fd = agent_op_fd(a), .events = POLLIN };
+	for (struct rank *r = a->ranks; r; r = r->next, i++) {
+		rs[i] = r;
+		pfds[SLOT_RANKS + i] = (struct pollfd){ .fd = r->fd, .events = POLLIN };
+		if (r->out.len)
+			pfds[SLOT_RANKS + i].events |= POLLOUT;
+	}
+	n = poll(pfds, SLOT_RANKS + nr, poll_timeout(a));
+	if (n < 0 && errno != EINTR) {
+		agent_log(a, LOG_ERR, "poll: %s", strerror(errno));
+		free(pfds);
+		free(rs);
+		return -1;
+	}
+	if (n > 0) {
+		if (pfds[SLOT_SIG].revents)
+			handle_signal(a);
+		if (pfds[SLOT_CHLISTEN].revents)
+			chan_accept(a);
+		if (pfds[SLOT_CHAN].revents && c->fd == pfds[SLOT_CHAN].fd)
+			handle_chan(a, pfds[SLOT_CHAN].revents);
+		if (pfds[SLOT_OP].revents)
+			agent_op_fd_ready(a);
+		handle_ranks(a, pfds + SLOT_RANKS, rs, nr);
+		if (pfds[SLOT_RANKLISTEN].revents)
+			rank_accept(a);
+	}
+	chan_timers(a);
+	agent_op_step(a);
+	/* Replies produced above go out now rather than after the next poll. */
+	if (c->fd >= 0 && !c->paused && c->out.len && outq_flush(&c->out, c->fd) < 0) {
+		chan_close(a);
+		if (c->kind != CHAN_LISTEN)
+			chan_backoff(a);
+	}
+	free(pfds);
+	free(rs);
+	return 0;
+}
+
+int agent_run(struct agent *a)
+{
+	while (!a->stop)
+		if (loop_once(a) < 0)
+			return -1;
+	return 0;
+}
