@@ -178,9 +178,16 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 	(void)from;
 	(void)args;
 	pci = inv_pci(&a->o, &e);
-	if (!pci) {
+	if (!pci && a->o.pci_dump) {
 		json_object_put(r);
 		return sv_reply_error(&e, id);
+	}
+	if (!pci) {
+		/* No PCI access at all (a container, a guest without sysfs):
+		 * as `lspci` sees it, no devices; the rest still counts. */
+		agent_log(a, LOG_WARNING, "%s", e.desc);
+		pci = json_object_new_array();
+		json_object_object_add(r, "pci-error", json_object_new_string(e.desc));
 	}
 	/* Between quiesce and resume the agent itself must not open a uverbs
 	 * device: the HCA may be on its way out (an open holder hangs the
@@ -273,8 +280,10 @@ static json_object *cmd_register(struct agent *a, struct rank *r, json_object *a
 		  r->rank, r->jobid, r->pid);
 	ret = json_object_new_object();
 	json_object_object_add(ret, "version", json_object_new_int(SYMVIRT_PROTOCOL_VERSION));
+	/* The reply goes first: a quiesce may follow at once. */
+	agent_rank_send(a, r, sv_reply_return(ret, id));
 	agent_rank_registered(a, r);
-	return sv_reply_return(ret, id);
+	return NULL;
 }
 
 static json_object *cmd_unregister(struct agent *a, struct rank *r, json_object *args, json_object *id)
@@ -414,6 +423,7 @@ static void op_begin(struct agent *a, enum op_kind kind, json_object *id, json_o
 	op->id = id ? json_object_get(id) : NULL;
 	op->args = args ? json_object_get(args) : NULL;
 	op->start = agent_now_ms();
+	op->generation = a->ch.generation;
 	op->deadline = op->start + deadline_ms;
 	op->gone = json_object_new_array();
 	op->hook_fd = -1;
@@ -449,7 +459,13 @@ void agent_op_fini(struct agent *a)
 
 static void op_reply(struct agent *a, json_object *reply)
 {
-	agent_to_host(a, reply);
+	if (a->op.generation == a->ch.generation) {
+		agent_to_host(a, reply);
+	} else {
+		agent_log(a, LOG_INFO, "the host that asked has gone; reply dropped: %.200s",
+			  json_object_to_json_string(reply));
+		json_object_put(reply);
+	}
 	agent_op_fini(a);
 }
 
@@ -875,12 +891,6 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 	bool want_verbs = false;
 
 	(void)from;
-	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
-			      a->op.kind == OP_QUIESCE ? "quiesce" : "resume");
-	if (a->state != AS_QUIESCED)
-		return errorf(id, "InvalidState", "resume needs a quiesced agent; the agent is %s",
-			      agent_state_name(a->state));
 	for (size_t i = 0; f && i < json_object_array_length(f); i++) {
 		const char *n = json_object_get_string(json_object_array_get_idx(f, i));
 
@@ -889,6 +899,12 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 		else if (strcmp(n, "tcp"))
 			return errorf(id, "InvalidParameter", "resume: fabric \"%.64s\" is unknown; use \"verbs\" or \"tcp\"", n);
 	}
+	if (a->op.kind != OP_NONE)
+		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
+			      a->op.kind == OP_QUIESCE ? "quiesce" : "resume");
+	if (a->state != AS_QUIESCED)
+		return errorf(id, "InvalidState", "resume needs a quiesced agent; the agent is %s",
+			      agent_state_name(a->state));
 	op_begin(a, OP_RESUME, id, args, 0);
 	a->state = AS_RESUMING;
 	a->op.want_verbs = want_verbs;

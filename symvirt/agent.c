@@ -144,8 +144,10 @@ static void chan_close(struct agent *a)
 	sv_framer_reset(c->framer);
 	/* A socket peer that left will not read old replies; a virtio port
 	 * keeps them (the same host may just be reconnecting). */
-	if (c->kind != CHAN_DEVICE)
+	if (c->kind != CHAN_DEVICE) {
 		c->out.len = 0;
+		c->generation++;
+	}
 }
 
 static void chan_backoff(struct agent *a)
@@ -343,7 +345,7 @@ static void rank_drop(struct agent *a, struct rank *r, const char *reason)
 	agent_op_step(a);
 }
 
-static int rank_send(struct agent *a, struct rank *r, json_object *msg)
+int agent_rank_send(struct agent *a, struct rank *r, json_object *msg)
 {
 	int rc = outq_add(&r->out, msg);
 
@@ -367,7 +369,7 @@ int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_obj
 	r->pending[r->npending].id = id;
 	snprintf(r->pending[r->npending].command, sizeof(r->pending[0].command), "%s", command);
 	r->npending++;
-	return rank_send(a, r, sv_command(command, args, id));
+	return agent_rank_send(a, r, sv_command(command, args, id));
 }
 
 static void rank_reply_in(struct agent *a, struct rank *r, json_object *msg, json_object *id)
@@ -396,7 +398,7 @@ static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
 
 	if (!msg) {
 		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, e->desc);
-		rank_send(a, r, sv_reply_error(e, NULL));
+		agent_rank_send(a, r, sv_reply_error(e, NULL));
 		return 0;
 	}
 	if (sv_check_envelope(msg, &kind, &id, &ee) < 0) {
@@ -404,7 +406,7 @@ static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
 		/* A broken reply cannot be answered; a broken command can. */
 		if (!json_object_object_get_ex(msg, "return", NULL) &&
 		    !json_object_object_get_ex(msg, "error", NULL))
-			rank_send(a, r, sv_reply_error(&ee, id));
+			agent_rank_send(a, r, sv_reply_error(&ee, id));
 		else if (id && json_object_is_type(id, json_type_int))
 			agent_rank_reply(a, r, NULL);	/* counts as a failed answer */
 		return 0;
@@ -413,7 +415,7 @@ static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
 	case SV_MSG_COMMAND:
 		reply = agent_dispatch_command(a, r, msg, id);
 		if (reply)
-			rank_send(a, r, reply);
+			agent_rank_send(a, r, reply);
 		break;
 	case SV_MSG_REPLY:
 		rank_reply_in(a, r, msg, id);

@@ -51,6 +51,9 @@ struct channel {
 	int backoff_ms;
 	struct sv_framer *framer;
 	struct outq out;
+	/* Bumped whenever a socket host goes: a reply to a command of an
+	 * earlier host is not sent to the next one. */
+	unsigned generation;
 };
 
 enum rank_state { RS_RUNNING, RS_QUIESCING, RS_QUIESCED, RS_RESUMING };
@@ -91,6 +94,7 @@ struct op {
 	enum op_kind kind;
 	enum op_phase phase;
 	json_object *id;	/* the coordinator's id (a reference) or NULL */
+	unsigned generation;	/* the channel's, when the command came */
 	json_object *args;	/* a reference */
 	int64_t start, deadline;
 	json_object *gone;	/* ranks that went away during the op */
@@ -135,6 +139,8 @@ void agent_fini(struct agent *a);
 void agent_to_host(struct agent *a, json_object *msg);
 /* Queues a command to a rank and remembers it; 0 or -1 (rank dropped). */
 int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_object *args);
+/* Queues any message to a rank (consumes msg); 0 or -1. */
+int agent_rank_send(struct agent *a, struct rank *r, json_object *msg);
 void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg);
 const char *agent_state_name(enum agent_state s);
 const char *rank_state_name(enum rank_state s);
