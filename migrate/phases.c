@@ -1,0 +1,619 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The steps of each phase after preflight, as in the map ("One migration,
+ * phase by phase"), and what QMP events tell us along the way.  The QMP
+ * sequence for storage is the one measured to work on QEMU 7.2 (lab
+ * feasibility §7): NBD export on the destination, blockdev-mirror on the
+ * source, pause-before-switchover, block-job-cancel of the READY mirror
+ * (a consistent copy without pivot), migrate-continue.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "run.h"
+
+/* QEMU takes max-bandwidth in bytes/s; "unlimited" is a large number
+ * because 0 would stop the migration (7.2's default is 128 MiB/s). */
+#define KWM_NO_CAP (100ull << 30)
+
+static bool side_has_agent(struct kwm_vm *vm, enum kwm_side_id s)
+{
+	return s == KWM_SRC ? vm->conf->src.symvirt != NULL : vm->conf->dst.symvirt != NULL;
+}
+
+static bool storage_moves(struct kwm_vm *vm)
+{
+	return vm->run->storage != KWM_STORAGE_SHARED;
+}
+
+static struct kwm_op *step(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+			   json_object *args, unsigned fact)
+{
+	struct kwm_op *op = kwm_op_add(vm, KWM_OP_QMP, side, cmd, args);
+
+	op->fact = fact;
+	return op;
+}
+
+static struct kwm_op *wait_for(struct kwm_vm *vm, kwm_pred_fn until, const char *what)
+{
+	struct kwm_op *op = kwm_op_add(vm, KWM_OP_WAIT, KWM_SRC, NULL, NULL);
+
+	op->until = until;
+	op->what = strdup(what);
+	return op;
+}
+
+static struct kwm_op *call(struct kwm_vm *vm, kwm_call_fn fn, const char *what)
+{
+	struct kwm_op *op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+
+	op->fn = fn;
+	op->what = strdup(what);
+	return op;
+}
+
+static struct kwm_op *agent(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+			    json_object *args)
+{
+	return kwm_op_add(vm, KWM_OP_AGENT, side, cmd, args);
+}
+
+/* ---- bandwidth -------------------------------------------------------- */
+
+bool kwm_vm_inflight(const struct kwm_vm *vm)
+{
+	return vm->state == KWM_VM_BUSY &&
+	       (vm->phase == KWM_PH_STORAGE || vm->phase == KWM_PH_MEMORY);
+}
+
+uint64_t kwm_share(struct kwm_run *r)
+{
+	size_t n = 0;
+
+	if (!r->c->bandwidth)
+		return 0;
+	for (size_t i = 0; i < r->nvms; i++)
+		n += kwm_vm_inflight(&r->vms[i]);
+	return r->c->bandwidth / (n ? n : 1);
+}
+
+/* Gives every migration in flight its equal part of the WAN cap again. */
+void kwm_reshare(struct kwm_run *r)
+{
+	uint64_t share = kwm_share(r);
+
+	if (!r->c->bandwidth)
+		return;
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (!kwm_vm_inflight(vm))
+			continue;
+		if (vm->phase == KWM_PH_STORAGE) {
+			for (size_t d = 0; d < vm->conf->ndisks; d++)
+				if (vm->disks[d].job_running)
+					kwm_qmp_async(vm, KWM_SRC, "block-job-set-speed",
+						      kwm_obj("device=s speed=i", vm->disks[d].job,
+							      (int64_t)share), NULL);
+		} else if (vm->facts & KWM_F_MIGRATE) {
+			kwm_qmp_async(vm, KWM_SRC, "migrate-set-parameters",
+				      kwm_obj("max-bandwidth=i", (int64_t)share), NULL);
+		}
+	}
+}
+
+/* ---- blackout spans ------------------------------------------------------ */
+
+static void blackout_start(struct kwm_vm *vm, const char *why)
+{
+	if (vm->nblackout && !vm->blackout[vm->nblackout - 1].end)
+		return;		/* already quiesced */
+	if (vm->nblackout == 4)
+		return;
+	vm->blackout[vm->nblackout].start = kwm_wall();
+	vm->blackout[vm->nblackout].end = 0;
+	vm->blackout_why[vm->nblackout] = why;
+	vm->nblackout++;
+}
+
+static void blackout_end(struct kwm_vm *vm)
+{
+	if (vm->nblackout && !vm->blackout[vm->nblackout - 1].end)
+		vm->blackout[vm->nblackout - 1].end = kwm_wall();
+}
+
+static void quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	(void)ret;
+	vm->agent_quiesced = true;
+}
+
+static void resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	(void)ret;
+	vm->agent_quiesced = false;
+	blackout_end(vm);
+}
+
+/* The agent is told how long it may take; it answers before we give up. */
+static json_object *quiesce_args(struct kwm_vm *vm)
+{
+	return kwm_obj("deadline-ms=i", vm->run->c->timeout_ms[KWM_PH_QUIESCE] * 9 / 10);
+}
+
+static int mark_quiesce(struct kwm_vm *vm)
+{
+	blackout_start(vm, vm->run->opt.hold_job ? "held" : "unplug");
+	return 0;
+}
+
+static int mark_dst_quiesce(struct kwm_vm *vm)
+{
+	blackout_start(vm, "replug");
+	return 0;
+}
+
+int kwm_mark_rb_quiesce(struct kwm_vm *vm)
+{
+	blackout_start(vm, "rollback");
+	return 0;
+}
+
+/* The blackout starts when the quiesce is asked for, not when it is done. */
+static void add_quiesce(struct kwm_vm *vm, enum kwm_side_id side, kwm_call_fn mark)
+{
+	struct kwm_op *op;
+
+	call(vm, mark, "marking the start of the blackout");
+	op = agent(vm, side, "quiesce", quiesce_args(vm));
+	op->on_reply = quiesced;
+	op->fact = side == KWM_SRC ? KWM_F_QUIESCED : 0;
+}
+
+void kwm_on_quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	quiesced(vm, op, ret);
+}
+
+void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	resumed(vm, op, ret);
+}
+
+json_object *kwm_quiesce_args(struct kwm_vm *vm)
+{
+	return quiesce_args(vm);
+}
+
+/* ---- storage pre-copy ---------------------------------------------------- */
+
+static void mirror_started(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)ret;
+	vm->disks[op->disk].job_running = true;
+}
+
+static bool mirrors_ready(struct kwm_vm *vm)
+{
+	for (size_t d = 0; d < vm->conf->ndisks; d++)
+		if (!vm->disks[d].ready)
+			return false;
+	return true;
+}
+
+void kwm_build_storage(struct kwm_vm *vm)
+{
+	const struct kwm_vm_conf *c = vm->conf;
+	const char *sync = vm->run->storage == KWM_STORAGE_FULL ? "full" : "top";
+	const char *connect = c->nbd_connect ? c->nbd_connect : c->nbd_listen;
+	int64_t share = (int64_t)kwm_share(vm->run);
+
+	step(vm, KWM_DST, "nbd-server-start",
+	     kwm_obj("addr=o", kwm_socket_address(c->nbd_listen, 0)), KWM_F_NBD_SERVER);
+	for (size_t d = 0; d < c->ndisks; d++)
+		step(vm, KWM_DST, "block-export-add",
+		     kwm_obj("type=s id=s node-name=s name=s writable=b", "nbd",
+			     vm->disks[d].export_id, c->disks[d].dst_node,
+			     c->disks[d].dst_node, 1), KWM_F_NBD_SERVER);
+	for (size_t d = 0; d < c->ndisks; d++) {
+		struct kwm_op *op = step(vm, KWM_SRC, "blockdev-add",
+			kwm_obj("driver=s node-name=s server=o export=s", "nbd",
+				vm->disks[d].nbd_node, kwm_socket_address(connect, 1),
+				c->disks[d].dst_node), KWM_F_NBD_NODES);
+		op->disk = (int)d;
+	}
+	for (size_t d = 0; d < c->ndisks; d++) {
+		json_object *a = kwm_obj("job-id=s device=s target=s sync=s",
+					 vm->disks[d].job, c->disks[d].src_node,
+					 vm->disks[d].nbd_node, sync);
+		struct kwm_op *op;
+
+		if (share)
+			json_object_object_add(a, "speed", json_object_new_int64(share));
+		op = step(vm, KWM_SRC, "blockdev-mirror", a, KWM_F_MIRRORS);
+		op->disk = (int)d;
+		op->on_reply = mirror_started;
+	}
+	wait_for(vm, mirrors_ready, "waiting for BLOCK_JOB_READY (the disk copy to catch up)");
+}
+
+/* ---- quiesce, unplug, resume on what is left ----------------------------- */
+
+bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p)
+{
+	const struct kwm_options *o = &vm->run->opt;
+	bool swap_src = vm->conf->src.hca != NULL;
+
+	switch (p) {
+	case KWM_PH_STORAGE:
+		return storage_moves(vm);
+	case KWM_PH_QUIESCE:
+		/* Nothing to swap at the source: the job keeps running over TCP
+		 * through the migration, unless asked to hold it. */
+		return side_has_agent(vm, KWM_SRC) && (swap_src || o->hold_job);
+	case KWM_PH_UNPLUG:
+		return swap_src;
+	case KWM_PH_RESUME_SRC:
+		return side_has_agent(vm, KWM_SRC) && swap_src && !o->hold_job;
+	case KWM_PH_RESUME:
+		return side_has_agent(vm, KWM_DST);
+	case KWM_PH_FINISH:
+		return !o->keep_source;
+	default:
+		return true;
+	}
+}
+
+void kwm_build_quiesce(struct kwm_vm *vm)
+{
+	add_quiesce(vm, KWM_SRC, mark_quiesce);
+}
+
+static bool hca_gone(struct kwm_vm *vm)
+{
+	return vm->hca_deleted;
+}
+
+void kwm_build_unplug(struct kwm_vm *vm)
+{
+	char what[160];
+
+	step(vm, KWM_SRC, "device_del", kwm_obj("id=s", vm->conf->src.hca_id), KWM_F_UNPLUG);
+	snprintf(what, sizeof(what), "waiting for DEVICE_DELETED of '%s' (the guest must "
+		 "release the device)", vm->conf->src.hca_id);
+	wait_for(vm, hca_gone, what)->timeout_ms = vm->run->c->timeout_ms[KWM_PH_UNPLUG];
+}
+
+void kwm_build_resume_src(struct kwm_vm *vm)
+{
+	agent(vm, KWM_SRC, "resume", NULL)->on_reply = resumed;
+}
+
+/* ---- memory --------------------------------------------------------------- */
+
+static json_object *caps(bool pause)
+{
+	json_object *a = json_object_new_array();
+
+	if (pause)
+		json_object_array_add(a, kwm_obj("capability=s state=b",
+						 "pause-before-switchover", 1));
+	json_object_array_add(a, kwm_obj("capability=s state=b", "events", 1));
+	return kwm_obj("capabilities=o", a);
+}
+
+static bool at_pre_switchover(struct kwm_vm *vm)
+{
+	return !strcmp(vm->mig_status[KWM_SRC], "pre-switchover");
+}
+
+static bool mirrors_done(struct kwm_vm *vm)
+{
+	for (size_t d = 0; d < vm->conf->ndisks; d++)
+		if (vm->disks[d].job_running)
+			return false;
+	return true;
+}
+
+static bool memory_completed(struct kwm_vm *vm)
+{
+	return !strcmp(vm->mig_status[KWM_SRC], "completed") &&
+	       !strcmp(vm->mig_status[KWM_DST], "completed");
+}
+
+static int mark_cancel(struct kwm_vm *vm)
+{
+	vm->mirror_cancel_sent = true;
+	return 0;
+}
+
+static bool if_storage(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return storage_moves(vm);
+}
+
+static void migrate_stats(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	json_object *ram, *v;
+
+	(void)op;
+	if (json_object_object_get_ex(ret, "downtime", &v))
+		vm->downtime_ms = json_object_get_int64(v);
+	if (json_object_object_get_ex(ret, "total-time", &v))
+		vm->mem_total_ms = json_object_get_int64(v);
+	if (json_object_object_get_ex(ret, "setup-time", &v))
+		vm->setup_ms = json_object_get_int64(v);
+	if (json_object_object_get_ex(ret, "ram", &ram)) {
+		if (json_object_object_get_ex(ram, "transferred", &v))
+			vm->mem_bytes = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(ram, "total", &v))
+			vm->mem_total = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(ram, "remaining", &v))
+			vm->mem_remaining = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(ram, "mbps", &v))
+			vm->mem_rate = json_object_get_double(v) * 1e6 / 8;
+	}
+}
+
+void kwm_build_memory(struct kwm_vm *vm)
+{
+	const struct kwm_vm_conf *c = vm->conf;
+	uint64_t share = kwm_share(vm->run);
+	struct kwm_op *op;
+
+	step(vm, KWM_SRC, "migrate-set-capabilities", caps(true), 0);
+	step(vm, KWM_DST, "migrate-set-capabilities", caps(false), 0);
+	step(vm, KWM_SRC, "migrate-set-parameters",
+	     kwm_obj("max-bandwidth=i downtime-limit=i", (int64_t)(share ? share : KWM_NO_CAP),
+		     vm->run->c->downtime_ms), 0);
+	step(vm, KWM_DST, "migrate-incoming", kwm_obj("uri=s", c->mig_listen), KWM_F_INCOMING);
+	step(vm, KWM_SRC, "migrate",
+	     kwm_obj("uri=s", c->mig_connect ? c->mig_connect : c->mig_listen), KWM_F_MIGRATE);
+	wait_for(vm, at_pre_switchover, "waiting for the memory copy to converge (pre-switchover)");
+	call(vm, mark_cancel, "completing the mirrors");
+	for (size_t d = 0; d < c->ndisks && storage_moves(vm); d++) {
+		op = step(vm, KWM_SRC, "block-job-cancel", kwm_obj("device=s", vm->disks[d].job), 0);
+		op->disk = (int)d;
+	}
+	wait_for(vm, mirrors_done, "waiting for BLOCK_JOB_COMPLETED (the last dirty blocks)");
+	for (size_t d = 0; d < c->ndisks && storage_moves(vm); d++) {
+		op = step(vm, KWM_SRC, "blockdev-del", kwm_obj("node-name=s", vm->disks[d].nbd_node), 0);
+		op->cond = if_storage;
+	}
+	step(vm, KWM_SRC, "migrate-continue", kwm_obj("state=s", "pre-switchover"), 0);
+	wait_for(vm, memory_completed, "waiting for the migration to complete at both ends");
+	step(vm, KWM_SRC, "query-migrate", NULL, 0)->on_reply = migrate_stats;
+}
+
+/* ---- switchover, resume, finish ------------------------------------------- */
+
+static int mark_switch_ready(struct kwm_vm *vm)
+{
+	vm->switch_ready = true;
+	return 0;
+}
+
+/* ‖ every destination is started in the same loop turn. */
+static bool all_switch_ready(struct kwm_vm *vm)
+{
+	struct kwm_run *r = vm->run;
+
+	for (size_t i = 0; i < r->nvms; i++)
+		if (!r->vms[i].switch_ready)
+			return false;
+	return true;
+}
+
+static void dst_running(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	json_object *st;
+
+	(void)op;
+	if (json_object_object_get_ex(ret, "status", &st))
+		snprintf(vm->dst_status, sizeof(vm->dst_status), "%s", json_object_get_string(st));
+	if (strcmp(vm->dst_status, "running"))
+		kwm_vm_fail(vm, "the destination is '%s' after cont, not running", vm->dst_status);
+}
+
+void kwm_build_switchover(struct kwm_vm *vm)
+{
+	if (storage_moves(vm))
+		step(vm, KWM_DST, "nbd-server-stop", NULL, 0);
+	if (vm->conf->dst.hca)
+		step(vm, KWM_DST, "device_add", json_object_get(vm->conf->dst.hca), KWM_F_DST_HCA);
+	call(vm, mark_switch_ready, "at the switchover barrier");
+	wait_for(vm, all_switch_ready, "waiting for every VM to reach the switchover");
+	step(vm, KWM_DST, "cont", NULL, KWM_F_SWITCHED);
+	step(vm, KWM_DST, "query-status", NULL, 0)->on_reply = dst_running;
+}
+
+static bool is_quiesced(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return vm->agent_quiesced;
+}
+
+static void agent_alive(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	(void)ret;
+	vm->agent_hello = true;
+}
+
+void kwm_build_resume(struct kwm_vm *vm)
+{
+	/* The guest's agent now answers on the destination's end. */
+	if (vm->conf->dst.hca && !vm->agent_quiesced) {
+		/* Move the job onto the HCA that was just plugged. */
+		add_quiesce(vm, KWM_DST, mark_dst_quiesce);
+		agent(vm, KWM_DST, "resume", NULL)->on_reply = resumed;
+		return;
+	}
+	if (vm->agent_quiesced) {	/* --hold-job: the job waited all along */
+		agent(vm, KWM_DST, "resume", NULL)->on_reply = resumed;
+		vm->ops[vm->nops - 1].cond = is_quiesced;
+		return;
+	}
+	agent(vm, KWM_DST, "hello", NULL)->on_reply = agent_alive;
+}
+
+static int mark_quit(struct kwm_vm *vm)
+{
+	vm->quit_sent[KWM_SRC] = true;
+	return 0;
+}
+
+void kwm_build_finish(struct kwm_vm *vm)
+{
+	call(vm, mark_quit, "quitting the source");
+	step(vm, KWM_SRC, "quit", NULL, 0)->tolerant = true;
+}
+
+/* ---- events ---------------------------------------------------------------- */
+
+static struct kwm_disk_state *disk_by_job(struct kwm_vm *vm, json_object *data)
+{
+	json_object *dev;
+	const char *name;
+
+	if (!data || !json_object_object_get_ex(data, "device", &dev))
+		return NULL;
+	name = json_object_get_string(dev);
+	for (size_t d = 0; d < vm->conf->ndisks; d++)
+		if (!strcmp(vm->disks[d].job, name))
+			return &vm->disks[d];
+	return NULL;
+}
+
+static void job_numbers(struct kwm_disk_state *d, json_object *data)
+{
+	json_object *v;
+
+	if (json_object_object_get_ex(data, "offset", &v))
+		d->offset = (uint64_t)json_object_get_int64(v);
+	if (json_object_object_get_ex(data, "len", &v))
+		d->len = (uint64_t)json_object_get_int64(v);
+}
+
+static void sum_storage(struct kwm_vm *vm)
+{
+	vm->storage_bytes = vm->storage_total = 0;
+	for (size_t d = 0; d < vm->conf->ndisks; d++) {
+		vm->storage_bytes += vm->disks[d].offset;
+		vm->storage_total += vm->disks[d].len;
+	}
+}
+
+/* Failures seen in events count only while the migration is under way. */
+static bool watching(struct kwm_vm *vm)
+{
+	return vm->phase != KWM_PH_ROLLBACK &&
+	       (vm->state == KWM_VM_BUSY || vm->state == KWM_VM_IDLE);
+}
+
+static void block_job_event(struct kwm_vm *vm, const struct kqmp_event *ev)
+{
+	struct kwm_disk_state *d = disk_by_job(vm, ev->data);
+	json_object *e;
+	size_t idx;
+
+	if (!d)
+		return;
+	idx = (size_t)(d - vm->disks);
+	job_numbers(d, ev->data);
+	sum_storage(vm);
+	if (!strcmp(ev->name, "BLOCK_JOB_READY")) {
+		d->ready = true;
+		return;
+	}
+	if (!strcmp(ev->name, "BLOCK_JOB_ERROR")) {
+		if (watching(vm))
+			kwm_vm_fail(vm, "the mirror of disk '%s' hit an I/O error (%s); is the "
+				    "destination's NBD server still there?",
+				    vm->conf->disks[idx].src_node,
+				    json_object_object_get_ex(ev->data, "operation", &e) ?
+				    json_object_get_string(e) : "?");
+		return;
+	}
+	/* COMPLETED or CANCELLED: the job is gone. */
+	d->job_running = false;
+	if (json_object_object_get_ex(ev->data, "error", &e)) {
+		d->failed = true;
+		if (watching(vm))
+			kwm_vm_fail(vm, "the mirror of disk '%s' failed: %s",
+				    vm->conf->disks[idx].src_node, json_object_get_string(e));
+		return;
+	}
+	if (!vm->mirror_cancel_sent && watching(vm))
+		kwm_vm_fail(vm, "the mirror of disk '%s' ended by itself (%s) before it was completed",
+			    vm->conf->disks[idx].src_node, ev->name);
+}
+
+static void migration_event(struct kwm_vm *vm, enum kwm_side_id side,
+			    const struct kqmp_event *ev)
+{
+	json_object *st;
+	const char *s;
+
+	if (!ev->data || !json_object_object_get_ex(ev->data, "status", &st))
+		return;
+	s = json_object_get_string(st);
+	snprintf(vm->mig_status[side], sizeof(vm->mig_status[side]), "%s", s);
+	if ((!strcmp(s, "failed") || !strcmp(s, "cancelled")) && watching(vm))
+		kwm_vm_fail(vm, "the migration %s at the %s", s, kwm_side_name(side));
+}
+
+void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev)
+{
+	json_object *dev;
+
+	if (!strncmp(ev->name, "BLOCK_JOB_", 10) && side == KWM_SRC) {
+		block_job_event(vm, ev);
+	} else if (!strcmp(ev->name, "MIGRATION")) {
+		migration_event(vm, side, ev);
+	} else if (!strcmp(ev->name, "DEVICE_DELETED") && side == KWM_SRC &&
+		   vm->conf->src.hca_id && ev->data &&
+		   json_object_object_get_ex(ev->data, "device", &dev) &&
+		   !strcmp(json_object_get_string(dev), vm->conf->src.hca_id)) {
+		vm->hca_deleted = true;
+	}
+}
+
+/* ---- progress --------------------------------------------------------------- */
+
+void kwm_poll_progress_done(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	if (json_object_is_type(ret, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(ret); i++) {
+			json_object *job = json_object_array_get_idx(ret, i);
+			struct kwm_disk_state *d = disk_by_job(vm, job);
+
+			if (d)
+				job_numbers(d, job);
+		}
+		sum_storage(vm);
+	} else if (json_object_is_type(ret, json_type_object)) {
+		int64_t keep = vm->downtime_ms;
+
+		migrate_stats(vm, NULL, ret);
+		vm->downtime_ms = keep;		/* only final once completed */
+	}
+}
+
+void kwm_poll_progress(struct kwm_vm *vm)
+{
+	if (vm->poll_pending || vm->state != KWM_VM_BUSY)
+		return;
+	if (vm->phase == KWM_PH_STORAGE && (vm->facts & KWM_F_MIRRORS)) {
+		vm->poll_pending = true;
+		kwm_qmp_async(vm, KWM_SRC, "query-block-jobs", NULL, kwm_poll_progress_done);
+	} else if (vm->phase == KWM_PH_MEMORY && (vm->facts & KWM_F_MIGRATE)) {
+		vm->poll_pending = true;
+		kwm_qmp_async(vm, KWM_SRC, "query-migrate", NULL, kwm_poll_progress_done);
+	}
+}

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The coordinator's run-time state: one struct kwm_run for the cluster,
+ * one struct kwm_vm per node VM.  Each VM executes a small program of
+ * steps (struct kwm_op) per phase: a QMP command to its source or
+ * destination, a symvirt command, or a wait until a condition on what the
+ * VM's events have told us.  Everything is driven from one poll() loop
+ * (loop.c); nothing blocks and there is no thread per VM.
+ */
+#ifndef KWM_RUN_H
+#define KWM_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <json-c/json.h>
+
+#include "cluster.h"
+#include "kawarimi-qmp.h"
+#include "symvirt-client.h"
+
+enum kwm_side_id { KWM_SRC, KWM_DST };
+
+struct kwm_vm;
+
+/* ---- steps ------------------------------------------------------------ */
+
+enum kwm_op_kind {
+	KWM_OP_QMP,		/* send cmd to side, wait for the reply */
+	KWM_OP_AGENT,		/* send cmd to side's symvirt agent */
+	KWM_OP_WAIT,		/* until until(vm) is true */
+	KWM_OP_CALL,		/* run fn(vm) now */
+};
+
+/* What a step may have changed, recorded before it is sent, so that a
+ * rollback knows what to undo. */
+enum kwm_fact {
+	KWM_F_NBD_SERVER = 1 << 0,
+	KWM_F_NBD_NODES = 1 << 1,
+	KWM_F_MIRRORS = 1 << 2,
+	KWM_F_INCOMING = 1 << 3,
+	KWM_F_MIGRATE = 1 << 4,
+	KWM_F_UNPLUG = 1 << 5,
+	KWM_F_QUIESCED = 1 << 6,	/* the source agent was told to quiesce */
+	KWM_F_SWITCHED = 1 << 7,	/* cont sent to the destination */
+	KWM_F_DST_HCA = 1 << 8,
+};
+
+struct kwm_op;
+typedef void (*kwm_reply_fn)(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+typedef bool (*kwm_pred_fn)(struct kwm_vm *vm);
+typedef bool (*kwm_cond_fn)(struct kwm_vm *vm, struct kwm_op *op);
+typedef int (*kwm_call_fn)(struct kwm_vm *vm);
+
+struct kwm_op {
+	enum kwm_op_kind kind;
+	enum kwm_side_id side;
+	char *cmd;
+	json_object *args;	/* owned until sent */
+	kwm_reply_fn on_reply;	/* may set vm->fail via kwm_vm_fail() */
+	kwm_pred_fn until;	/* KWM_OP_WAIT */
+	kwm_cond_fn cond;	/* skip the step when false (checked when due) */
+	kwm_call_fn fn;		/* KWM_OP_CALL; nonzero = failed */
+	unsigned fact;
+	bool tolerant;		/* errors and timeouts are noted, not fatal */
+	bool essential;		/* (rollback) a failure leaves it incomplete */
+	bool error_ok;		/* an error answer is the expected outcome */
+	int disk;		/* index into vm->disks, for per-disk steps */
+	int64_t timeout_ms;	/* 0: the phase's */
+	char *what;		/* for messages: "waiting for BLOCK_JOB_READY" */
+};
+
+/* ---- one VM ------------------------------------------------------------ */
+
+enum kwm_vm_state {
+	KWM_VM_IDLE,		/* between phases, waiting for the scheduler */
+	KWM_VM_BUSY,		/* running a phase's steps */
+	KWM_VM_FAILED,		/* a phase failed; the run rolls back */
+	KWM_VM_DONE,		/* migrated or rolled back, nothing more */
+};
+
+struct kwm_disk_state {
+	char job[64], nbd_node[64], export_id[64];
+	bool job_running;	/* created and not yet COMPLETED/CANCELLED */
+	bool ready;
+	bool failed;
+	uint64_t offset, len;	/* from query-block-jobs / the final event */
+};
+
+struct kwm_span {
+	double start, end;	/* wall clock, seconds since the epoch; 0 = not yet */
+};
+
+struct kwm_vm {
+	struct kwm_run *run;
+	const struct kwm_vm_conf *conf;
+	size_t idx;
+
+	struct kqmp *qmp[2];
+	struct symvirt *agent[2];
+	bool qmp_lost[2], agent_lost[2];
+
+	enum kwm_vm_state state;
+	enum kwm_phase phase;		/* the phase running or last finished */
+	struct kwm_op *ops;
+	size_t nops, cap, pc;
+	bool op_pending;		/* a reply is awaited for ops[pc] */
+	uint64_t op_gen;		/* the generation of that reply */
+	int64_t op_deadline, phase_deadline;	/* monotonic ms */
+	unsigned facts;
+
+	struct kwm_span phases[KWM_PH__COUNT];
+	bool phase_ran[KWM_PH__COUNT];
+
+	/* What events and replies told us. */
+	struct kwm_disk_state *disks;
+	char mig_status[2][32];		/* MIGRATION events, per side */
+	bool hca_deleted;		/* DEVICE_DELETED for the source HCA */
+	bool hca_present;		/* learned by rollback's qom-get */
+	bool agent_quiesced;		/* the job is quiesced right now */
+	bool src_was_running;
+	char src_status[32], dst_status[32];
+	json_object *src_version, *dst_version;
+	bool poll_pending;		/* a progress query in flight */
+	bool mirror_cancel_sent;	/* COMPLETED is expected from now on */
+	bool switch_ready;		/* at the cont barrier */
+	bool agent_hello;
+	bool hca_readded;		/* rollback put the HCA back */
+	bool quit_sent[2];		/* EOF on that QMP is expected */
+	json_object *nodes[2];		/* query-named-block-nodes, per side */
+	bool skipped[KWM_PH__COUNT];	/* the phase does not apply to this VM */
+
+	/* For the report. */
+	uint64_t storage_bytes, storage_total;
+	uint64_t mem_bytes, mem_total, mem_remaining;
+	double mem_rate;		/* bytes/s, from query-migrate mbps */
+	uint64_t last_storage;		/* for the storage rate on the TTY */
+	double last_storage_t, storage_rate;
+	int64_t downtime_ms, mem_total_ms, setup_ms;
+	struct kwm_span blackout[4];	/* the job could not communicate */
+	const char *blackout_why[4];
+	int nblackout;
+	bool rolled_back, rollback_incomplete;
+	char rollback_notes[512];
+	char error[768];
+	enum kwm_phase error_phase;
+	bool has_error;
+	char warning[256];
+};
+
+/* ---- the cluster ------------------------------------------------------- */
+
+enum kwm_output { KWM_OUT_PLAIN, KWM_OUT_TTY, KWM_OUT_JSON };
+
+struct kwm_options {
+	bool plan_only;		/* `kawarimi plan`: preflight, change nothing */
+	bool hold_job;
+	bool keep_source;
+	bool storage_set;
+	enum kwm_storage storage;
+	const char *report_file;
+	const char *journal_file;
+	enum kwm_output output;
+	bool quiet;
+};
+
+struct kwm_run {
+	struct kwm_cluster *c;
+	struct kwm_options opt;
+	struct kwm_vm *vms;
+	size_t nvms;
+	enum kwm_storage storage;
+
+	double started, ended;
+	bool rolling_back;
+	bool failed_after_switchover;
+	const struct kwm_vm *first_failure;
+	FILE *journal;
+	int64_t next_tick;
+	int64_t last_draw;
+	int drawn_lines;
+	int max_inflight_seen;		/* for the report and the tests */
+};
+
+/* ---- loop.c ------------------------------------------------------------ */
+
+int64_t kwm_now_ms(void);		/* monotonic */
+double kwm_wall(void);			/* seconds since the epoch */
+/* Connects every VM's QMP (and agents); 0 or -1 with the VM failed. */
+int kwm_run_connect(struct kwm_run *r);
+/* Drives everything until no VM is busy; returns 0, or -1 when a VM failed. */
+int kwm_run_loop(struct kwm_run *r);
+void kwm_run_close(struct kwm_run *r);
+
+/* ---- ops.c --------------------------------------------------------------- */
+
+struct kwm_op *kwm_op_add(struct kwm_vm *vm, enum kwm_op_kind kind,
+			  enum kwm_side_id side, const char *cmd, json_object *args);
+void kwm_ops_clear(struct kwm_vm *vm);
+/* Starts phase p with the steps already added. */
+void kwm_phase_begin(struct kwm_vm *vm, enum kwm_phase p);
+/* Advances vm's program as far as it can without waiting. */
+void kwm_vm_step(struct kwm_vm *vm);
+/* Called when a deadline may have passed. */
+void kwm_vm_check_timeouts(struct kwm_vm *vm, int64_t now);
+void kwm_vm_fail(struct kwm_vm *vm, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void kwm_vm_note(struct kwm_vm *vm, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+const char *kwm_side_name(enum kwm_side_id s);
+/* Fire-and-forget command (bandwidth changes, progress polls). */
+void kwm_qmp_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+		   json_object *args, kwm_reply_fn on_reply);
+void kwm_ignore_reply(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+void kwm_poll_progress_done(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+/* Builds {"k": v, ...} from "k1=s k2=i k3=b k4=o" (string, int64, bool,
+ * json_object consumed). */
+json_object *kwm_obj(const char *spec, ...);
+void kwm_ctx_free_all(void);
+extern bool kwm_closing;
+void kwm_journal(struct kwm_run *r, const struct kwm_vm *vm, const char *side,
+		 const char *cmd, json_object *args);
+
+/* ---- phases.c / preflight.c / rollback.c -------------------------------- */
+
+void kwm_build_preflight(struct kwm_vm *vm);
+void kwm_build_storage(struct kwm_vm *vm);
+void kwm_build_quiesce(struct kwm_vm *vm);
+void kwm_build_unplug(struct kwm_vm *vm);
+void kwm_build_resume_src(struct kwm_vm *vm);
+void kwm_build_memory(struct kwm_vm *vm);
+void kwm_build_switchover(struct kwm_vm *vm);
+void kwm_build_cont(struct kwm_vm *vm);
+void kwm_build_resume(struct kwm_vm *vm);
+void kwm_build_finish(struct kwm_vm *vm);
+void kwm_build_rollback(struct kwm_vm *vm);
+bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p);
+int kwm_mark_rb_quiesce(struct kwm_vm *vm);
+void kwm_on_quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+json_object *kwm_quiesce_args(struct kwm_vm *vm);
+/* Routes one QMP event of vm's side into what the VM knows. */
+void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev);
+/* The bandwidth share for one migration now, bytes/s (0: unlimited). */
+uint64_t kwm_share(struct kwm_run *r);
+void kwm_reshare(struct kwm_run *r);
+void kwm_poll_progress(struct kwm_vm *vm);
+bool kwm_vm_inflight(const struct kwm_vm *vm);
+
+/* ---- sched.c --------------------------------------------------------------- */
+
+/* Starts the next phases that the barriers and limits allow.  Returns true
+ * while there is anything left to do. */
+bool kwm_schedule(struct kwm_run *r);
+
+/* ---- progress.c / report.c ----------------------------------------------- */
+
+void kwm_progress_phase(struct kwm_run *r, const struct kwm_vm *vm, enum kwm_phase p,
+			bool end);
+void kwm_progress_tick(struct kwm_run *r, bool force);
+void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char *level,
+			  const char *msg);
+void kwm_progress_done(struct kwm_run *r);
+json_object *kwm_report_json(struct kwm_run *r);
+void kwm_report_table(struct kwm_run *r, FILE *out);
+int kwm_report_write(struct kwm_run *r, const char *path, char *err, size_t errlen);
+
+#endif

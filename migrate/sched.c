@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The scheduler: which VM starts which phase when.  Every phase is a
+ * cluster-wide barrier (no VM starts phase N+1 before every VM has ended
+ * phase N), which gives the map's ‖ points and also keeps preflight ahead
+ * of any change.  Storage pre-copy and memory migration run at most
+ * `limits.parallel` VMs at a time, sharing the WAN cap.  Any failure before
+ * switchover turns every VM to rollback.
+ */
+#include <string.h>
+
+#include "run.h"
+
+static const enum kwm_phase order[] = {
+	KWM_PH_PREFLIGHT, KWM_PH_STORAGE, KWM_PH_QUIESCE, KWM_PH_UNPLUG,
+	KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME,
+	KWM_PH_FINISH,
+};
+#define NORDER (sizeof(order) / sizeof(order[0]))
+
+typedef void (*builder_fn)(struct kwm_vm *vm);
+
+static builder_fn builder(enum kwm_phase p)
+{
+	switch (p) {
+	case KWM_PH_PREFLIGHT: return kwm_build_preflight;
+	case KWM_PH_STORAGE: return kwm_build_storage;
+	case KWM_PH_QUIESCE: return kwm_build_quiesce;
+	case KWM_PH_UNPLUG: return kwm_build_unplug;
+	case KWM_PH_RESUME_SRC: return kwm_build_resume_src;
+	case KWM_PH_MEMORY: return kwm_build_memory;
+	case KWM_PH_SWITCHOVER: return kwm_build_switchover;
+	case KWM_PH_RESUME: return kwm_build_resume;
+	case KWM_PH_FINISH: return kwm_build_finish;
+	default: return NULL;
+	}
+}
+
+/* Where the cluster is: the first phase in `order` that some VM has not
+ * ended (ran and went idle, or skipped). */
+static size_t current(struct kwm_run *r)
+{
+	for (size_t k = 0; k < NORDER; k++)
+		for (size_t i = 0; i < r->nvms; i++) {
+			struct kwm_vm *vm = &r->vms[i];
+
+			if (vm->skipped[order[k]])
+				continue;
+			if (!vm->phase_ran[order[k]] || vm->state == KWM_VM_BUSY)
+				return k;
+		}
+	return NORDER;
+}
+
+static bool limited(enum kwm_phase p)
+{
+	return p == KWM_PH_STORAGE || p == KWM_PH_MEMORY;
+}
+
+static int inflight(struct kwm_run *r)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < r->nvms; i++)
+		n += kwm_vm_inflight(&r->vms[i]);
+	return n;
+}
+
+static void start_phase(struct kwm_vm *vm, enum kwm_phase p)
+{
+	kwm_ops_clear(vm);
+	builder(p)(vm);
+	kwm_phase_begin(vm, p);
+}
+
+static void start_rollback(struct kwm_run *r)
+{
+	r->rolling_back = true;
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->state == KWM_VM_BUSY) {
+			/* Abandon the phase: its pending reply will be dropped. */
+			vm->phases[vm->phase].end = kwm_wall();
+			vm->op_gen = 0;
+		}
+		kwm_ops_clear(vm);
+		vm->state = KWM_VM_IDLE;
+		/* Preflight changed nothing; a VM that never got further has
+		 * nothing to undo. */
+		if (!vm->facts)
+			continue;
+		vm->rolled_back = true;
+		kwm_build_rollback(vm);
+		kwm_phase_begin(vm, KWM_PH_ROLLBACK);
+	}
+}
+
+static bool any_busy(struct kwm_run *r)
+{
+	for (size_t i = 0; i < r->nvms; i++)
+		if (r->vms[i].state == KWM_VM_BUSY)
+			return true;
+	return false;
+}
+
+static bool any_failed(struct kwm_run *r)
+{
+	for (size_t i = 0; i < r->nvms; i++)
+		if (r->vms[i].state == KWM_VM_FAILED)
+			return true;
+	return false;
+}
+
+bool kwm_schedule(struct kwm_run *r)
+{
+	size_t k;
+	enum kwm_phase p;
+	bool started = false;
+
+	if (r->rolling_back)
+		return any_busy(r);
+	if (any_failed(r)) {
+		if (r->failed_after_switchover || r->opt.plan_only) {
+			/* Past the point of no return (or nothing to undo): the
+			 * others finish what they are doing, nothing new starts. */
+			return any_busy(r);
+		}
+		start_rollback(r);
+		return any_busy(r);
+	}
+	k = current(r);
+	if (k == NORDER || (r->opt.plan_only && k > 0))
+		return any_busy(r);
+	p = order[k];
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->phase_ran[p] || vm->skipped[p] || vm->state != KWM_VM_IDLE)
+			continue;
+		if (!kwm_phase_applies(vm, p)) {
+			vm->skipped[p] = true;
+			continue;
+		}
+		if (limited(p) && inflight(r) >= r->c->parallel)
+			break;
+		start_phase(vm, p);
+		started = true;
+		if (inflight(r) > r->max_inflight_seen)
+			r->max_inflight_seen = inflight(r);
+		if (r->first_failure)
+			break;
+	}
+	if (started && limited(p))
+		kwm_reshare(r);
+	return true;
+}
