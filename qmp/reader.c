@@ -29,6 +29,7 @@ struct kjson_reader {
 	size_t msg_len;		/* bytes of the current message tokenized so far */
 	bool in_msg;
 	bool failed;
+	unsigned char u8_need, u8_lo, u8_hi;	/* utf8_check() state */
 	struct kqmp_error err;	/* why it failed */
 };
 
@@ -43,11 +44,10 @@ struct kjson_reader *kjson_reader_new(size_t max_msg)
 		free(r);
 		return NULL;
 	}
-	/* QEMU and our agents emit strict UTF-8 JSON; anything looser means
-	 * the peer is not who we think it is. */
+	/* QEMU and our agents emit strict JSON; anything looser means the
+	 * peer is not who we think it is.  UTF-8 is checked by utf8_check(). */
 	json_tokener_set_flags(r->tok, JSON_TOKENER_STRICT |
-			       JSON_TOKENER_ALLOW_TRAILING_CHARS |
-			       JSON_TOKENER_VALIDATE_UTF8);
+			       JSON_TOKENER_ALLOW_TRAILING_CHARS);
 	r->max_msg = max_msg ? max_msg : 1;
 	return r;
 }
@@ -142,6 +142,70 @@ static bool is_ws(char c)
 	return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
+/*
+ * UTF-8 validation, done here rather than by json-c: 0.16's
+ * JSON_TOKENER_VALIDATE_UTF8 checks every byte handed to a parse call, even
+ * those after the object's end, and rejects a character split across two
+ * calls, so framing depended on how reads were split (found by fuzz-qmp).
+ * This DFA keeps its state across calls and sees only a message's own
+ * bytes.  Returns the offset of the first invalid byte, or n.
+ */
+static size_t utf8_check(struct kjson_reader *r, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	unsigned need = r->u8_need;
+	unsigned char lo = r->u8_lo, hi = r->u8_hi;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = p[i];
+
+		if (need) {
+			if (c < lo || c > hi)
+				return i;
+			need--;
+			lo = 0x80;
+			hi = 0xbf;
+			continue;
+		}
+		if (c < 0x80)
+			continue;
+		lo = 0x80;
+		hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1;
+		else if (c == 0xe0)
+			need = 2, lo = 0xa0;		/* no overlong forms */
+		else if (c == 0xed)
+			need = 2, hi = 0x9f;		/* no surrogates */
+		else if (c >= 0xe1 && c <= 0xef)
+			need = 2;
+		else if (c == 0xf0)
+			need = 3, lo = 0x90;
+		else if (c >= 0xf1 && c <= 0xf3)
+			need = 3;
+		else if (c == 0xf4)
+			need = 3, hi = 0x8f;		/* nothing past U+10FFFF */
+		else
+			return i;
+	}
+	r->u8_need = (unsigned char)need;
+	r->u8_lo = lo;
+	r->u8_hi = hi;
+	return n;
+}
+
+static int bad_utf8(struct kjson_reader *r, const char *at, size_t bad, size_t n)
+{
+	size_t from = bad > 24 ? bad - 24 : 0;
+	char q[128];
+
+	kq_quote(q, sizeof(q), at + from, (n < bad + 8 ? n : bad + 8) - from);
+	kq_seterr(&r->err, KQMP_E_PROTOCOL,
+		  "invalid UTF-8 at byte %zu of a JSON message, near %s",
+		  r->msg_len + bad, q);
+	return -1;
+}
+
 /* Skips whitespace between messages; 1 when a message starts at r->pos. */
 static int start_message(struct kjson_reader *r)
 {
@@ -159,6 +223,7 @@ static int start_message(struct kjson_reader *r)
 	}
 	r->in_msg = true;
 	r->msg_len = 0;
+	r->u8_need = 0;
 	return 1;
 }
 
@@ -195,10 +260,21 @@ int kjson_reader_next(struct kjson_reader *r, json_object **out,
 			n = INT_MAX;
 
 		const char *at = r->buf + r->pos;
+
 		json_object *obj = json_tokener_parse_ex(r->tok, at, (int)n);
 		enum json_tokener_error jerr = json_tokener_get_error(r->tok);
 		size_t used = json_tokener_get_parse_end(r->tok);
 
+		if (obj || jerr == json_tokener_continue) {
+			size_t mine = obj ? used : n;
+			size_t bad = utf8_check(r, at, mine);
+
+			if (bad < mine) {
+				json_object_put(obj);
+				bad_utf8(r, at, bad, n);
+				return reader_fail(r, err);
+			}
+		}
 		if (obj) {
 			r->pos += used;
 			r->msg_len += used;

@@ -51,10 +51,12 @@ static int run(size_t max, const char *s, size_t len, size_t step,
 static void test_chunking(void)
 {
 	const char *in = "  {\"return\": {}, \"id\": 1}\r\n\n"
-			 "{\"event\":\"STOP\",\"data\":{\"s\":\"a}b{\\\"c\"}}{\"x\":[1,{\"y\":null}]}\n";
+			 "{\"event\":\"STOP\",\"data\":{\"s\":\"a}b{\\\"c\"}}{\"x\":[1,{\"y\":null}]}\n"
+			 "{\"u\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}";
 	const char *want = "{\"return\":{},\"id\":1}\n"
 			   "{\"event\":\"STOP\",\"data\":{\"s\":\"a}b{\\\"c\"}}\n"
-			   "{\"x\":[1,{\"y\":null}]}\n";
+			   "{\"x\":[1,{\"y\":null}]}\n"
+			   "{\"u\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}\n";
 	size_t len = strlen(in);
 	char out[1024];
 	struct kqmp_error err;
@@ -104,7 +106,14 @@ static void test_errors(void)
 	expect_error(4096, "{\"a\":1} {\"a\": x}", 3, "malformed JSON");
 	expect_error(4096, "{\"a\":'x'}", 7, "malformed JSON");
 	expect_error(4096, "{\"a\":1,}", 64, "near '{\"a\":1,}'");
-	expect_error(4096, "{\"a\":\"\xff\"}", 2, "\\xff");
+	expect_error(4096, "{\"a\":\"\xff\"}", 2, "invalid UTF-8 at byte 6");
+	/* Overlong '/', a UTF-16 surrogate, past U+10FFFF, a lone continuation. */
+	expect_error(4096, "{\"a\":\"\xc0\xaf\"}", 64, "\\xc0\\xaf");
+	expect_error(4096, "{\"a\":\"\xed\xa0\x80\"}", 3, "invalid UTF-8");
+	expect_error(4096, "{\"a\":\"\xf4\x90\x80\x80\"}", 64, "invalid UTF-8");
+	expect_error(4096, "{\"a\":\"x\x80\"}", 1, "invalid UTF-8 at byte 7");
+	/* Bytes after a good message are not the message's problem. */
+	expect_error(4096, "{\"a\":1}\xc3\xbf", 64, "expected a JSON object, got '\\xc3\\xbf'");
 	/* Oversize: exactly the limit passes, one byte more fails. */
 	expect_error(10, "{\"a\":\"123\"}", 1, "limit of 10 bytes");
 	expect_error(10, "{\"a\":\"1234567890123\"", 100, "limit of 10 bytes");
