@@ -275,6 +275,7 @@ static json_object *port_json(struct ibv_context *ctx, uint8_t port, bool *activ
 {
 	struct ibv_port_attr pa;
 	json_object *o = json_object_new_object(), *gids = json_object_new_array();
+	const char *st;
 
 	json_object_object_add(o, "port", json_object_new_int(port));
 	if (ibv_query_port(ctx, port, &pa)) {
@@ -284,7 +285,10 @@ static json_object *port_json(struct ibv_context *ctx, uint8_t port, bool *activ
 	}
 	if (pa.state == IBV_PORT_ACTIVE)
 		*active = true;
-	json_object_object_add(o, "state", json_object_new_string(ibv_port_state_str(pa.state)));
+	st = ibv_port_state_str(pa.state);
+	if (!strncmp(st, "PORT_", 5))
+		st += 5;	/* "ACTIVE", as sysfs spells it */
+	json_object_object_add(o, "state", json_object_new_string(st));
 	json_object_object_add(o, "link-layer", json_object_new_string(link_layer_name(pa.link_layer)));
 	json_object_object_add(o, "lid", json_object_new_int(pa.lid));
 	json_object_object_add(o, "active-mtu", json_object_new_int(128 << pa.active_mtu));
