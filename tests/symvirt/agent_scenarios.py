@@ -26,6 +26,21 @@ procs = []
 failures = []
 
 
+def connect(path):
+    """A unix socket bound but not yet listening refuses: retry a little."""
+    end = time.monotonic() + 5
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return s
+        except (ConnectionRefusedError, FileNotFoundError):
+            s.close()
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.02)
+
+
 def fail(msg):
     raise AssertionError(msg)
 
@@ -69,9 +84,7 @@ class Lines:
 
 class Host(Lines):
     def __init__(self, path):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        super().__init__(s)
+        super().__init__(connect(path))
         self.events = []
         self.next_id = 1
 
@@ -119,9 +132,7 @@ class Rank(threading.Thread):
 
     def __init__(self, path, rank, quiesce="ok", resume="ok", delay=0.0, sysroot=None):
         super().__init__(daemon=True)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        self.io = Lines(s)
+        self.io = Lines(connect(path))
         self.rank = rank
         self.behaviour = {"quiesce": quiesce, "resume": resume}
         self.delay = delay
@@ -396,8 +407,7 @@ def sc_malformed(env):
     host.send(b'{"execute": "hello", "id": 1, "arguments": {"client": "a\\u0000b"}}\n')
     check(host.recv()["error"]["class"] == "InvalidParameter", "NUL in a string")
     # the rank leg: garbage, a bad register, a reply to nothing
-    r = Lines(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-    r.sock.connect(env.ranks)
+    r = Lines(connect(env.ranks))
     r.send(b'garbage\n')
     check(r.recv()["error"]["class"] == "ProtocolError", "rank garbage")
     r.send({"execute": "register", "id": 1, "arguments": {"pid": "x", "jobid": "j", "rank": 0, "paths": []}})
@@ -409,8 +419,7 @@ def sc_malformed(env):
     check(r.recv()["error"]["class"] == "InvalidState", "unregister before register")
     r.sock.close()
     # a rank with a malformed quiesce reply counts as failed, not as hung
-    bad = Lines(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-    bad.sock.connect(env.ranks)
+    bad = Lines(connect(env.ranks))
     bad.send({"execute": "register", "id": 1, "arguments": {"pid": 1, "jobid": "j", "rank": 4, "paths": ["tcp"]}})
     bad.recv()
     host.send({"execute": "quiesce", "id": 50, "arguments": {"deadline-ms": 5000}})

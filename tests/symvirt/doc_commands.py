@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,13 +46,25 @@ rank_doc = {m.group(1) for m in re.finditer(r"^\| rank → agent \| `([a-z-]+)` 
 classes_doc = first_col(subsection(section("Coordinator ↔ agent"), "Error classes"))
 events_doc = first_col(subsection(section("Coordinator ↔ agent"), "Events"))
 
+def listening(path):
+    """True once the agent accepts connections (bind() comes before listen())."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 tmp = tempfile.mkdtemp(prefix="kws-doc-")
 ch = os.path.join(tmp, "ch.sock")
 agent = subprocess.Popen([AGENT, "--foreground", "--channel", "listen:" + ch,
                           "--socket", os.path.join(tmp, "ranks.sock")])
 try:
     end = time.monotonic() + 10
-    while not os.path.exists(ch) and time.monotonic() < end and agent.poll() is None:
+    while not listening(ch) and time.monotonic() < end and agent.poll() is None:
         time.sleep(0.02)
     r = subprocess.run([KAWARIMI, "agent", ch, "query-commands"], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:

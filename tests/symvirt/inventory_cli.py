@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,18 @@ import time
 AGENT, KAWARIMI, DUMP = sys.argv[1:4]
 tmp = tempfile.mkdtemp(prefix="kws-inv-")
 procs = []
+
+
+def listening(path):
+    """True once the agent accepts connections (bind() comes before listen())."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def check(cond, msg):
@@ -36,7 +49,7 @@ def start_agent(*extra):
     p = subprocess.Popen([AGENT, "--foreground", "--channel", "listen:" + ch, "--socket", ranks] + list(extra))
     procs.append(p)
     end = time.monotonic() + 10
-    while not os.path.exists(ch):
+    while not listening(ch):
         check(p.poll() is None and time.monotonic() < end, "agent did not start")
         time.sleep(0.02)
     return ch
