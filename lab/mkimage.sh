@@ -202,7 +202,7 @@ build_base() {
 }
 
 # The second layer: this build's binaries, found where meson puts them.
-LAYER_BINS=(symvirt/kawarimi-agent bench/kawarimi-pingpong)
+LAYER_BINS=(symvirt/kawarimi-agent bench/kawarimi-pingpong lab/kwl-mpijob)
 LAYER_BTL=mpi-plugin/mca_btl_kawarimi.so
 
 build_layer() {
@@ -239,7 +239,18 @@ build_layer() {
 	echo "$out"
 }
 
+# One build at a time (tests and the demo may start together).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9
 base=$(build_base)
 layer=$(build_layer)
+# Older images nobody uses (no lab's state names them) go.
+for d in "$CACHE"/base-*; do
+	[ "$d" = "$base" ] && continue
+	cat /run/kawarimi-lab/*/base 2>/dev/null | grep -qxF "$d" || rm -rf "$d"
+done
+find "$CACHE" -maxdepth 1 -name 'layer-*.gz' -mtime +1 -delete 2>/dev/null
+exec 9>&-
 echo "BASE=$base"
 echo "LAYER=$layer"
