@@ -34,7 +34,7 @@ static void lost(struct kwm_vm *vm, enum kwm_side_id side, bool agent, const cha
 			    kwm_side_name(side), s->qmp, why);
 		return;
 	}
-	kwm_vm_fail(vm, "the %s QEMU's QMP connection (%s) closed: %s (did QEMU die?)",
+	kwm_vm_fail(vm, "the %s QEMU's QMP connection (%s) closed: %s",
 		    kwm_side_name(side), s->qmp, why);
 }
 

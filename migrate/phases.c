@@ -188,6 +188,22 @@ json_object *kwm_quiesce_args(struct kwm_vm *vm)
 	return quiesce_args(vm);
 }
 
+/* "fabrics" tells the agent what to wait for: with an HCA (re)plugged it
+ * rescans PCI and waits for an ACTIVE verbs port, up to the link timeout;
+ * without one the job goes on over TCP at once. */
+json_object *kwm_resume_args(struct kwm_vm *vm, bool verbs)
+{
+	json_object *f = json_object_new_array();
+
+	if (verbs)
+		json_object_array_add(f, json_object_new_string("verbs"));
+	json_object_array_add(f, json_object_new_string("tcp"));
+	if (!verbs)
+		return kwm_obj("fabrics=o rescan=b", f, 0);
+	return kwm_obj("fabrics=o link-timeout-ms=i", f,
+		       vm->run->c->timeout_ms[KWM_PH_RESUME] * 3 / 4);
+}
+
 /* ---- storage pre-copy ---------------------------------------------------- */
 
 static void mirror_started(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
@@ -289,7 +305,7 @@ void kwm_build_unplug(struct kwm_vm *vm)
 
 void kwm_build_resume_src(struct kwm_vm *vm)
 {
-	agent(vm, KWM_SRC, "resume", NULL)->on_reply = resumed;
+	agent(vm, KWM_SRC, "resume", kwm_resume_args(vm, false))->on_reply = resumed;
 }
 
 /* ---- memory --------------------------------------------------------------- */
@@ -450,11 +466,12 @@ void kwm_build_resume(struct kwm_vm *vm)
 	if (vm->conf->dst.hca && !vm->agent_quiesced) {
 		/* Move the job onto the HCA that was just plugged. */
 		add_quiesce(vm, KWM_DST, mark_dst_quiesce);
-		agent(vm, KWM_DST, "resume", NULL)->on_reply = resumed;
+		agent(vm, KWM_DST, "resume", kwm_resume_args(vm, true))->on_reply = resumed;
 		return;
 	}
 	if (vm->agent_quiesced) {	/* --hold-job: the job waited all along */
-		agent(vm, KWM_DST, "resume", NULL)->on_reply = resumed;
+		agent(vm, KWM_DST, "resume", kwm_resume_args(vm, vm->conf->dst.hca != NULL))
+			->on_reply = resumed;
 		vm->ops[vm->nops - 1].cond = is_quiesced;
 		return;
 	}

@@ -154,7 +154,8 @@ static void add_agent_steps(struct kwm_vm *vm)
 	op->on_reply = kwm_on_quiesced;
 	op->tolerant = op->essential = true;
 	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_QUIESCE];
-	op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume", NULL);
+	op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume",
+			kwm_resume_args(vm, vm->conf->src.hca != NULL));
 	op->cond = quiesced_now;
 	op->on_reply = kwm_on_resumed;
 	op->tolerant = op->essential = true;

@@ -239,6 +239,7 @@ int kwm_mark_rb_quiesce(struct kwm_vm *vm);
 void kwm_on_quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 json_object *kwm_quiesce_args(struct kwm_vm *vm);
+json_object *kwm_resume_args(struct kwm_vm *vm, bool verbs);
 /* Routes one QMP event of vm's side into what the VM knows. */
 void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev);
 /* The bandwidth share for one migration now, bytes/s (0: unlimited). */

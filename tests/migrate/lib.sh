@@ -1,0 +1,164 @@
+# shellcheck shell=bash
+# Sourced by the coordinator's tests: real QEMU under TCG without a guest
+# OS (q35, 128 MiB, a virtio-blk on a qcow2 overlay of a shared base), the
+# destination started with -incoming defer -S, and helpers to query QMP.
+# Everything lives in one temp dir named kwm-*, removed on exit with every
+# process the test started.
+set -u
+
+KAWARIMI=${KAWARIMI:?set by meson}
+FAKE_AGENT=${FAKE_AGENT:-}
+for tool in qemu-system-x86_64 qemu-img qemu-io socat python3; do
+	command -v "$tool" >/dev/null || { echo "SKIP: $tool not installed"; exit 77; }
+done
+
+T=$(mktemp -d /tmp/kwm-test.XXXXXX)
+PIDS=()
+kwm_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	sleep 0.2
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$T"
+}
+trap kwm_cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# Two root ports and a user netdev on both ends, so that an e1000e "HCA"
+# can be plugged into rp1 on either side; the machine must match.
+QEMU_BASE=(qemu-system-x86_64 -machine q35 -accel tcg -m 128 -nodefaults -display none
+	-device pcie-root-port,id=rp1,chassis=1,slot=1
+	-device pcie-root-port,id=rp2,chassis=2,slot=2 -netdev user,id=hn0)
+
+# kwm_images N: a 256 MiB base with 32 MiB of data, a copy of it as the
+# destination's base, and per VM a source overlay with known data (8 MiB
+# + 2 MiB written) and an empty destination overlay.
+kwm_images() {
+	local n=$1 i
+	qemu-img create -q -f qcow2 "$T/base.qcow2" 256M || fail "qemu-img create"
+	qemu-io -c 'write -P 0xaa 0 32M' "$T/base.qcow2" >/dev/null || fail "qemu-io base"
+	cp "$T/base.qcow2" "$T/dbase.qcow2"
+	for i in $(seq 1 "$n"); do
+		qemu-img create -q -f qcow2 -b "$T/base.qcow2" -F qcow2 "$T/s$i.qcow2"
+		qemu-img create -q -f qcow2 -b "$T/dbase.qcow2" -F qcow2 "$T/d$i.qcow2"
+		qemu-io -c "write -P 0x1$i 1M 8M" -c "write -P 0x2$i 100M 2M" "$T/s$i.qcow2" \
+			>/dev/null || fail "qemu-io overlay $i"
+	done
+}
+
+# Bytes allocated in the overlay itself (not in its backing file).
+kwm_overlay_bytes() {
+	qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
+}
+
+kwm_wait_sock() {
+	local i
+	for i in $(seq 1 100); do
+		[ -S "$1" ] && return 0
+		sleep 0.1
+	done
+	fail "socket $1 did not appear"
+}
+
+# kwm_start_src I [QEMU ARGS...]
+kwm_start_src() {
+	local i=$1
+	shift
+	"${QEMU_BASE[@]}" -qmp "unix:$T/s$i.qmp,server=on,wait=off" \
+		-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$T/s$i.qcow2" \
+		-device virtio-blk-pci,drive=disk0,id=vblk0 "$@" 2>>"$T/qemu-s$i.log" &
+	PIDS+=($!)
+	eval "SRC_PID_$i=$!"
+	kwm_wait_sock "$T/s$i.qmp"
+}
+
+# kwm_start_dst I [QEMU ARGS...]
+kwm_start_dst() {
+	local i=$1
+	shift
+	"${QEMU_BASE[@]}" -qmp "unix:$T/d$i.qmp,server=on,wait=off" \
+		-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$T/d$i.qcow2" \
+		-device virtio-blk-pci,drive=disk0,id=vblk0 -incoming defer -S "$@" \
+		2>>"$T/qemu-d$i.log" &
+	PIDS+=($!)
+	eval "DST_PID_$i=$!"
+	kwm_wait_sock "$T/d$i.qmp"
+}
+
+# kwm_qmp SOCKET COMMAND [ARGS-JSON]: prints the reply line.
+kwm_qmp() {
+	local args=${3:-}
+	{
+		echo '{"execute":"qmp_capabilities"}'
+		if [ -n "$args" ]; then
+			echo "{\"execute\":\"$2\",\"arguments\":$args}"
+		else
+			echo "{\"execute\":\"$2\"}"
+		fi
+	} | timeout 5 socat -t1 - "UNIX-CONNECT:$1" | grep -E '"(return|error)"' | tail -1
+}
+
+kwm_status() {
+	kwm_qmp "$1" query-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["return"]["status"])'
+}
+
+# kwm_json FILE EXPR: evaluates a python expression on the report as r.
+kwm_json() {
+	python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+# kwm_cluster FILE N: writes a cluster file for VMs 1..N.  Knobs (env):
+# STORAGE, PARALLEL, BANDWIDTH, TIMEOUTS (a YAML map), AGENTS=yes|no,
+# SRC_HCA / DST_HCA (a YAML value, default none).
+kwm_cluster() {
+	local f=$1 n=$2 i
+	local tmo='{preflight: 10s, storage: 60s, memory: 60s}'
+	[ -n "${TIMEOUTS:-}" ] && tmo=$TIMEOUTS
+	{
+		echo "format: 1"
+		echo "cluster: test"
+		echo "storage: ${STORAGE:-incremental}"
+		echo "limits:"
+		echo "  parallel: ${PARALLEL:-2}"
+		echo "  bandwidth: ${BANDWIDTH:-unlimited}"
+		echo "  timeouts: $tmo"
+		echo "vms:"
+		for i in $(seq 1 "$n"); do
+			local sa=none da=none
+			if [ "${AGENTS:-no}" = yes ]; then
+				sa=$T/s$i.sv
+				da=$T/d$i.sv
+			fi
+			echo "  - name: vm$i"
+			echo "    source: {qmp: $T/s$i.qmp, symvirt: $sa, hca: ${SRC_HCA:-none}}"
+			echo "    destination:"
+			echo "      qmp: $T/d$i.qmp"
+			echo "      symvirt: $da"
+			echo "      hca: ${DST_HCA:-none}"
+			echo "      migration: {listen: \"unix:$T/m$i.sock\"}"
+			echo "      nbd: {listen: \"unix:$T/nbd$i.sock\"}"
+			echo "    disks: [{source: disk0}]"
+		done
+	} >"$f"
+}
+
+# kwm_agents N: one fake agent per VM, on its source and destination ends.
+kwm_agents() {
+	local i
+	for i in $(seq 1 "$1"); do
+		"$FAKE_AGENT" "$T/agent$i.log" "$T/s$i.sv" "$T/d$i.sv" "${@:2}" &
+		PIDS+=($!)
+		kwm_wait_sock "$T/d$i.sv"
+	done
+}
+
+kwm_alive() {
+	kill -0 "$1" 2>/dev/null
+}
