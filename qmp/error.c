@@ -34,6 +34,15 @@ void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	va_start(ap, fmt);
 	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
 	va_end(ap);
+	kq_one_line(err->desc);
+}
+
+char *kq_one_line(char *s)
+{
+	for (char *p = s; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	return s;
 }
 
 const char *kq_quote(char *dst, size_t size, const char *src, size_t len)

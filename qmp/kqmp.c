@@ -83,7 +83,7 @@ static void kq_log(struct kqmp *q, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	q->log_fn(q, msg, q->log_arg);
+	q->log_fn(q, kq_one_line(msg), q->log_arg);
 }
 
 static int64_t now_ms(void)
@@ -148,6 +148,7 @@ static void kq_fail(struct kqmp *q, enum kqmp_err_kind kind,
 	va_start(ap, fmt);
 	vsnprintf(q->error.desc, sizeof(q->error.desc), fmt, ap);
 	va_end(ap);
+	kq_one_line(q->error.desc);
 	q->head = q->tail = NULL;
 	q->npending = 0;
 	q->opos = q->olen = 0;
@@ -628,6 +629,7 @@ static bool on_command_dropped(struct kqmp *q, const struct kq_msg *m)
 	snprintf(e.cls, sizeof(e.cls), "CommandDropped");
 	snprintf(e.desc, sizeof(e.desc), "QEMU dropped '%s': %s", c->name,
 		 reason ? json_object_get_string(reason) : "no reason given");
+	kq_one_line(e.desc);
 	cmd_unlink(q, c);
 	if (c->fn)
 		c->fn(q, NULL, &e, c->arg);
@@ -666,6 +668,8 @@ static void on_reply(struct kqmp *q, const struct kq_msg *m, json_object *msg)
 
 			snprintf(e.cls, sizeof(e.cls), "%s", m->cls);
 			snprintf(e.desc, sizeof(e.desc), "%s", m->desc);
+			kq_one_line(e.cls);
+			kq_one_line(e.desc);
 			c->fn(q, NULL, &e, c->arg);
 		}
 	}
