@@ -81,6 +81,8 @@ static char *mutate(const char *from, const char *to)
 	if (!at)
 		abort();
 	out = malloc(sizeof(good) + strlen(to));
+	if (!out)
+		abort();
 	sprintf(out, "%.*s%s%s", (int)(at - good), good, to, at + strlen(from));
 	return out;
 }
