@@ -442,7 +442,11 @@ static void rank_read(struct agent *a, struct rank *r)
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
 	if (n <= 0) {
-		rank_drop(a, r, n == 0 ? "eof" : "error");
+		/* A rank that exits with our reply unread resets the connection:
+		 * that is an ordinary end too. */
+		if (n < 0 && errno != ECONNRESET)
+			agent_log(a, LOG_WARNING, "rank pid %" PRId64 ": read: %s", r->pid, strerror(errno));
+		rank_drop(a, r, n == 0 || errno == ECONNRESET ? "eof" : "error");
 		return;
 	}
 	sv_framer_feed(r->framer, buf, (size_t)n, rank_frame, &ctx);
@@ -633,6 +637,8 @@ static void handle_chan(struct agent *a, short re)
 	}
 }
 
+static void rank_flush(struct agent *a, struct rank *r);
+
 static void handle_ranks(struct agent *a, struct pollfd *pfds, struct rank **rs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -649,9 +655,21 @@ static void handle_ranks(struct agent *a, struct pollfd *pfds, struct rank **rs,
 			rank_read(a, r);
 			continue;
 		}
-		if (outq_flush(&r->out, r->fd) < 0)
-			rank_drop(a, r, "error");
+		rank_flush(a, r);
 	}
+}
+
+/* Writes a rank's queued output; a rank that has gone is dropped. */
+static void rank_flush(struct agent *a, struct rank *r)
+{
+	bool gone;
+
+	if (!r->out.len || outq_flush(&r->out, r->fd) == 0)
+		return;
+	gone = errno == EPIPE || errno == ECONNRESET;
+	agent_log(a, gone ? LOG_INFO : LOG_WARNING, "rank pid %" PRId64 ": write: %s", r->pid,
+		  strerror(errno));
+	rank_drop(a, r, gone ? "eof" : "error");
 }
 
 static int loop_once(struct agent *a)
@@ -703,6 +721,10 @@ static int loop_once(struct agent *a)
 	chan_timers(a);
 	agent_op_step(a);
 	/* Replies produced above go out now rather than after the next poll. */
+	for (struct rank *r = a->ranks, *next; r; r = next) {
+		next = r->next;
+		rank_flush(a, r);
+	}
 	if (c->fd >= 0 && !c->paused && c->out.len && outq_flush(&c->out, c->fd) < 0) {
 		chan_close(a);
 		if (c->kind != CHAN_LISTEN)

@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkawarimi-symvirt client tests (suite 'symvirt').
+ *
+ * Usage: test-symvirt-client KAWARIMI-AGENT
+ *
+ * 1-3: a scripted fake agent on a socketpair: the first hello is "lost" (as
+ *      bytes sent while no guest reader has the port open are), a stale
+ *      reply and an event arrive before the answer, replies come out of
+ *      order and in pieces, an error reply, a wrong protocol version, an
+ *      agent that never answers, the agent going away.
+ * 4:   the real kawarimi-agent: sync, commands, events from a rank.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "symvirt-client.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                         \
+	do {                                                                     \
+		if (!(cond)) {                                                   \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);     \
+			fprintf(stderr, __VA_ARGS__);                            \
+			fputc('\n', stderr);                                     \
+			failures++;                                              \
+		}                                                                \
+	} while (0)
+
+/* ---- the fake agent (child side) -------------------------------------------- */
+
+static FILE *fake_in;
+static int fake_fd;
+
+static json_object *fake_read(void)
+{
+	static char line[70000];
+
+	if (!fgets(line, sizeof(line), fake_in))
+		return NULL;
+	return json_tokener_parse(line);
+}
+
+static void fake_write(const char *s)
+{
+	size_t len = strlen(s);
+
+	while (len) {
+		ssize_t n = write(fake_fd, s, len);
+
+		if (n <= 0)
+			_exit(90);
+		s += n;
+		len -= (size_t)n;
+	}
+}
+
+static int64_t msg_id(json_object *m)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(m, "id", &v) ? json_object_get_int64(v) : -1;
+}
+
+static const char *msg_cmd(json_object *m)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(m, "execute", &v) ? json_object_get_string(v) : "";
+}
+
+static void fake_reply(int64_t id, const char *ret)
+{
+	char buf[512];
+
+	snprintf(buf, sizeof(buf), "{\"return\": %s, \"id\": %lld}\n", ret, (long long)id);
+	fake_write(buf);
+}
+
+/* Script 1: lost hello, stale reply, event, error, out of order, pieces. */
+static int fake_main(void)
+{
+	json_object *m = fake_read(), *a, *b;
+	int hellos = 1;
+	char buf[256];
+
+	json_object_put(m);	/* the first hello is lost */
+	m = fake_read();
+	if (!m || strcmp(msg_cmd(m), "hello"))
+		return 91;
+	hellos++;
+	fake_write("{\"return\": {}, \"id\": 5}\n");
+	fake_write("{\"event\": \"RANK_REGISTERED\", \"data\": {\"rank\": 3}, "
+		   "\"timestamp\": {\"seconds\": 7, \"microseconds\": 8}}\n");
+	fake_reply(msg_id(m), "{\"protocol\": 1, \"agent\": \"fake\"}");
+	json_object_put(m);
+	m = fake_read();	/* status -> error */
+	snprintf(buf, sizeof(buf), "{\"error\": {\"class\": \"InvalidState\", \"desc\": \"fake says no\"}, \"id\": %lld}\n",
+		 (long long)msg_id(m));
+	fake_write(buf);
+	json_object_put(m);
+	a = fake_read();
+	b = fake_read();
+	fake_reply(msg_id(b), "{\"n\": 2}");
+	fake_reply(msg_id(a), "{\"n\": 1}");
+	json_object_put(a);
+	json_object_put(b);
+	m = fake_read();	/* quiesce: the reply in two pieces */
+	snprintf(buf, sizeof(buf), "{\"return\": {\"ranks\": [], \"elapsed-ms\": 1}, \"id\": %lld}\n",
+		 (long long)msg_id(m));
+	fake_write("");
+	{
+		size_t half = strlen(buf) / 2;
+		char first[256];
+
+		memcpy(first, buf, half);
+		first[half] = '\0';
+		fake_write(first);
+		usleep(50000);
+		fake_write(buf + half);
+	}
+	json_object_put(m);
+	m = fake_read();	/* the next command: hang up instead */
+	json_object_put(m);
+	return hellos;
+}
+
+/* Script 2: answers every hello with protocol 2. */
+static int fake_version(void)
+{
+	json_object *m;
+
+	while ((m = fake_read())) {
+		fake_reply(msg_id(m), "{\"protocol\": 2}");
+		json_object_put(m);
+	}
+	return 0;
+}
+
+/* Script 3: reads and never answers; exits with the number of hellos. */
+static int fake_silent(void)
+{
+	json_object *m;
+	int n = 0;
+
+	while ((m = fake_read())) {
+		n += !strcmp(msg_cmd(m), "hello");
+		json_object_put(m);
+	}
+	return n;
+}
+
+static pid_t spawn_fake(int (*fn)(void), int *fd)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		fake_fd = sv[1];
+		fake_in = fdopen(dup(sv[1]), "r");
+		_exit(fn());
+	}
+	close(sv[1]);
+	*fd = sv[0];
+	return pid;
+}
+
+static int reap(pid_t pid)
+{
+	int st;
+
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* ---- client-side checks -------------------------------------------------------- */
+
+struct got {
+	int calls;
+	int64_t n;
+	int order;
+	struct symvirt_error err;
+};
+
+static int order_counter;
+
+static void got_cb(struct symvirt *s, json_object *ret, const struct symvirt_error *err, void *arg)
+{
+	struct got *g = arg;
+	json_object *v;
+
+	(void)s;
+	g->calls++;
+	g->order = ++order_counter;
+	if (err)
+		g->err = *err;
+	else if (json_object_object_get_ex(ret, "n", &v))
+		g->n = json_object_get_int64(v);
+}
+
+static void pump(struct symvirt *s, struct got *g, int want, int ms)
+{
+	for (int i = 0; i < ms / 10 && g->calls < want; i++) {
+		symvirt_dispatch(s, NULL);
+		usleep(10000);
+	}
+}
+
+static void test_scripted(void)
+{
+	struct symvirt_error err;
+	struct symvirt_event ev;
+	struct got g1 = { 0 }, g2 = { 0 }, gdead = { 0 };
+	json_object *hello = NULL, *ret = NULL, *v;
+	int fd, rc;
+	pid_t pid = spawn_fake(fake_main, &fd);
+	struct symvirt *s = symvirt_new_fd(fd, "fake agent");
+
+	rc = symvirt_sync(s, 5000, 100, &hello, &err);
+	CHECK(rc == 0, "sync: %s", err.desc);
+	CHECK(hello && json_object_object_get_ex(hello, "agent", &v) && !strcmp(json_object_get_string(v), "fake"),
+	      "hello return");
+	json_object_put(hello);
+	CHECK(symvirt_pending(s) == 0, "cancelled hellos still count as pending: %zu", symvirt_pending(s));
+	CHECK(symvirt_event_pop(s, &ev) == 1 && !strcmp(ev.name, "RANK_REGISTERED") && ev.sec == 7 && ev.usec == 8,
+	      "event before the hello reply");
+	symvirt_event_clear(&ev);
+	CHECK(symvirt_event_pop(s, &ev) == 0, "one event only");
+
+	rc = symvirt_execute(s, "status", NULL, 5000, &ret, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_AGENT && !strcmp(err.cls, "InvalidState") &&
+	      !strcmp(err.desc, "fake says no"), "error reply: kind %d cls %s", err.kind, err.cls);
+
+	CHECK(symvirt_send(s, "one", NULL, got_cb, &g1) && symvirt_send(s, "two", NULL, got_cb, &g2),
+	      "send");
+	CHECK(symvirt_pending(s) == 2, "two pending");
+	pump(s, &g1, 1, 3000);
+	pump(s, &g2, 1, 3000);
+	CHECK(g1.calls == 1 && g1.n == 1 && g2.calls == 1 && g2.n == 2 && g2.order < g1.order,
+	      "out-of-order replies matched by id");
+
+	rc = symvirt_execute(s, "quiesce", json_object_new_object(), 5000, &ret, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ret, "elapsed-ms", &v), "reply in pieces: %s", err.desc);
+	json_object_put(ret);
+
+	symvirt_send(s, "status", NULL, got_cb, &gdead);
+	rc = symvirt_execute(s, "status", NULL, 5000, NULL, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_IO, "agent gone: kind %s", symvirt_err_kind_name(err.kind));
+	CHECK(gdead.calls == 1 && gdead.err.kind == SYMVIRT_E_IO, "pending callback told of the failure");
+	CHECK(!symvirt_is_open(s) && symvirt_last_error(s)->kind == SYMVIRT_E_IO, "closed state");
+	CHECK(symvirt_send(s, "x", NULL, NULL, NULL) == 0, "send after failure");
+	symvirt_close(s);
+	rc = reap(pid);
+	CHECK(rc == 2, "fake agent saw %d hellos; want 2 (one lost, one answered)", rc);
+}
+
+static void test_version_and_silence(void)
+{
+	struct symvirt_error err;
+	struct symvirt *s;
+	int fd, rc;
+	pid_t pid;
+
+	pid = spawn_fake(fake_version, &fd);
+	s = symvirt_new_fd(fd, NULL);
+	rc = symvirt_sync(s, 3000, 100, NULL, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_PROTOCOL && strstr(err.desc, "protocol 2"),
+	      "version mismatch: %s", err.desc);
+	symvirt_close(s);
+	reap(pid);
+
+	pid = spawn_fake(fake_silent, &fd);
+	s = symvirt_new_fd(fd, "silent");
+	rc = symvirt_sync(s, 700, 100, NULL, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_TIMEOUT && strstr(err.desc, "silent"), "silence: %s", err.desc);
+	CHECK(symvirt_pending(s) == 0, "hellos left pending after a failed sync");
+	symvirt_close(s);
+	rc = reap(pid);
+	CHECK(rc >= 5, "only %d hellos in 700 ms at a 100 ms retry", rc);
+}
+
+/* ---- the real agent ---------------------------------------------------------------- */
+
+static int connect_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static bool rank_is_5(json_object *data, void *arg)
+{
+	json_object *v;
+
+	(void)arg;
+	return json_object_object_get_ex(data, "rank", &v) && json_object_get_int(v) == 5;
+}
+
+static void test_real_agent(const char *agent)
+{
+	char dir[] = "/tmp/kws-client-XXXXXX", ch[128], ranks[128];
+	struct symvirt_error err;
+	struct symvirt_event ev;
+	struct symvirt *s = NULL;
+	json_object *ret = NULL, *v;
+	pid_t pid;
+	int rfd, rc;
+
+	if (!mkdtemp(dir)) {
+		CHECK(0, "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	snprintf(ch, sizeof(ch), "%s/ch.sock", dir);
+	snprintf(ranks, sizeof(ranks), "%s/ranks.sock", dir);
+	pid = fork();
+	if (pid == 0) {
+		char chan[140];
+
+		snprintf(chan, sizeof(chan), "listen:%s", ch);
+		execl(agent, agent, "--foreground", "--channel", chan, "--socket", ranks, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && !s; i++) {
+		s = symvirt_open(ch, 5000, &ret, &err);
+		if (!s)
+			usleep(10000);
+	}
+	CHECK(s, "symvirt_open: %s", err.desc);
+	if (!s)
+		goto out;
+	CHECK(json_object_object_get_ex(ret, "protocol", &v) && json_object_get_int(v) == 1, "hello");
+	json_object_put(ret);
+
+	rfd = connect_unix(ranks);
+	CHECK(rfd >= 0, "rank connect");
+	dprintf(rfd, "{\"execute\": \"register\", \"id\": 1, \"arguments\": "
+		     "{\"pid\": %d, \"jobid\": \"kws\", \"rank\": 5, \"paths\": [\"tcp\"]}}\n", (int)getpid());
+	rc = symvirt_wait_event(s, "RANK_REGISTERED", rank_is_5, NULL, 5000, &ev, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ev.data, "jobid", &v) && !strcmp(json_object_get_string(v), "kws"),
+	      "RANK_REGISTERED: %s", err.desc);
+	symvirt_event_clear(&ev);
+	rc = symvirt_execute(s, "status", NULL, 5000, &ret, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ret, "ranks", &v) && json_object_array_length(v) == 1,
+	      "status lists the rank: %s", err.desc);
+	json_object_put(ret);
+	close(rfd);
+	rc = symvirt_wait_event(s, "RANK_UNREGISTERED", NULL, NULL, 5000, &ev, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ev.data, "reason", &v) && !strcmp(json_object_get_string(v), "eof"),
+	      "RANK_UNREGISTERED: rc %d %s %s", rc, rc ? err.desc : "", rc ? "" : json_object_to_json_string(ev.data));
+	symvirt_event_clear(&ev);
+	rc = symvirt_execute(s, "quiesce", NULL, 10000, NULL, &err);
+	CHECK(rc == 0, "quiesce: %s", err.desc);
+	rc = symvirt_execute(s, "quiesce", json_object_new_string("x"), 10000, NULL, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_AGENT && !strcmp(err.cls, "InvalidParameter"),
+	      "arguments not an object: %s %s", err.cls, err.desc);
+	rc = symvirt_execute(s, "nope", NULL, 10000, NULL, &err);
+	CHECK(rc == -1 && !strcmp(err.cls, "CommandNotFound"), "unknown command: %s", err.cls);
+	rc = symvirt_execute(s, "resume", NULL, 10000, &ret, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ret, "fabrics", &v), "resume: %s", err.desc);
+	json_object_put(ret);
+	symvirt_close(s);
+out:
+	kill(pid, SIGTERM);
+	rc = reap(pid);
+	CHECK(rc == 0, "agent exit status %d after SIGTERM", rc);
+	rmdir(dir);
+}
+
+int main(int argc, char *argv[])
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s KAWARIMI-AGENT\n", argv[0]);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	test_scripted();
+	test_version_and_silence();
+	test_real_agent(argv[1]);
+	if (failures) {
+		fprintf(stderr, "%d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("symvirt client: all checks passed\n");
+	return 0;
+}
