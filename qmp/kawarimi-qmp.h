@@ -171,8 +171,11 @@ int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev);
 void kqmp_event_clear(struct kqmp_event *ev);
 
 /* Blocking helper: pops events until one named name (and, if match is not
- * NULL, for which match(data, arg) is true) arrives, or timeout_ms.
- * Events that do not match stay queued in order.  0 or -1 with err. */
+ * NULL, for which match(data, arg) is true) arrives, or timeout_ms (< 0: no
+ * limit).  Events that do not match stay queued in order; events queued
+ * before the connection failed still count.  0 or -1 with err
+ * (KQMP_E_TIMEOUT leaves the connection usable).  match is a predicate:
+ * it must not call into the library.  Not from a callback. */
 typedef bool (*kqmp_event_match_fn)(json_object *data, void *arg);
 int kqmp_wait_event(struct kqmp *q, const char *name, kqmp_event_match_fn match,
 		    void *arg, int timeout_ms, struct kqmp_event *ev,

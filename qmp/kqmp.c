@@ -769,8 +769,10 @@ static void read_in(struct kqmp *q)
 	}
 }
 
-int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
+/* kqmp_dispatch(); *freed says whether a callback's kqmp_close() freed q. */
+static int dispatch(struct kqmp *q, struct kqmp_error *err, bool *freed)
 {
+	*freed = false;
 	if (q->depth > 0 && !q->close_requested) {
 		kq_seterr(err, KQMP_E_INVAL, "%s: kqmp_dispatch() called from a callback",
 			  q->name);
@@ -788,6 +790,7 @@ int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
 	if (q->close_requested && q->depth == 0) {
 		kq_seterr(err, KQMP_E_CLOSED, "%s: closed from a callback", q->name);
 		kqmp_close(q);
+		*freed = true;
 		return -1;
 	}
 	if (q->state == KQMP_FAILED) {
@@ -796,6 +799,13 @@ int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
 		return -1;
 	}
 	return 0;
+}
+
+int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
+{
+	bool freed;
+
+	return dispatch(q, err, &freed);
 }
 
 /* ---- events ------------------------------------------------------------ */
@@ -848,11 +858,15 @@ static bool take_event(struct kqmp *q, const char *name, kqmp_event_match_fn mat
 
 /* ---- blocking helpers -------------------------------------------------- */
 
+#define KQ_STEP_FREED	(-2)
+
 /* One poll + dispatch.  0: progress (or nothing yet), 1: deadline passed,
- * -1: the connection failed (err set). */
+ * -1: the connection failed (err set), KQ_STEP_FREED: a callback closed q,
+ * which is gone. */
 static int step(struct kqmp *q, int64_t deadline, struct kqmp_error *err)
 {
 	struct pollfd p = { .fd = q->fd, .events = POLLIN };
+	bool freed;
 	int wait = -1;
 	int n;
 
@@ -878,7 +892,9 @@ static int step(struct kqmp *q, int64_t deadline, struct kqmp_error *err)
 	}
 	if (n == 0)
 		return 0;	/* the next call sees the deadline */
-	return kqmp_dispatch(q, err);
+	if (dispatch(q, err, &freed) == 0)
+		return 0;
+	return freed ? KQ_STEP_FREED : -1;
 }
 
 static int64_t deadline_of(int timeout_ms)
@@ -904,6 +920,8 @@ struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
 	while (q && q->state == KQMP_HANDSHAKE) {
 		int r = step(q, deadline, err);
 
+		if (r == KQ_STEP_FREED)
+			return NULL;	/* cannot happen: no callbacks yet */
 		if (r == 1)
 			kq_seterr(err, KQMP_E_TIMEOUT, q->greeted ?
 				  "%s: no reply to qmp_capabilities within %d ms" :
@@ -963,12 +981,17 @@ int kqmp_execute(struct kqmp *q, const char *command, json_object *args,
 	while (!w.done) {
 		int r = step(q, deadline, err);
 
-		if (w.done)
-			break;
+		if (w.done || r == KQ_STEP_FREED)
+			break;	/* freed: exec_done() heard KQMP_E_CLOSED */
 		if (r != 0) {
 			/* Still pending: its late reply must not touch our stack. */
 			kqmp_cancel(q, id);
-			if (r == 1)
+			if (r == 1 && !q->greeted)
+				kq_seterr(err, KQMP_E_TIMEOUT,
+					  "%s: no QMP greeting within %d ms (is another "
+					  "client already connected to this monitor?)",
+					  q->name, timeout_ms);
+			else if (r == 1)
 				kq_seterr(err, KQMP_E_TIMEOUT,
 					  "%s: no reply to '%s' within %d ms",
 					  q->name, command, timeout_ms);
@@ -1006,6 +1029,8 @@ int kqmp_wait_event(struct kqmp *q, const char *name, kqmp_event_match_fn match,
 				  q->name, name, timeout_ms);
 			return -1;
 		}
+		if (r == KQ_STEP_FREED)
+			return -1;
 		if (r < 0) {
 			/* It may have come with the bytes read just before EOF. */
 			if (take_event(q, name, match, arg, ev))

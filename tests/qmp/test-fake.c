@@ -551,6 +551,24 @@ static void test_close_and_cancel(void)
 	CHECK(a.calls == 1 && a.err.kind == KQMP_E_CLOSED, "second saw the close");
 	pair_close(&p);
 
+	/* The same while a blocking helper waits: it returns, q is gone. */
+	for (int helper = 0; helper < 2; helper++) {
+		struct kqmp_event ev;
+
+		pair_open(&p, 0);
+		handshake(&p, "", "");
+		kqmp_send(p.q, "one", NULL, close_in_callback, NULL);
+		peer_say(&p, "{\"return\": {}, \"id\": 2}");
+		if (helper == 0)
+			CHECK(kqmp_wait_event(p.q, "NEVER", NULL, NULL, 5000, &ev, &err) == -1 &&
+			      err.kind == KQMP_E_CLOSED, "wait_event: %s", err.desc);
+		else
+			CHECK(kqmp_execute(p.q, "two", NULL, 5000, NULL, &err) == -1 &&
+			      err.kind == KQMP_E_CLOSED, "execute: %s", err.desc);
+		p.q = NULL;
+		pair_close(&p);
+	}
+
 	/* A cancelled command's reply is dropped silently. */
 	memset(&a, 0, sizeof(a));
 	pair_open(&p, 0);
