@@ -1,0 +1,120 @@
+/*
+ * kawarimi BTL for Open MPI 4.1 (BTL API 3.1): a reliable, suspendable
+ * transport. See docs/btl.md for the design.
+ *
+ * Threads: one network thread per process (btl_kawarimi_thread.c) owns all
+ * sockets, the agent control socket and every timer. The application
+ * thread enters through the module functions (send/alloc/...) and the
+ * component progress function, which is the only place ob1 callbacks run.
+ * One mutex (kw.lock) protects all shared state; neither thread holds it
+ * while blocking or while calling into ob1.
+ */
+#ifndef BTL_KAWARIMI_H
+#define BTL_KAWARIMI_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "opal_config.h"
+#include "opal/mca/btl/btl.h"
+#include "opal/mca/btl/base/base.h"
+#include "opal/util/proc.h"
+
+#include "btl_kawarimi_frag.h"
+#include "btl_kawarimi_path.h"
+#include "btl_kawarimi_proc.h"
+
+enum kw_state {
+	KW_RUNNING,
+	KW_QUIESCING,
+	KW_QUIESCED,
+	KW_RESUMING,
+};
+
+struct kw_ctl;
+
+struct kw_component {
+	mca_btl_base_component_3_0_0_t super;
+
+	/* MCA parameters */
+	int verbose;
+	char *agent_socket;
+	char *if_include;
+	int port;
+	int connect_timeout_ms;
+	int reconnect_timeout_ms;
+	int resume_timeout_ms;
+	int quiesce_timeout_ms;
+	int finalize_timeout_ms;
+	int free_list_num;
+	int free_list_max;
+	int free_list_inc;
+
+	/* runtime */
+	pthread_mutex_t lock;
+	pthread_t thread;
+	int thread_running;
+	int wake_fd;			/* eventfd: app thread -> network thread */
+	int stop;			/* network thread: finalize */
+	int stopped;			/* network thread has flushed and closed */
+	opal_process_name_t me;
+	const struct kw_path_ops *path;
+	struct kw_addrs local;		/* current local addresses */
+	struct mca_btl_base_endpoint_t **eps;	/* by vpid */
+	uint32_t neps;
+	struct kw_conn *conns;		/* every live connection */
+	enum kw_state state;
+
+	/* hand-over to the application thread */
+	struct kw_rfrag *rx_head, *rx_tail;
+	kw_frag_t *done_head, *done_tail;
+	atomic_int app_work;		/* non-zero: progress has work */
+	int error_pending;
+
+	mca_btl_base_module_error_cb_fn_t error_cb;
+	struct kw_ctl *ctl;
+	char hostname[64];
+};
+
+extern struct kw_component mca_btl_kawarimi_component;
+extern mca_btl_base_module_t mca_btl_kawarimi_module;
+#define kw mca_btl_kawarimi_component
+
+/* endpoint.c: the reliability layer and connection management */
+struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create);
+void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f);
+void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now);
+void kw_ep_conn_broken(struct kw_conn *c, const char *why);
+void kw_ep_free(struct mca_btl_base_endpoint_t *ep);
+void kw_accept_conn(struct kw_conn *c, uint64_t now);
+void kw_conn_service(struct kw_conn *c, uint64_t now);
+void kw_conn_destroy(struct kw_conn *c);
+uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep);
+int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep);
+void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep);
+void kw_ep_force_close(struct mca_btl_base_endpoint_t *ep, const char *why);
+void kw_ep_push_locked(struct mca_btl_base_endpoint_t *ep);
+void kw_ep_send_bye(struct mca_btl_base_endpoint_t *ep);
+
+/* thread.c */
+int kw_thread_start(void);
+void kw_thread_stop(void);
+void kw_wake(void);
+uint64_t kw_now_ms(void);
+void kw_app_notify(void);
+
+/* ctl.c: agent control socket and the quiesce/resume state machine */
+int kw_ctl_open(void);
+void kw_ctl_close(void);
+int kw_ctl_fd(void);
+void kw_ctl_readable(void);
+void kw_ctl_service(uint64_t now);
+uint64_t kw_ctl_next_timer(void);
+
+/* Logging usable from any thread (opal_output is not safe off the
+ * application thread when Open MPI runs without thread support). */
+void kw_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define kw_err(...) kw_log(0, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,274 @@
+/* kawarimi BTL: the component (parameters, init, progress). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "opal/mca/base/mca_base_var.h"
+#include "opal/mca/pmix/pmix.h"
+#include "opal/runtime/opal.h"
+
+#include "btl_kawarimi_endpoint.h"
+
+static int kw_register(void);
+static int kw_open(void);
+static int kw_close(void);
+static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi_threads);
+static int kw_progress(void);
+
+struct kw_component mca_btl_kawarimi_component = {
+	.super = {
+		.btl_version = {
+			MCA_BTL_DEFAULT_VERSION("kawarimi"),
+			.mca_open_component = kw_open,
+			.mca_close_component = kw_close,
+			.mca_register_component_params = kw_register,
+		},
+		.btl_data = {
+			.param_field = MCA_BASE_METADATA_PARAM_CHECKPOINT,
+		},
+		.btl_init = kw_init,
+		.btl_progress = kw_progress,
+	},
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake_fd = -1,
+};
+
+static char *agent_socket_default = "/run/kawarimi/agent.sock";
+static char *if_include_default = "";
+
+static void reg_int(const char *name, const char *help, int *storage, int def)
+{
+	*storage = def;
+	(void)mca_base_component_var_register(&kw.super.btl_version, name, help,
+					      MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
+					      OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
+					      storage);
+}
+
+static void reg_str(const char *name, const char *help, char **storage, char *def)
+{
+	*storage = def;
+	(void)mca_base_component_var_register(&kw.super.btl_version, name, help,
+					      MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0,
+					      OPAL_INFO_LVL_4, MCA_BASE_VAR_SCOPE_READONLY,
+					      storage);
+}
+
+static int kw_register(void)
+{
+	mca_btl_base_module_t *m = &mca_btl_kawarimi_module;
+
+	reg_int("verbose", "Verbosity of the kawarimi BTL on stderr: 0 errors only, "
+		"1 connections, paths and quiesce/resume, 5 connection attempts, 10 frames",
+		&kw.verbose, 0);
+	reg_str("agent_socket", "Unix socket of the kawarimi guest agent the BTL registers "
+		"with to take quiesce/resume commands; empty disables it. If nothing listens "
+		"there, the BTL works as a plain transport (says so at verbose level 1)",
+		&kw.agent_socket, agent_socket_default);
+	reg_str("if_include", "Ordered, comma-separated list of interfaces (name, or name "
+		"prefix ending in *) or IPv4 subnets (a.b.c.d/n) to use, most preferred fabric "
+		"first (e.g. \"ib0,eth0\" or \"10.1.0.0/16,10.2.0.0/16\"); connections use the "
+		"best entry both peers still have. Empty: every non-loopback IPv4 interface "
+		"(loopback only when there is no other)", &kw.if_include, if_include_default);
+	reg_int("port", "TCP port to listen on for connections and address exchange "
+		"(0: any free port, published through the modex)", &kw.port, 0);
+	reg_int("connect_timeout_ms", "Time allowed for one connection attempt including "
+		"the HELLO handshake before the next address pair is tried",
+		&kw.connect_timeout_ms, 2000);
+	reg_int("reconnect_timeout_ms", "After a connection breaks (not by quiesce), how long "
+		"the BTL keeps reconnecting while it holds unacknowledged frames before it gives "
+		"up with an error naming the peer", &kw.reconnect_timeout_ms, 60000);
+	reg_int("resume_timeout_ms", "How long a resume waits for every peer connected "
+		"before the quiesce to be reconnected before it answers (used when the agent's "
+		"resume gives no link-timeout-ms)", &kw.resume_timeout_ms, 30000);
+	reg_int("quiesce_timeout_ms", "Drain deadline of a quiesce when the agent gives "
+		"no deadline-ms", &kw.quiesce_timeout_ms, 10000);
+	reg_int("finalize_timeout_ms", "At MPI_Finalize, how long to wait for outstanding "
+		"acknowledgments before closing", &kw.finalize_timeout_ms, 5000);
+	reg_int("free_list_num", "Initial number of send fragments per pool",
+		&kw.free_list_num, 8);
+	reg_int("free_list_max", "Maximum number of send fragments per pool (-1: unlimited)",
+		&kw.free_list_max, -1);
+	reg_int("free_list_inc", "Send fragments added to a pool when it runs empty",
+		&kw.free_list_inc, 32);
+
+	/* Module defaults; mca_btl_base_param_register makes them
+	 * btl_kawarimi_<name> parameters. tcp is LOW+100: we rank above it. */
+	m->btl_exclusivity = MCA_BTL_EXCLUSIVITY_LOW + 200;
+	m->btl_eager_limit = 64 * 1024;
+	m->btl_rndv_eager_limit = 64 * 1024;
+	m->btl_max_send_size = 256 * 1024;
+	m->btl_rdma_pipeline_send_length = 0;
+	m->btl_rdma_pipeline_frag_size = 0;
+	m->btl_min_rdma_pipeline_size = 0;
+	m->btl_flags = MCA_BTL_FLAGS_SEND;
+	m->btl_latency = 100;
+	m->btl_bandwidth = 1000;
+	return mca_btl_base_param_register(&kw.super.btl_version, m);
+}
+
+static int kw_open(void)
+{
+	return OPAL_SUCCESS;
+}
+
+static int kw_close(void)
+{
+	return OPAL_SUCCESS;
+}
+
+void kw_log(int level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	if (level > kw.verbose)
+		return;
+	n = snprintf(buf, sizeof(buf), "[%s:%d] btl:kawarimi rank %u: ", kw.hostname,
+		     (int)getpid(), kw.me.vpid);
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	/* One write per line keeps lines from different threads whole. */
+	if (write(STDERR_FILENO, buf, n) < 0)
+		return;
+}
+
+static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi_threads)
+{
+	mca_btl_base_module_t **modules;
+	unsigned char blob[512];
+	char err[256];
+	int rc, len;
+
+	(void)progress_threads;
+	*num = 0;
+	gethostname(kw.hostname, sizeof(kw.hostname) - 1);
+	kw.me = opal_proc_local_get()->proc_name;
+	if (mpi_threads) {
+		/* ob1 would call us from several threads at once, and our
+		 * callbacks assume the single application thread. */
+		opal_output_verbose(1, 0, "btl:kawarimi: MPI_THREAD_MULTIPLE is not supported; "
+				    "declining (another BTL such as tcp must reach the peers)");
+		return NULL;
+	}
+	if (kw_addrs_local(kw.if_include, &kw.local, err, sizeof(err))) {
+		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
+		return NULL;
+	}
+	if (!kw.local.n) {
+		opal_output_verbose(1, 0, "btl:kawarimi: no usable interface matches "
+				    "btl_kawarimi_if_include=\"%s\"; disabled", kw.if_include);
+		return NULL;
+	}
+	kw.path = &kw_tcp_path;
+	if (kw.path->listen((uint16_t)kw.port, &kw.local.port, err, sizeof(err))) {
+		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
+		return NULL;
+	}
+	len = kw_addrs_encode(&kw.local, blob, sizeof(blob));
+	OPAL_MODEX_SEND(rc, OPAL_PMIX_GLOBAL, &kw.super.btl_version, blob, (size_t)len);
+	if (rc != OPAL_SUCCESS)
+		goto fail;
+	rc = kw_frag_lists_init(mca_btl_kawarimi_module.btl_eager_limit,
+				mca_btl_kawarimi_module.btl_max_send_size);
+	if (rc != OPAL_SUCCESS)
+		goto fail;
+	kw.state = KW_RUNNING;
+	if (kw_ctl_open() || kw_thread_start())
+		goto fail;
+	kw_log(1, "listening on port %u, %u local addresses, first %s", kw.local.port,
+	       kw.local.n, kw.local.a[0].ifname);
+	/* mca_btl_base_select frees the array. */
+	modules = malloc(sizeof(*modules));
+	if (!modules)
+		goto fail;
+	modules[0] = &mca_btl_kawarimi_module;
+	*num = 1;
+	return modules;
+fail:
+	kw_ctl_close();
+	kw.path->release();
+	kw_frag_lists_fini();
+	return NULL;
+}
+
+static void report_errors(void)
+{
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++) {
+		struct mca_btl_base_endpoint_t *ep = kw.eps[i];
+		char msg[256];
+
+		if (!ep || ep->failed != 1)
+			continue;
+		ep->failed = 2;
+		snprintf(msg, sizeof(msg), "kawarimi: peer rank %u unreachable for more than "
+			 "btl_kawarimi_reconnect_timeout_ms=%d ms", ep->vpid,
+			 kw.reconnect_timeout_ms);
+		pthread_mutex_unlock(&kw.lock);
+		if (kw.error_cb && ep->proc)
+			kw.error_cb(&mca_btl_kawarimi_module, MCA_BTL_ERROR_FLAGS_FATAL, ep->proc, msg);
+		else
+			opal_output(0, "btl:%s", msg);
+		pthread_mutex_lock(&kw.lock);
+	}
+}
+
+/* The only place ob1 callbacks run: in the application thread, with the
+ * lock released. */
+static int kw_progress(void)
+{
+	struct kw_rfrag *rx;
+	kw_frag_t *done;
+	int count = 0;
+
+	if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&kw.lock);
+	atomic_store_explicit(&kw.app_work, 0, memory_order_relaxed);
+	rx = kw.rx_head;
+	kw.rx_head = kw.rx_tail = NULL;
+	done = kw.done_head;
+	kw.done_head = kw.done_tail = NULL;
+	if (kw.error_pending) {
+		kw.error_pending = 0;
+		report_errors();
+	}
+	pthread_mutex_unlock(&kw.lock);
+
+	while (done) {
+		kw_frag_t *f = done;
+		int own = f->base.des_flags & MCA_BTL_DES_FLAGS_BTL_OWNERSHIP;
+
+		done = f->next;
+		if (!f->internal && f->base.des_cbfunc)
+			f->base.des_cbfunc(&mca_btl_kawarimi_module, f->ep, &f->base, f->status);
+		if (own || f->internal)
+			kw_frag_return(f);
+		count++;
+	}
+	while (rx) {
+		struct kw_rfrag *r = rx;
+		const mca_btl_active_message_callback_t *reg =
+			mca_btl_base_active_message_trigger + r->hdr.tag;
+
+		rx = r->next;
+		r->seg.seg_addr.pval = r->data;
+		r->seg.seg_len = r->hdr.len;
+		r->des.des_segments = &r->seg;
+		r->des.des_segment_count = 1;
+		if (reg->cbfunc)
+			reg->cbfunc(&mca_btl_kawarimi_module, r->hdr.tag, &r->des, reg->cbdata);
+		kw_rfrag_free(r);
+		count++;
+	}
+	return count;
+}

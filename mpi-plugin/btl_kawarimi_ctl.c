@@ -1,0 +1,460 @@
+/*
+ * kawarimi BTL: the agent control socket and the quiesce/resume state
+ * machine (rank side of docs/symvirt-protocol.md, "Agent <-> ranks").
+ *
+ * Framing: a plain newline framer (the messages are single JSON lines of
+ * at most 64 KiB); the component keeps to libopen-pal, json-c and pthread
+ * rather than pulling libkawarimi-qmp into every MPI process.
+ * Everything here runs in the network thread with kw.lock held, except
+ * kw_ctl_open/close (application thread, before the thread starts / after
+ * it stopped).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "btl_kawarimi_ctl.h"
+#include "btl_kawarimi_endpoint.h"
+
+struct kw_ctl {
+	int fd;
+	char *buf;
+	size_t len;
+	int next_id;
+	/* the command in progress (quiesce or resume) */
+	json_object *pending_id;
+	uint64_t start_ms, deadline_ms;
+};
+
+static struct kw_ctl ctl = { .fd = -1 };
+
+static const char *state_name(enum kw_state s)
+{
+	switch (s) {
+	case KW_RUNNING: return "running";
+	case KW_QUIESCING: return "quiescing";
+	case KW_QUIESCED: return "quiesced";
+	case KW_RESUMING: return "resuming";
+	}
+	return "?";
+}
+
+static void ctl_drop(const char *why)
+{
+	if (ctl.fd < 0)
+		return;
+	kw_log(1, "agent connection closed (%s); continuing as a plain transport", why);
+	close(ctl.fd);
+	ctl.fd = -1;
+}
+
+static void ctl_write(char *line)
+{
+	size_t off = 0, n;
+
+	if (!line)
+		return;
+	n = strlen(line);
+	kw_log(5, "to agent: %.*s", (int)n - 1, line);
+	while (ctl.fd >= 0 && off < n) {
+		ssize_t w = send(ctl.fd, line + off, n - off, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			ctl_drop(strerror(errno));
+			break;
+		}
+		off += w;
+	}
+	free(line);
+}
+
+int kw_ctl_open(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 2 };
+	json_object *args, *paths;
+	char jobid[64];
+
+	if (!kw.agent_socket || !*kw.agent_socket) {
+		kw_log(1, "btl_kawarimi_agent_socket is empty: no quiesce/resume control");
+		return 0;
+	}
+	if (strlen(kw.agent_socket) >= sizeof(sa.sun_path)) {
+		kw_err("btl_kawarimi_agent_socket \"%s\" is longer than %zu bytes; no agent control",
+		       kw.agent_socket, sizeof(sa.sun_path) - 1);
+		return 0;
+	}
+	strcpy(sa.sun_path, kw.agent_socket);
+	ctl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ctl.fd < 0 || connect(ctl.fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		kw_log(1, "no agent at %s (%s): running as a plain transport", kw.agent_socket,
+		       strerror(errno));
+		if (ctl.fd >= 0)
+			close(ctl.fd);
+		ctl.fd = -1;
+		return 0;
+	}
+	/* A stuck agent must not stall the network thread for long. */
+	setsockopt(ctl.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	ctl.buf = malloc(KW_CTL_MAX_LINE + 1);
+	if (!ctl.buf) {
+		close(ctl.fd);
+		ctl.fd = -1;
+		return -1;
+	}
+	ctl.len = 0;
+	snprintf(jobid, sizeof(jobid), "%s", OPAL_JOBID_PRINT(kw.me.jobid));
+	args = json_object_new_object();
+	json_object_object_add(args, "pid", json_object_new_int(getpid()));
+	json_object_object_add(args, "jobid", json_object_new_string(jobid));
+	json_object_object_add(args, "rank", json_object_new_int64(kw.me.vpid));
+	paths = json_object_new_array();
+	json_object_array_add(paths, json_object_new_string(kw.path->name));
+	json_object_object_add(args, "paths", paths);
+	ctl.next_id = 1;
+	ctl_write(kw_ctl_fmt_command("register", args, ctl.next_id++));
+	kw_log(1, "registered with the agent at %s", kw.agent_socket);
+	return 0;
+}
+
+void kw_ctl_close(void)
+{
+	if (ctl.fd >= 0)
+		ctl_write(kw_ctl_fmt_command("unregister", NULL, ctl.next_id++));
+	if (ctl.fd >= 0)
+		close(ctl.fd);
+	ctl.fd = -1;
+	free(ctl.buf);
+	ctl.buf = NULL;
+	json_object_put(ctl.pending_id);
+	ctl.pending_id = NULL;
+}
+
+int kw_ctl_fd(void)
+{
+	return ctl.fd;
+}
+
+static json_object *paths_json(void)
+{
+	json_object *arr = json_object_new_array();
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++) {
+		struct mca_btl_base_endpoint_t *ep = kw.eps[i];
+		json_object *p;
+		char l[24], r[24];
+
+		if (!ep || !ep->conn || ep->conn->state != KW_CONN_UP)
+			continue;
+		kw_ip_str(ep->conn->cand.local.ip, l, sizeof(l));
+		kw_ip_str(ep->conn->cand.remote.ip, r, sizeof(r));
+		p = json_object_new_object();
+		json_object_object_add(p, "peer", json_object_new_int64(ep->vpid));
+		json_object_object_add(p, "path", json_object_new_string(ep->conn->ops->name));
+		json_object_object_add(p, "local", json_object_new_string(l));
+		json_object_object_add(p, "remote", json_object_new_string(r));
+		json_object_array_add(arr, p);
+	}
+	return arr;
+}
+
+static void reply_error(json_object *id, const char *cls, const char *desc)
+{
+	kw_log(1, "agent command failed: %s: %s", cls, desc);
+	ctl_write(kw_ctl_fmt_error(id, cls, desc));
+}
+
+/* ---- quiesce ----------------------------------------------------------- */
+
+static void quiesce_start(struct kw_ctl_msg *m, uint64_t now)
+{
+	uint32_t i;
+
+	kw.state = KW_QUIESCING;
+	ctl.pending_id = json_object_get(m->id);
+	ctl.start_ms = now;
+	ctl.deadline_ms = now + (m->deadline_ms >= 0 ? m->deadline_ms : kw.quiesce_timeout_ms);
+	kw_log(1, "quiesce: draining (deadline %llu ms)",
+	       (unsigned long long)(ctl.deadline_ms - now));
+	for (i = 0; i < kw.neps; i++)
+		if (kw.eps[i])
+			kw_ep_start_drain(kw.eps[i]);
+}
+
+static void quiesce_finish(uint64_t now, int timed_out)
+{
+	uint64_t frames = 0, bytes = 0;
+	int peers = 0;
+	json_object *ret;
+	char late[200] = "";
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++) {
+		struct mca_btl_base_endpoint_t *ep = kw.eps[i];
+
+		if (!ep)
+			continue;
+		if (ep->conn) {
+			size_t l = strlen(late);
+
+			snprintf(late + l, sizeof(late) - l, "%s%u", l ? "," : "", ep->vpid);
+			kw_ep_force_close(ep, "quiesce deadline passed");
+			ep->was_up = 1;
+		}
+		peers += ep->was_up;
+		frames += ep->drained_frames;
+		bytes += ep->tx_bytes_queued;
+	}
+	kw.path->quiesce();
+	kw.state = KW_QUIESCED;
+	if (timed_out) {
+		char desc[300];
+
+		snprintf(desc, sizeof(desc), "drain not finished within %llu ms; peers %s were "
+			 "cut, their unacknowledged frames will be resent after resume",
+			 (unsigned long long)(ctl.deadline_ms - ctl.start_ms), late);
+		reply_error(ctl.pending_id, "Timeout", desc);
+	} else {
+		ret = json_object_new_object();
+		json_object_object_add(ret, "state", json_object_new_string("quiesced"));
+		json_object_object_add(ret, "peers", json_object_new_int(peers));
+		json_object_object_add(ret, "frames-drained", json_object_new_int64(frames));
+		json_object_object_add(ret, "bytes-queued", json_object_new_int64(bytes));
+		json_object_object_add(ret, "elapsed-ms",
+				       json_object_new_int64(now - ctl.start_ms));
+		kw_log(1, "quiesced: %d peers, %llu frames drained, %llu bytes queued, %llu ms",
+		       peers, (unsigned long long)frames, (unsigned long long)bytes,
+		       (unsigned long long)(now - ctl.start_ms));
+		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	}
+	json_object_put(ctl.pending_id);
+	ctl.pending_id = NULL;
+}
+
+static int all_closed(void)
+{
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++)
+		if (kw.eps[i] && kw.eps[i]->conn)
+			return 0;
+	return 1;
+}
+
+/* ---- resume ------------------------------------------------------------ */
+
+static void resume_start(struct kw_ctl_msg *m, uint64_t now)
+{
+	char err[256];
+	int i;
+	uint32_t v;
+
+	for (i = 0; i < m->nfabrics; i++)
+		kw_log(1, "resume: agent reports fabric %s on %s (%s)%s", m->fabrics[i].name,
+		       m->fabrics[i].ifname, m->fabrics[i].addr,
+		       strcmp(m->fabrics[i].name, "verbs") ? "" :
+		       " - the verbs path is not supported yet, using tcp");
+	if (kw_addrs_local(kw.if_include, &kw.local, err, sizeof(err)))
+		kw_err("resume: %s; keeping the previous address list", err);
+	if (kw.path->resume(err, sizeof(err)))
+		kw_err("resume: %s path: %s", kw.path->name, err);
+	for (i = 0; i < kw.local.n; i++) {
+		char a[24];
+
+		kw_ip_str(kw.local.a[i].ip, a, sizeof(a));
+		kw_log(1, "resume: local address %s on %s, preference %u", a,
+		       kw.local.a[i].ifname, kw.local.a[i].pref);
+	}
+	kw.state = KW_RESUMING;
+	ctl.pending_id = json_object_get(m->id);
+	ctl.start_ms = now;
+	ctl.deadline_ms = now + (m->link_timeout_ms > 0 ? m->link_timeout_ms :
+				 kw.resume_timeout_ms);
+	for (v = 0; v < kw.neps; v++) {
+		struct mca_btl_base_endpoint_t *ep = kw.eps[v];
+
+		if (!ep)
+			continue;
+		ep->upgraded = 0;
+		ep->ncand = ep->cand_idx = 0;
+		ep->next_attempt_ms = now;
+		ep->backoff_ms = 20;
+		ep->broken_since_ms = 0;
+		/* The lower rank of each formerly connected pair reconnects. */
+		ep->want_up = ep->was_up && !ep->peer_gone && kw.me.vpid < ep->vpid;
+	}
+	kw_wake();
+}
+
+static int resume_settled(uint64_t now)
+{
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++) {
+		struct mca_btl_base_endpoint_t *ep = kw.eps[i];
+
+		if (!ep || !ep->was_up || ep->peer_gone || ep->failed)
+			continue;
+		if (!ep->conn || ep->conn->state != KW_CONN_UP)
+			return 0;
+		/* The initiator may still move to a better pair it just
+		 * learned about; give it a moment before reporting. */
+		if (!kw_ep_on_best_path(ep) && !ep->upgraded && now - ep->conn->up_ms < 1000)
+			return 0;
+	}
+	return 1;
+}
+
+static void resume_finish(uint64_t now)
+{
+	json_object *ret = json_object_new_object();
+	uint32_t i;
+
+	for (i = 0; i < kw.neps; i++)
+		if (kw.eps[i]) {
+			if (kw.eps[i]->was_up && (!kw.eps[i]->conn ||
+						  kw.eps[i]->conn->state != KW_CONN_UP))
+				kw_log(1, "resume: peer rank %u not reconnected yet; it will "
+				       "reconnect when traffic needs it", i);
+			kw.eps[i]->want_up = 0;
+			kw.eps[i]->was_up = 0;
+		}
+	kw.state = KW_RUNNING;
+	json_object_object_add(ret, "state", json_object_new_string("resumed"));
+	json_object_object_add(ret, "paths", paths_json());
+	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
+	kw_log(1, "resumed after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
+	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
+					      JSON_C_TO_STRING_PLAIN));
+	ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	json_object_put(ctl.pending_id);
+	ctl.pending_id = NULL;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static void status_reply(json_object *id)
+{
+	json_object *ret = json_object_new_object();
+
+	json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
+	json_object_object_add(ret, "paths", paths_json());
+	ctl_write(kw_ctl_fmt_return(id, ret));
+}
+
+static void handle(struct kw_ctl_msg *m, uint64_t now)
+{
+	char desc[128];
+
+	switch (m->kind) {
+	case KW_CTL_QUIESCE:
+		if (kw.state == KW_QUIESCED) {
+			/* Already there: answer again, nothing to drain. */
+			ctl.pending_id = json_object_get(m->id);
+			ctl.start_ms = now;
+			quiesce_finish(now, 0);
+			return;
+		}
+		if (kw.state != KW_RUNNING) {
+			snprintf(desc, sizeof(desc), "quiesce while %s", state_name(kw.state));
+			reply_error(m->id, "InvalidState", desc);
+			return;
+		}
+		quiesce_start(m, now);
+		return;
+	case KW_CTL_RESUME:
+		if (kw.state != KW_QUIESCED) {
+			snprintf(desc, sizeof(desc), "resume while %s (resume needs quiesced)",
+				 state_name(kw.state));
+			reply_error(m->id, "InvalidState", desc);
+			return;
+		}
+		resume_start(m, now);
+		return;
+	case KW_CTL_STATUS:
+		status_reply(m->id);
+		return;
+	case KW_CTL_REPLY:
+		if (m->is_error)
+			kw_err("the agent refused our registration: %s", m->desc);
+		else if (m->version >= 0 && m->version != 1)
+			kw_err("the agent speaks protocol version %lld, this BTL version 1",
+			       (long long)m->version);
+		return;
+	case KW_CTL_EVENT:
+		return;
+	}
+}
+
+static void handle_line(char *line, size_t len)
+{
+	struct kw_ctl_msg m;
+	const char *eclass;
+	char err[300];
+
+	kw_log(5, "from agent: %.*s", (int)len, line);
+	if (kw_ctl_parse(line, len, &m, &eclass, err, sizeof(err)))
+		reply_error(m.id, eclass, err);
+	else
+		handle(&m, kw_now_ms());
+	kw_ctl_msg_clear(&m);
+}
+
+void kw_ctl_readable(void)
+{
+	ssize_t n;
+	char *nl;
+
+	if (ctl.fd < 0)
+		return;
+	n = recv(ctl.fd, ctl.buf + ctl.len, KW_CTL_MAX_LINE + 1 - ctl.len, MSG_DONTWAIT);
+	if (n == 0) {
+		ctl_drop("the agent closed it");
+		return;
+	}
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			ctl_drop(strerror(errno));
+		return;
+	}
+	ctl.len += n;
+	while (ctl.fd >= 0 && (nl = memchr(ctl.buf, '\n', ctl.len))) {
+		size_t l = nl - ctl.buf;
+
+		handle_line(ctl.buf, l);
+		memmove(ctl.buf, nl + 1, ctl.len - l - 1);
+		ctl.len -= l + 1;
+	}
+	if (ctl.len > KW_CTL_MAX_LINE) {
+		kw_err("the agent sent a line longer than %d bytes; closing the agent connection",
+		       KW_CTL_MAX_LINE);
+		ctl_drop("line too long");
+	}
+}
+
+void kw_ctl_service(uint64_t now)
+{
+	if (kw.state == KW_QUIESCING) {
+		if (all_closed())
+			quiesce_finish(now, 0);
+		else if (now >= ctl.deadline_ms)
+			quiesce_finish(now, 1);
+	} else if (kw.state == KW_RESUMING) {
+		if (resume_settled(now) || now >= ctl.deadline_ms)
+			resume_finish(now);
+	}
+}
+
+uint64_t kw_ctl_next_timer(void)
+{
+	if (kw.state == KW_QUIESCING || kw.state == KW_RESUMING)
+		return ctl.deadline_ms;
+	return UINT64_MAX;
+}

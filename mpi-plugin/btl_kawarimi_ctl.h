@@ -1,0 +1,58 @@
+/*
+ * kawarimi BTL: messages of the agent <-> rank leg of the symvirt protocol
+ * (docs/symvirt-protocol.md, "Agent <-> ranks"). Parsing and formatting
+ * only, no Open MPI dependency, so the fuzz harness links it alone.
+ */
+#ifndef BTL_KAWARIMI_CTL_H
+#define BTL_KAWARIMI_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#define KW_CTL_MAX_LINE 65536
+#define KW_CTL_MAX_FABRICS 8
+
+enum kw_ctl_kind {
+	KW_CTL_QUIESCE = 1,
+	KW_CTL_RESUME,
+	KW_CTL_STATUS,
+	KW_CTL_REPLY,		/* return/error for one of our commands */
+	KW_CTL_EVENT,		/* ignored */
+};
+
+struct kw_fabric_hint {
+	char name[16];		/* "verbs" or "tcp" */
+	char ifname[32];
+	char addr[64];
+};
+
+struct kw_ctl_msg {
+	enum kw_ctl_kind kind;
+	json_object *id;		/* reference held; NULL if absent */
+	int64_t deadline_ms;		/* quiesce; -1 when absent */
+	int64_t link_timeout_ms;	/* resume; -1 when absent */
+	int nfabrics;
+	struct kw_fabric_hint fabrics[KW_CTL_MAX_FABRICS];
+	int is_error;			/* reply */
+	char desc[256];			/* reply error text */
+	int64_t version;		/* reply to register; -1 when absent */
+};
+
+/*
+ * Parses one line. Returns 0, or -1 with eclass set to the error class to
+ * answer with ("InvalidParameter", "CommandNotFound") and err naming the
+ * bad member and value. m->id is set whenever the line had a usable id,
+ * so the error can be answered. Call kw_ctl_msg_clear() in both cases.
+ */
+int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
+		 const char **eclass, char *err, size_t errlen);
+void kw_ctl_msg_clear(struct kw_ctl_msg *m);
+
+/* Formatting: malloc'd, '\n'-terminated lines. ret is consumed. */
+char *kw_ctl_fmt_return(json_object *id, json_object *ret);
+char *kw_ctl_fmt_error(json_object *id, const char *eclass, const char *desc);
+char *kw_ctl_fmt_command(const char *name, json_object *args, int id);
+
+#endif

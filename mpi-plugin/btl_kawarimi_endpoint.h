@@ -1,0 +1,56 @@
+/*
+ * kawarimi BTL: endpoint = one peer process, with the reliability state
+ * that outlives any single connection.
+ *
+ * tx queue: every DATA frame ob1 gave us, in sequence order, until the
+ * peer acknowledges it. tx_cursor is the first frame not yet handed to the
+ * current connection; after a reconnect it goes back to the head, so
+ * exactly the unacknowledged frames are sent again. The receiver keeps
+ * rx_next (next sequence expected) and drops anything below it.
+ */
+#ifndef BTL_KAWARIMI_ENDPOINT_H
+#define BTL_KAWARIMI_ENDPOINT_H
+
+#include "btl_kawarimi.h"
+
+struct mca_btl_base_endpoint_t {
+	uint32_t vpid;
+	opal_proc_t *proc;		/* NULL until ob1 adds the peer */
+	struct kw_addrs peer_addrs;	/* last known (modex, then HELLO) */
+	int have_addrs;
+
+	kw_frag_t *tx_head, *tx_tail, *tx_cursor;
+	uint64_t tx_seq;		/* next sequence number to assign */
+	uint64_t rx_next;		/* next sequence number expected */
+	uint64_t ack_sent;		/* last ack value put on the wire */
+	uint64_t tx_frames, tx_bytes_queued;
+
+	struct kw_conn *conn;		/* current connection or NULL */
+
+	int draining;			/* no new DATA on the wire */
+	int fin_sent, fin_rcvd;
+	int peer_quiesced;		/* peer drained us (its FIN) or refused us */
+	int peer_gone;			/* peer sent BYE (finalized) */
+	int was_up;			/* connected at the last quiesce */
+	int want_up;			/* resume: reconnect even without data */
+	int upgraded;			/* resume cycle: tried the best pair */
+
+	struct kw_cand cand[KW_MAX_CAND];
+	int ncand, cand_idx;
+	uint64_t next_attempt_ms;
+	uint64_t broken_since_ms;	/* 0: not waiting to reconnect */
+	int backoff_ms;
+	int failed;			/* gave up: error reported */
+
+	uint64_t drained_frames;	/* frames acked during the last quiesce */
+	uint64_t dup_frames;
+	uint64_t reconnects;
+};
+
+/* Does the endpoint hold frames the peer has not acknowledged? */
+static inline int kw_ep_has_data(const struct mca_btl_base_endpoint_t *ep)
+{
+	return ep->tx_head != NULL;
+}
+
+#endif

@@ -1,0 +1,386 @@
+/*
+ * kawarimi BTL: the TCP path.
+ *
+ * One stream per endpoint, frames back to back. Small frames are read in
+ * bulk into a staging buffer (one recv for many frames); a large frame's
+ * payload is read straight into its receive fragment, so big messages cost
+ * the same single kernel copy as the stock tcp BTL. Output is one sendmsg
+ * of header + payload segments (no copy of the payload); a partial write
+ * is finished from progress() on POLLOUT.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "btl_kawarimi.h"
+
+#define STAGE_SIZE (64 * 1024)
+#define MAX_OUT_IOV 4
+
+struct kw_tcp_conn {
+	struct kw_conn c;
+	int fd;
+	struct iovec out[MAX_OUT_IOV];	/* rest of a partly written frame */
+	int out_cnt, out_idx;
+	unsigned char *stage;
+	size_t stage_len, stage_off;
+	struct kw_rfrag *cur;		/* large frame being read in place */
+};
+
+static int listen_fd = -1;
+
+static struct kw_tcp_conn *tc(struct kw_conn *c)
+{
+	return (struct kw_tcp_conn *)c;
+}
+
+static int tcp_listen(uint16_t port, uint16_t *bound, char *err, size_t errlen)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	socklen_t len = sizeof(sa);
+	int one = 1;
+
+	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (listen_fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	sa.sin_addr.s_addr = htonl(INADDR_ANY);
+	if (bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(listen_fd, 128) ||
+	    getsockname(listen_fd, (struct sockaddr *)&sa, &len)) {
+		snprintf(err, errlen, "listening on TCP port %u (btl_kawarimi_port): %s",
+			 port, strerror(errno));
+		close(listen_fd);
+		listen_fd = -1;
+		return -1;
+	}
+	*bound = ntohs(sa.sin_port);
+	return 0;
+}
+
+static void tcp_release(void)
+{
+	if (listen_fd >= 0)
+		close(listen_fd);
+	listen_fd = -1;
+}
+
+static void tcp_quiesce(void)
+{
+}
+
+static int tcp_resume(char *err, size_t errlen)
+{
+	(void)err;
+	(void)errlen;
+	return 0;
+}
+
+static int tcp_listen_fd(void)
+{
+	return listen_fd;
+}
+
+static struct kw_tcp_conn *conn_new(int fd)
+{
+	struct kw_tcp_conn *t = calloc(1, sizeof(*t));
+	int one = 1;
+
+	if (!t)
+		return NULL;
+	t->stage = malloc(STAGE_SIZE);
+	if (!t->stage) {
+		free(t);
+		return NULL;
+	}
+	t->fd = fd;
+	t->c.ops = &kw_tcp_path;
+	/* Small frames (ob1 headers, acks) must not wait for Nagle. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return t;
+}
+
+static void fill_addr(struct kw_addr *a, const struct sockaddr_in *sa)
+{
+	memset(a, 0, sizeof(*a));
+	a->ip = sa->sin_addr.s_addr;
+	a->prefixlen = 32;
+}
+
+static struct kw_conn *tcp_accept(void)
+{
+	struct sockaddr_in peer, self;
+	socklen_t plen = sizeof(peer), slen = sizeof(self);
+	struct kw_tcp_conn *t;
+	int fd;
+
+	fd = accept4(listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	t = conn_new(fd);
+	if (!t) {
+		close(fd);
+		return NULL;
+	}
+	getsockname(fd, (struct sockaddr *)&self, &slen);
+	fill_addr(&t->c.cand.local, &self);
+	fill_addr(&t->c.cand.remote, &peer);
+	t->c.state = KW_CONN_HELLO_WAIT;
+	return &t->c;
+}
+
+static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct kw_tcp_conn *t;
+	int fd;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*err = errno;
+		return NULL;
+	}
+	if (cand->local.ip) {
+		/* Bind the source so the stream leaves over the chosen fabric
+		 * even when routing would prefer another interface. */
+		sa.sin_addr.s_addr = cand->local.ip;
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+			*err = errno;
+			close(fd);
+			return NULL;
+		}
+	}
+	sa.sin_addr.s_addr = cand->remote.ip;
+	sa.sin_port = htons(cand->port);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
+		*err = errno;
+		close(fd);
+		return NULL;
+	}
+	t = conn_new(fd);
+	if (!t) {
+		*err = ENOMEM;
+		close(fd);
+		return NULL;
+	}
+	t->c.cand = *cand;
+	t->c.state = KW_CONN_CONNECTING;
+	t->c.initiator = 1;
+	return &t->c;
+}
+
+static int tcp_connect_done(struct kw_conn *c)
+{
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	if (getsockopt(tc(c)->fd, SOL_SOCKET, SO_ERROR, &e, &len))
+		return -errno;
+	if (e == EINPROGRESS)
+		return -EINPROGRESS;
+	return -e;
+}
+
+static int flush_out(struct kw_tcp_conn *t)
+{
+	while (t->out_idx < t->out_cnt) {
+		struct msghdr m = { .msg_iov = t->out + t->out_idx,
+				    .msg_iovlen = t->out_cnt - t->out_idx };
+		ssize_t n = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return 0;
+			return -errno;
+		}
+		while (n > 0) {
+			struct iovec *v = &t->out[t->out_idx];
+
+			if ((size_t)n >= v->iov_len) {
+				n -= v->iov_len;
+				t->out_idx++;
+			} else {
+				v->iov_base = (char *)v->iov_base + n;
+				v->iov_len -= n;
+				n = 0;
+			}
+		}
+	}
+	t->out_cnt = t->out_idx = 0;
+	return 0;
+}
+
+static int tcp_send(struct kw_conn *c, const struct iovec *iov, int cnt)
+{
+	struct kw_tcp_conn *t = tc(c);
+	int i, j;
+
+	if (t->out_cnt)
+		return -EAGAIN;
+	if (cnt > MAX_OUT_IOV)
+		return -EINVAL;
+	for (i = 0, j = 0; i < cnt; i++)
+		if (iov[i].iov_len)
+			t->out[j++] = iov[i];
+	t->out_cnt = j;
+	t->out_idx = 0;
+	c->frames_out++;
+	return flush_out(t);
+}
+
+static int tcp_idle(const struct kw_conn *c)
+{
+	return ((const struct kw_tcp_conn *)c)->out_cnt == 0;
+}
+
+static void tcp_poll_events(const struct kw_conn *c, struct pollfd *p)
+{
+	const struct kw_tcp_conn *t = (const struct kw_tcp_conn *)c;
+
+	p->fd = t->fd;
+	p->events = c->state == KW_CONN_CONNECTING ? POLLOUT :
+		    POLLIN | (t->out_cnt ? POLLOUT : 0);
+}
+
+/* Parses complete frames out of the staging buffer. Returns 0, 1 when a
+ * large frame switched to in-place reading, or negative to break. */
+static int parse_stage(struct kw_tcp_conn *t)
+{
+	while (t->stage_len - t->stage_off >= sizeof(struct kw_hdr)) {
+		unsigned char *p = t->stage + t->stage_off;
+		size_t avail = t->stage_len - t->stage_off - sizeof(struct kw_hdr);
+		struct kw_rfrag *r;
+		struct kw_hdr h;
+		int rc;
+
+		memcpy(&h, p, sizeof(h));
+		if (!h.len) {
+			if (kw_conn_hdr_ok(&t->c, &h))
+				return -EPROTO;
+			t->stage_off += sizeof(h);
+			t->c.frames_in++;
+			rc = kw_conn_frame_in(&t->c, &h, NULL);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (avail < h.len && h.len <= STAGE_SIZE / 2)
+			break;	/* small frame: wait for the rest */
+		r = kw_conn_rx_alloc(&t->c, &h);
+		if (!r)
+			return -EPROTO;
+		r->filled = avail < h.len ? avail : h.len;
+		memcpy(r->data, p + sizeof(h), r->filled);
+		t->stage_off += sizeof(h) + r->filled;
+		if (r->filled < h.len) {
+			t->cur = r;
+			return 1;
+		}
+		t->c.frames_in++;
+		rc = kw_conn_frame_in(&t->c, &r->hdr, r);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int read_in(struct kw_tcp_conn *t)
+{
+	int rounds;
+
+	for (rounds = 0; rounds < 64; rounds++) {
+		ssize_t n;
+
+		if (t->cur) {
+			struct kw_rfrag *r = t->cur;
+
+			n = recv(t->fd, r->data + r->filled, r->hdr.len - r->filled, MSG_DONTWAIT);
+			if (n > 0) {
+				r->filled += n;
+				if (r->filled == r->hdr.len) {
+					int rc;
+
+					t->cur = NULL;
+					t->c.frames_in++;
+					rc = kw_conn_frame_in(&t->c, &r->hdr, r);
+					if (rc)
+						return rc;
+				}
+				continue;
+			}
+		} else {
+			int rc;
+
+			if (t->stage_off) {
+				memmove(t->stage, t->stage + t->stage_off, t->stage_len - t->stage_off);
+				t->stage_len -= t->stage_off;
+				t->stage_off = 0;
+			}
+			n = recv(t->fd, t->stage + t->stage_len, STAGE_SIZE - t->stage_len,
+				 MSG_DONTWAIT);
+			if (n > 0) {
+				t->stage_len += n;
+				rc = parse_stage(t);
+				if (rc < 0)
+					return rc;
+				continue;
+			}
+		}
+		if (n == 0)
+			return -ECONNRESET;	/* EOF without BYE/FIN handshake */
+		if (errno == EAGAIN || errno == EINTR)
+			return 0;
+		return -errno;
+	}
+	return 0;
+}
+
+static int tcp_progress(struct kw_conn *c, short revents)
+{
+	struct kw_tcp_conn *t = tc(c);
+	int rc;
+
+	if (t->out_cnt && (revents & (POLLOUT | POLLERR | POLLHUP))) {
+		rc = flush_out(t);
+		if (rc)
+			return rc;
+	}
+	if (revents & (POLLIN | POLLERR | POLLHUP))
+		return read_in(t);
+	return 0;
+}
+
+static void tcp_close(struct kw_conn *c)
+{
+	struct kw_tcp_conn *t = tc(c);
+
+	close(t->fd);
+	if (t->cur)
+		kw_rfrag_free(t->cur);
+	free(t->stage);
+	free(t);
+}
+
+const struct kw_path_ops kw_tcp_path = {
+	.name = "tcp",
+	.listen = tcp_listen,
+	.release = tcp_release,
+	.quiesce = tcp_quiesce,
+	.resume = tcp_resume,
+	.listen_fd = tcp_listen_fd,
+	.accept = tcp_accept,
+	.connect = tcp_connect,
+	.connect_done = tcp_connect_done,
+	.send = tcp_send,
+	.idle = tcp_idle,
+	.poll_events = tcp_poll_events,
+	.progress = tcp_progress,
+	.close = tcp_close,
+};
