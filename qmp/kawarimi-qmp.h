@@ -57,6 +57,7 @@ const char *kqmp_err_kind_name(enum kqmp_err_kind kind);
  */
 struct kjson_reader;
 
+/* NULL on ENOMEM.  max_msg counts a message's bytes from its '{'. */
 struct kjson_reader *kjson_reader_new(size_t max_msg);
 void kjson_reader_free(struct kjson_reader *r);
 /* Changes the limit (applies from the message being read). */
@@ -82,8 +83,9 @@ enum kqmp_flags {
 	KQMP_F_OOB = 1 << 0,	/* enable the "oob" capability when offered */
 };
 
-/* Adopts an already connected stream fd (made non-blocking). Never fails
- * except on ENOMEM (NULL); the handshake proceeds from kqmp_dispatch(). */
+/* Adopts an already connected stream fd (made non-blocking; kqmp_close()
+ * closes it). Never fails except on ENOMEM (NULL); the handshake proceeds
+ * from kqmp_dispatch(). */
 struct kqmp *kqmp_new_fd(int fd, unsigned flags);
 /* Connects a unix socket; the handshake still proceeds from dispatch. */
 struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
@@ -91,6 +93,9 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 /* Blocking: connect + wait for KQMP_READY, at most timeout_ms. */
 struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
 		       struct kqmp_error *err);
+/* Fails every pending command with KQMP_E_CLOSED, closes the fd, frees q
+ * and its queued events.  From inside a callback it is deferred to the end
+ * of that dispatch.  NULL is fine. */
 void kqmp_close(struct kqmp *q);
 
 int kqmp_fd(const struct kqmp *q);
