@@ -28,16 +28,16 @@
 #define LINK_POLL_MS 200
 #define HOOK_POLL_MS 50
 
-static const struct sv_argspec args_none[] = { { NULL } };
+static const struct sv_argspec args_none[] = { { .name = NULL } };
 
 static const struct sv_argspec args_hello[] = {
 	{ "client", SV_STR, false, 0, 128 },
-	{ NULL }
+	{ .name = NULL }
 };
 
 static const struct sv_argspec args_quiesce[] = {
 	{ "deadline-ms", SV_INT, false, 1, 3600000 },
-	{ NULL }
+	{ .name = NULL }
 };
 
 static const struct sv_argspec args_resume[] = {
@@ -47,7 +47,7 @@ static const struct sv_argspec args_resume[] = {
 	{ "hook-timeout-ms", SV_INT, false, 1, 600000 },
 	{ "rescan", SV_BOOL, false, 0, 0 },
 	{ "deadline-ms", SV_INT, false, 1, 3600000 },
-	{ NULL }
+	{ .name = NULL }
 };
 
 static const struct sv_argspec args_register[] = {
@@ -55,7 +55,7 @@ static const struct sv_argspec args_register[] = {
 	{ "jobid", SV_STR, true, 0, 128 },
 	{ "rank", SV_INT, true, 0, INT32_MAX },
 	{ "paths", SV_STRLIST, true, 0, 8 },
-	{ NULL }
+	{ .name = NULL }
 };
 
 static json_object *cmd_hello(struct agent *a, struct rank *from, json_object *args, json_object *id);
@@ -77,7 +77,7 @@ const struct agent_command agent_commands[] = {
 	{ "resume", LEG_HOST, args_resume, cmd_resume },
 	{ "register", LEG_RANK, args_register, cmd_register },
 	{ "unregister", LEG_RANK, args_none, cmd_unregister },
-	{ NULL }
+	{ .name = NULL }
 };
 
 const struct agent_command *agent_find_command(const char *name, enum cmd_leg leg)
