@@ -97,7 +97,8 @@ qemu_args() {
 		-device virtio-blk-pci,drive=disk0,id=vblk0
 		-netdev "dgram,id=clnet,local.type=unix,local.path=$n.cl,remote.type=unix,remote.path=$STATE/cluster.hub"
 		-device "virtio-net-pci,netdev=clnet,id=net0,mac=52:54:00:70:00:$(printf %02x "$i")"
-		-device pcie-root-port,id=rp1,chassis=1,slot=1)
+		-device pcie-root-port,id=rp1,chassis=1,slot=1
+		-object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-pci,rng=rng0)
 	if [ "$site" = a ]; then
 		QA+=(-netdev "dgram,id=hcanet,local.type=unix,local.path=$n.rd,remote.type=unix,remote.path=$STATE/rdma.hub")
 		[ "$mode" = run ] && QA+=(-device "$(hca_device "$i")")

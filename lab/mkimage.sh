@@ -21,7 +21,7 @@ PKGS=(busybox-static openmpi-bin libopenmpi3 openmpi-common libpmix2 libhwloc15
 	libevent-core-2.1-7 libevent-pthreads-2.1-7 libevent-2.1-7 libibverbs1
 	ibverbs-providers ibverbs-utils librdmacm1 rdmacm-utils dropbear-bin
 	iproute2 libjson-c5 libpci3 libyaml-0-2)
-MODS=(virtio_pci virtio_blk virtio_net virtio_console ext4 crc32c_generic
+MODS=(virtio_pci virtio_blk virtio_net virtio_console virtio_rng ext4 crc32c_generic
 	e1000e ib_uverbs rdma_rxe rdma_ucm crc32_generic)
 ROOT_SIZE=2G
 
@@ -159,7 +159,7 @@ build_rootfs() { # DIR LIST
 	dropbearkey -t ed25519 -f "$r/root/.ssh/id_dropbear" >/dev/null 2>&1
 	key=$(dropbearkey -y -f "$r/root/.ssh/id_dropbear" | grep '^ssh-')
 	echo "$key" >"$r/root/.ssh/authorized_keys"
-	key=$(dropbearkey -y -f "$r/etc/dropbear/dropbear_ed25519_host_key" | grep '^ssh-')
+	key=$(dropbearkey -y -f "$r/etc/dropbear/dropbear_ed25519_host_key" | awk '/^ssh-/ {print $1, $2}')
 	for i in $(seq 1 32); do
 		echo "node$i $key"
 		echo "10.70.0.$i $key"
