@@ -163,8 +163,8 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		return NULL;
 	}
 	if (!kw.local.n) {
-		opal_output_verbose(1, 0, "btl:kawarimi: no usable interface matches "
-				    "btl_kawarimi_if_include=\"%s\"; disabled", kw.if_include);
+		kw_log(1, "no usable interface matches btl_kawarimi_if_include=\"%s\"; disabled",
+		       kw.if_include);
 		return NULL;
 	}
 	kw.path = &kw_tcp_path;

@@ -127,8 +127,11 @@ static void add_addr(struct kw_addrs *out, const struct ifaddrs *ifa, int pref)
 
 static int usable(const struct ifaddrs *ifa)
 {
+	/* IFF_RUNNING lags behind a fresh link by up to a second (linkwatch);
+	 * a link without carrier just fails to connect and the next address
+	 * pair is tried. */
 	return ifa->ifa_addr && ifa->ifa_addr->sa_family == AF_INET &&
-	       (ifa->ifa_flags & IFF_UP) && (ifa->ifa_flags & IFF_RUNNING);
+	       (ifa->ifa_flags & IFF_UP);
 }
 
 int kw_addrs_local(const char *spec, struct kw_addrs *out, char *err, size_t errlen)

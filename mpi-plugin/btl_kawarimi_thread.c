@@ -187,6 +187,12 @@ static void *thread_main(void *arg)
 			if (!pfd[i].revents || c->close_me || c->state == KW_CONN_CONNECTING)
 				continue;
 			rc = c->ops->progress(c, pfd[i].revents);
+			/* A peer closes right after the FIN exchange: finish our
+			 * side of the drain before looking at the EOF. */
+			if (rc < 0 && c->ep && c->ep->fin_rcvd)
+				kw_ep_push_locked(c->ep);
+			if (rc < 0 && c->close_me)
+				continue;
 			if (rc < 0)
 				kw_ep_conn_broken(c, rc == -ECONNRESET ? "closed by the peer" :
 						  strerror(-rc));

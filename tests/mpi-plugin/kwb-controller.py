@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Test controller playing the kawarimi agent's part on each node's control
+socket (docs/symvirt-protocol.md, "Agent <-> ranks"), driving the scenario
+of the namespace tests. Exit 0 only if every check passed.
+
+kwb-controller.py --dir D --nodes n0,n1 --scenario switch|cut --fast 10.77.1. --slow 10.77.2.
+Node sockets are D/<node>.sock. Network changes are made by calling
+D/net.sh <action> (written by the test script).
+"""
+import argparse, json, os, socket, subprocess, sys, time, select
+
+
+def log(msg):
+    print(f"[controller {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+class Rank:
+    def __init__(self, node, sock):
+        self.node, self.sock, self.buf, self.next_id = node, sock, b"", 100
+        self.info = None
+
+    def lines(self, timeout):
+        """Yields parsed messages until timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                yield json.loads(line)
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            r, _, _ = select.select([self.sock], [], [], left)
+            if r:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise Fail(f"{self.node}: rank closed the control socket")
+                self.buf += data
+
+    def send(self, obj):
+        self.sock.sendall((json.dumps(obj) + "\n").encode())
+
+    def command(self, name, args=None):
+        self.next_id += 1
+        msg = {"execute": name, "id": self.next_id}
+        if args is not None:
+            msg["arguments"] = args
+        self.send(msg)
+        return self.next_id
+
+    def reply(self, cid, timeout):
+        for m in self.lines(timeout):
+            if m.get("id") == cid:
+                return m
+            log(f"{self.node}: unexpected message {m}")
+        raise Fail(f"{self.node}: no reply to command {cid} within {timeout} s")
+
+
+def accept_ranks(listeners, timeout):
+    ranks = []
+    end = time.monotonic() + timeout
+    pending = dict(listeners)
+    while pending:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise Fail(f"ranks on {sorted(pending)} did not connect within {timeout} s")
+        r, _, _ = select.select(list(pending.values()), [], [], left)
+        for ls in r:
+            node = [n for n, s in pending.items() if s is ls][0]
+            conn, _ = ls.accept()
+            rk = Rank(node, conn)
+            for m in rk.lines(10):
+                if m.get("execute") != "register":
+                    raise Fail(f"{node}: first message is not register: {m}")
+                a = m.get("arguments", {})
+                for key, typ in (("pid", int), ("jobid", str), ("rank", int), ("paths", list)):
+                    if not isinstance(a.get(key), typ):
+                        raise Fail(f"{node}: register argument {key} missing or wrong: {m}")
+                rk.info = a
+                rk.send({"return": {"version": 1}, "id": m.get("id")})
+                log(f"{node}: rank {a['rank']} registered (pid {a['pid']}, paths {a['paths']})")
+                break
+            ranks.append(rk)
+            del pending[node]
+    return sorted(ranks, key=lambda r: r.info["rank"])
+
+
+def all_cmd(ranks, name, args, timeout):
+    t0 = time.monotonic()
+    ids = [(r, r.command(name, args)) for r in ranks]
+    out = []
+    for r, cid in ids:
+        m = r.reply(cid, timeout)
+        m["_elapsed"] = time.monotonic() - t0
+        out.append((r, m))
+    return out
+
+
+def check_paths(replies, prefix, what):
+    for r, m in replies:
+        ret = m.get("return")
+        if ret is None:
+            raise Fail(f"{r.node}: {what} failed: {m}")
+        paths = ret.get("paths", [])
+        log(f"{r.node}: {what}: {json.dumps(ret)}")
+        if not paths:
+            raise Fail(f"{r.node}: {what}: no paths reported")
+        for p in paths:
+            if p.get("path") != "tcp" or not p["local"].startswith(prefix) \
+               or not p["remote"].startswith(prefix):
+                raise Fail(f"{r.node}: {what}: path {p} is not on {prefix}*")
+
+
+def wait_paths(ranks, prefix, what, timeout=30):
+    """Polls status until every rank reports all its paths on prefix."""
+    end = time.monotonic() + timeout
+    while True:
+        reps = all_cmd(ranks, "status", None, 5)
+        ok = all(m.get("return", {}).get("paths") and
+                 all(p["local"].startswith(prefix) for p in m["return"]["paths"])
+                 for _, m in reps)
+        if ok:
+            check_paths(reps, prefix, what)
+            return
+        if time.monotonic() > end:
+            check_paths(reps, prefix, what)
+            raise Fail(f"{what}: paths not on {prefix}* within {timeout} s")
+        time.sleep(0.2)
+
+
+def quiesce(ranks, deadline_ms=5000):
+    reps = all_cmd(ranks, "quiesce", {"deadline-ms": deadline_ms}, deadline_ms / 1000 + 5)
+    for r, m in reps:
+        ret = m.get("return")
+        if not ret or ret.get("state") != "quiesced":
+            raise Fail(f"{r.node}: quiesce failed: {m}")
+        for k in ("peers", "frames-drained", "bytes-queued", "elapsed-ms"):
+            if not isinstance(ret.get(k), int):
+                raise Fail(f"{r.node}: quiesce reply lacks {k}: {m}")
+        log(f"{r.node}: quiesced: {json.dumps(ret)} (reply after {m['_elapsed']:.3f} s)")
+    st = all_cmd(ranks, "status", None, 5)
+    for r, m in st:
+        if m.get("return", {}).get("state") != "quiesced" or m["return"].get("paths"):
+            raise Fail(f"{r.node}: status after quiesce: {m}")
+    return reps
+
+
+def resume(ranks, prefix, what, fabric_if):
+    reps = all_cmd(ranks, "resume", {"fabrics": [{"name": "tcp", "ifname": fabric_if,
+                                                  "addr": prefix + "0"}],
+                                     "link-timeout-ms": 15000}, 25)
+    for r, m in reps:
+        if m.get("return", {}).get("state") != "resumed":
+            raise Fail(f"{r.node}: resume failed: {m}")
+    check_paths(reps, prefix, what)
+
+
+def net(d, action):
+    log(f"network: {action}")
+    subprocess.run([os.path.join(d, "net.sh"), action], check=True)
+
+
+def protocol_errors(ranks):
+    """The rank side must answer bad input with the documented errors."""
+    r = ranks[0]
+    cases = [
+        ({"execute": "resume", "id": 1}, "InvalidState"),
+        ({"execute": "quiesce", "arguments": {"deadline-ms": "soon"}, "id": 2},
+         "InvalidParameter"),
+        ({"execute": "quiesce", "arguments": {"bogus": 1}, "id": 3}, "InvalidParameter"),
+        ({"execute": "frobnicate", "id": 4}, "CommandNotFound"),
+    ]
+    for msg, cls in cases:
+        r.send(msg)
+        m = r.reply(msg["id"], 5)
+        if m.get("error", {}).get("class") != cls:
+            raise Fail(f"{r.node}: {msg} answered {m}, expected class {cls}")
+    log("protocol errors answered as documented")
+
+
+def scenario_switch(d, ranks, a):
+    protocol_errors(ranks)
+    wait_paths(ranks, a.fast, "before the switch")
+    quiesce(ranks)
+    net(d, "fast-down")
+    resume(ranks, a.slow, "resumed without the fast fabric", "slow")
+    time.sleep(1.5)
+    wait_paths(ranks, a.slow, "running on slow")
+    net(d, "fast-up")
+    quiesce(ranks)
+    resume(ranks, a.fast, "resumed with the fast fabric back", "fast")
+    time.sleep(1.0)
+    # Quiesce while the application computes without any MPI call.
+    open(os.path.join(d, "compute"), "w").close()
+    end = time.monotonic() + 20
+    while not all(os.path.exists(os.path.join(d, f"computing.{r.info['rank']}")) for r in ranks):
+        if time.monotonic() > end:
+            raise Fail("the application did not enter its compute phase")
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    reps = all_cmd(ranks, "quiesce", {"deadline-ms": 1000}, 2)
+    took = time.monotonic() - t0
+    for r, m in reps:
+        if m.get("return", {}).get("state") != "quiesced":
+            raise Fail(f"{r.node}: quiesce during computation: {m}")
+    still = all(os.path.exists(os.path.join(d, f"computing.{r.info['rank']}")) for r in ranks)
+    log(f"MEASURED: quiesce during computation answered by all ranks in {took * 1000:.1f} ms "
+        f"(application still computing: {still})")
+    if not still:
+        raise Fail("the computation ended before the quiesce was answered; "
+                   "the measurement does not show a quiesce during computation")
+    resume(ranks, a.fast, "resumed after the computation quiesce", "fast")
+
+
+def scenario_cut(d, ranks, a):
+    wait_paths(ranks, a.fast, "before the cut")
+    for i in range(3):
+        net(d, "cut")
+        time.sleep(1.0)
+    wait_paths(ranks, a.fast, "after killing the connections")
+    net(d, "link-flap")
+    time.sleep(1.0)
+    wait_paths(ranks, a.fast, "after the link went down and up")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--nodes", required=True)
+    ap.add_argument("--scenario", required=True, choices=["switch", "cut"])
+    ap.add_argument("--fast", required=True)
+    ap.add_argument("--slow", required=True)
+    a = ap.parse_args()
+    listeners = {}
+    for n in a.nodes.split(","):
+        p = os.path.join(a.dir, n + ".sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(p)
+        s.listen(8)
+        listeners[n] = s
+    open(os.path.join(a.dir, "controller.ready"), "w").close()
+    try:
+        ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")))
+        (scenario_switch if a.scenario == "switch" else scenario_cut)(a.dir, ranks, a)
+    except (Fail, OSError, ValueError, subprocess.CalledProcessError) as e:
+        log(f"FAIL: {e}")
+        open(os.path.join(a.dir, "stop"), "w").close()
+        return 1
+    time.sleep(1.0)
+    open(os.path.join(a.dir, "stop"), "w").close()
+    log("scenario done, application told to stop")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+/*
+ * Continuous, verified ping-pong between rank pairs (0-1, 2-3, ...) for the
+ * quiesce/resume tests. The even rank of a pair leads: it puts the round
+ * number and its decisions (stop, compute) into every message, so both
+ * ranks of a pair stop or compute at the same round. Every payload and
+ * every round number is checked: a lost, duplicated or corrupted message
+ * is an error.
+ *
+ *   kwb-stream DIR   (DIR/stop ends the run; DIR/compute makes the pair
+ *                     compute without any MPI call for 3 s, announced by
+ *                     DIR/computing.RANK and removed when done)
+ */
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLAG_STOP 1
+#define FLAG_COMPUTE 2
+#define MAXMSG (1 << 20)
+
+struct head {
+	uint64_t round;
+	uint32_t flags;
+	uint32_t len;
+};
+
+static int rank, errors;
+static const char *dir;
+
+static unsigned char pat(uint64_t round, size_t i)
+{
+	return (unsigned char)(round * 2654435761u + i * 13 + (i >> 11));
+}
+
+static int exists(const char *name)
+{
+	char p[512];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	return access(p, F_OK) == 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Long computation without MPI calls; the BTL thread must answer a
+ * quiesce meanwhile. */
+static void compute(void)
+{
+	char p[512];
+	volatile double x = 0;
+	double end;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/computing.%d", dir, rank);
+	f = fopen(p, "w");
+	if (f)
+		fclose(f);
+	end = now_s() + 3.0;
+	while (now_s() < end)
+		for (int i = 0; i < 100000; i++)
+			x += i * 0.5;
+	unlink(p);
+	printf("rank %d: computed 3 s without MPI calls\n", rank);
+	fflush(stdout);
+}
+
+static void fill(unsigned char *b, struct head *h, uint64_t round, uint32_t len, uint32_t flags)
+{
+	h->round = round;
+	h->flags = flags;
+	h->len = len;
+	memcpy(b, h, sizeof(*h));
+	for (uint32_t i = 0; i < len; i++)
+		b[sizeof(*h) + i] = pat(round, i);
+}
+
+static int verify(const unsigned char *b, int got, uint64_t round, struct head *h)
+{
+	memcpy(h, b, sizeof(*h));
+	if (h->round != round) {
+		fprintf(stderr, "rank %d: expected round %llu, got %llu (lost or duplicated message)\n",
+			rank, (unsigned long long)round, (unsigned long long)h->round);
+		return -1;
+	}
+	if ((size_t)got != sizeof(*h) + h->len) {
+		fprintf(stderr, "rank %d: round %llu: %d bytes, header says %u\n", rank,
+			(unsigned long long)round, got, h->len);
+		return -1;
+	}
+	for (uint32_t i = 0; i < h->len; i++)
+		if (b[sizeof(*h) + i] != pat(round, i)) {
+			fprintf(stderr, "rank %d: round %llu: byte %u corrupt\n", rank,
+				(unsigned long long)round, i);
+			return -1;
+		}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const uint32_t sizes[] = { 0, 1, 100, 4096, 65000, 70000, 300000, MAXMSG };
+	unsigned char *sb, *rb;
+	uint64_t round, bytes = 0;
+	int size, peer, leader, got, total;
+	MPI_Status st;
+	struct head h;
+
+	MPI_Init(&argc, &argv);
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &size);
+	if (argc != 2 || size % 2) {
+		fprintf(stderr, "usage: kwb-stream DIR (even number of ranks)\n");
+		MPI_Abort(MPI_COMM_WORLD, 2);
+	}
+	dir = argv[1];
+	peer = rank ^ 1;
+	leader = !(rank & 1);
+	sb = malloc(MAXMSG + sizeof(h));
+	rb = malloc(MAXMSG + sizeof(h));
+	for (round = 0;; round++) {
+		uint32_t len = sizes[round % (sizeof(sizes) / sizeof(sizes[0]))];
+		uint32_t flags = 0;
+
+		if (leader) {
+			if (exists("stop"))
+				flags |= FLAG_STOP;
+			else if (exists("compute"))
+				flags |= FLAG_COMPUTE;
+			fill(sb, &h, round, len, flags);
+			MPI_Send(sb, (int)(sizeof(h) + len), MPI_BYTE, peer, 1, MPI_COMM_WORLD);
+			MPI_Recv(rb, MAXMSG + sizeof(h), MPI_BYTE, peer, 2, MPI_COMM_WORLD, &st);
+			MPI_Get_count(&st, MPI_BYTE, &got);
+			if (verify(rb, got, round, &h))
+				errors++;
+		} else {
+			MPI_Recv(rb, MAXMSG + sizeof(h), MPI_BYTE, peer, 1, MPI_COMM_WORLD, &st);
+			MPI_Get_count(&st, MPI_BYTE, &got);
+			if (verify(rb, got, round, &h))
+				errors++;
+			flags = h.flags;
+			fill(sb, &h, round, len, flags);
+			MPI_Send(sb, (int)(sizeof(h) + len), MPI_BYTE, peer, 2, MPI_COMM_WORLD);
+		}
+		bytes += 2 * (uint64_t)len;
+		if (errors > 10 || (flags & FLAG_STOP))
+			break;
+		if (flags & FLAG_COMPUTE) {
+			if (leader) {
+				char p[512];
+
+				snprintf(p, sizeof(p), "%s/compute", dir);
+				unlink(p);
+			}
+			compute();
+		}
+	}
+	printf("kwb-stream rank %d: %llu rounds, %llu bytes verified, %d errors\n", rank,
+	       (unsigned long long)round + 1, (unsigned long long)bytes, errors);
+	fflush(stdout);
+	MPI_Allreduce(&errors, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+	MPI_Finalize();
+	free(sb);
+	free(rb);
+	return total ? 1 : 0;
+}

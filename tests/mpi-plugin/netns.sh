@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The kawarimi BTL in network namespaces, no VMs: two "node" namespaces,
+# each with a "fast" veth link (stands for the HCA) and a "slow" one (stands
+# for virtio-net), mpirun in a third namespace on a bridge. A controller
+# (kwb-controller.py) plays the agent on each node's control socket while
+# kwb-stream ping-pongs and checks every message.
+#   switch: fast -> quiesce -> fast links deleted -> resume on slow ->
+#           fast links back -> quiesce/resume -> fast again; then a quiesce
+#           while the application computes (reply time measured, printed).
+#   cut:    the data connection killed from outside (ss -K) three times,
+#           then the link taken down and up: healed by reconnect + resend.
+# Args: <component dir> <prog dir> <switch|cut>
+set -u
+. "$(dirname "$0")/lib.sh"
+kwb_init "$@"
+scen=${KWB_ARGS[0]}
+here=$(cd "$(dirname "$0")" && pwd)
+
+if [ "$(id -u)" != 0 ]; then
+	echo "SKIP: network namespaces need root"
+	exit 77
+fi
+command -v ip >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
+
+p=kwb${scen:0:1}
+N0=$p-n0 N1=$p-n1 M=$p-m
+d=$(mktemp -d /tmp/kwb-netns-$scen.XXXXXX)
+ctl_pid= mpi_pid=
+
+cleanup() {
+	[ -n "$ctl_pid" ] && kill "$ctl_pid" 2>/dev/null
+	[ -n "$mpi_pid" ] && kill "$mpi_pid" 2>/dev/null
+	sleep 0.2
+	for ns in $N0 $N1 $M; do
+		# Ranks still inside (a failed run) go with their namespace.
+		for pid in $(ip netns pids $ns 2>/dev/null); do
+			kill -9 "$pid" 2>/dev/null
+		done
+		ip netns del $ns 2>/dev/null
+	done
+	rm -rf "$d"
+}
+trap cleanup EXIT
+cleanup_start() {
+	local ns
+	for ns in $N0 $N1 $M; do
+		ip netns del $ns 2>/dev/null
+	done
+}
+cleanup_start
+
+set -e
+for ns in $N0 $N1 $M; do
+	ip netns add $ns
+	ip -n $ns link set lo up
+done
+cat >"$d/net.sh" <<NET
+#!/bin/sh
+# Network changes the controller asks for.
+set -e
+fast_up() {
+	ip link add kwbf0 netns $N0 type veth peer name kwbf1 netns $N1
+	ip -n $N0 addr add 10.77.1.1/24 dev kwbf0
+	ip -n $N1 addr add 10.77.1.2/24 dev kwbf1
+	ip -n $N0 link set kwbf0 up
+	ip -n $N1 link set kwbf1 up
+}
+case "\$1" in
+fast-up) fast_up ;;
+fast-down) ip -n $N0 link del kwbf0 ;;
+cut) ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1 ;;
+link-flap) ip -n $N0 link set kwbf0 down; sleep 2; ip -n $N0 link set kwbf0 up ;;
+*) echo "net.sh: unknown action \$1" >&2; exit 2 ;;
+esac
+NET
+chmod +x "$d/net.sh"
+"$d/net.sh" fast-up
+ip link add kwbs0 netns $N0 type veth peer name kwbs1 netns $N1
+ip -n $N0 addr add 10.77.2.1/24 dev kwbs0
+ip -n $N1 addr add 10.77.2.2/24 dev kwbs1
+ip -n $N0 link set kwbs0 up
+ip -n $N1 link set kwbs1 up
+ip -n $M link add kwbbr type bridge
+ip -n $M addr add 10.77.3.1/24 dev kwbbr
+ip -n $M link set kwbbr up
+i=0
+for ns in $N0 $N1; do
+	ip link add kwbm$i netns $M type veth peer name kwbm netns $ns
+	ip -n $M link set kwbm$i master kwbbr up
+	ip -n $ns addr add 10.77.3.$((i + 2))/24 dev kwbm
+	ip -n $ns link set kwbm up
+	i=$((i + 1))
+done
+set +e
+
+if [ "$scen" = cut ] && ! ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1; then
+	echo "SKIP: ss -K (sock_diag destroy) is not available in this kernel"
+	exit 77
+fi
+
+python3 "$here/kwb-controller.py" --dir "$d" --nodes n0,n1 --scenario "$scen" \
+	--fast 10.77.1. --slow 10.77.2. &
+ctl_pid=$!
+for _ in $(seq 100); do
+	[ -e "$d/controller.ready" ] && break
+	sleep 0.1
+done
+
+prog=$KWB_PROG_DIR/kwb-stream
+ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
+	timeout 180 mpirun --mca pml ob1 --mca btl self,kawarimi \
+	--mca oob_tcp_if_include 10.77.3.0/24 \
+	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24 \
+	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms 30000 ${KWB_MPIRUN_EXTRA:-} \
+	-np 1 ip netns exec $N0 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n0.sock" "$prog" "$d" : \
+	-np 1 ip netns exec $N1 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n1.sock" "$prog" "$d" \
+	>"$d/mpi.log" 2>&1 &
+mpi_pid=$!
+
+wait $ctl_pid
+ctl_rc=$?
+ctl_pid=
+wait $mpi_pid
+mpi_rc=$?
+mpi_pid=
+cat "$d/mpi.log"
+fail=0
+if [ $ctl_rc -ne 0 ]; then
+	echo "FAIL: controller exited $ctl_rc"
+	fail=1
+fi
+if [ $mpi_rc -ne 0 ]; then
+	echo "FAIL: mpirun exited $mpi_rc"
+	fail=1
+fi
+for r in 0 1; do
+	if ! grep -q "kwb-stream rank $r: .* 0 errors" "$d/mpi.log"; then
+		echo "FAIL: rank $r did not report a clean run"
+		fail=1
+	fi
+done
+if [ "$scen" = cut ]; then
+	# The cuts must really have broken connections that were then healed.
+	cuts=$(grep -c "broken: .*frames to resend" "$d/mpi.log")
+	if [ "$cuts" -lt 3 ]; then
+		echo "FAIL: only $cuts broken connections logged; the cut did not take"
+		fail=1
+	fi
+fi
+[ $fail -eq 0 ] && echo "PASS: $scen"
+exit $fail
