@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "opal/datatype/opal_convertor.h"
 #include "opal/mca/pmix/pmix.h"
@@ -95,6 +96,9 @@ static int kw_finalize(struct mca_btl_base_module_t *btl)
 	kw.eps = NULL;
 	kw.neps = 0;
 	kw.path->release();
+	if (kw.app_epfd >= 0)
+		close(kw.app_epfd);
+	kw.app_epfd = -1;
 	kw_frag_lists_fini();
 	return OPAL_SUCCESS;
 }

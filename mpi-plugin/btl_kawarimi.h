@@ -70,6 +70,15 @@ struct kw_component {
 	struct kw_rfrag *rx_head, *rx_tail;
 	kw_frag_t *done_head, *done_tail;
 	atomic_int app_work;		/* non-zero: progress has work */
+	/* Application-thread receive: while the application keeps calling
+	 * progress, it reads ready connections itself (one epoll_wait per
+	 * call, like the tcp BTL's event loop) and the network thread leaves
+	 * their input alone; when progress stops being called (the
+	 * application computes), the thread takes over within
+	 * KW_APP_IDLE_MS. */
+	int app_poll;
+	int app_epfd;
+	atomic_uint_fast64_t app_last_ms;
 	int error_pending;
 
 	mca_btl_base_module_error_cb_fn_t error_cb;
@@ -89,7 +98,6 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why);
 void kw_ep_free(struct mca_btl_base_endpoint_t *ep);
 void kw_accept_conn(struct kw_conn *c, uint64_t now);
 void kw_conn_service(struct kw_conn *c, uint64_t now);
-void kw_conn_destroy(struct kw_conn *c);
 uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep);
 int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep);
@@ -99,10 +107,13 @@ void kw_ep_send_bye(struct mca_btl_base_endpoint_t *ep);
 
 /* thread.c */
 int kw_thread_start(void);
+void kw_conn_progress(struct kw_conn *c, short revents);
 void kw_thread_stop(void);
 void kw_wake(void);
 uint64_t kw_now_ms(void);
 void kw_app_notify(void);
+int kw_app_active(uint64_t now);
+#define KW_APP_IDLE_MS 5
 
 /* ctl.c: agent control socket and the quiesce/resume state machine */
 int kw_ctl_open(void);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "opal/mca/base/mca_base_var.h"
@@ -33,6 +34,7 @@ struct kw_component mca_btl_kawarimi_component = {
 	},
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.wake_fd = -1,
+	.app_epfd = -1,
 };
 
 static char *agent_socket_default = "/run/kawarimi/agent.sock";
@@ -87,6 +89,9 @@ static int kw_register(void)
 		"no deadline-ms", &kw.quiesce_timeout_ms, 10000);
 	reg_int("finalize_timeout_ms", "At MPI_Finalize, how long to wait for outstanding "
 		"acknowledgments before closing", &kw.finalize_timeout_ms, 5000);
+	reg_int("app_poll", "1: while the application calls MPI, its thread reads ready "
+		"connections itself (lowest latency, like the tcp BTL); 0: only the network "
+		"thread reads and hands frames over", &kw.app_poll, 1);
 	reg_int("free_list_num", "Initial number of send fragments per pool",
 		&kw.free_list_num, 8);
 	reg_int("free_list_max", "Maximum number of send fragments per pool (-1: unlimited)",
@@ -181,6 +186,12 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 	if (rc != OPAL_SUCCESS)
 		goto fail;
 	kw.state = KW_RUNNING;
+	kw.app_epfd = -1;
+	if (kw.app_poll) {
+		kw.app_epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (kw.app_epfd < 0)
+			kw.app_poll = 0;
+	}
 	if (kw_ctl_open() || kw_thread_start())
 		goto fail;
 	kw_log(1, "listening on port %u, %u local addresses, first %s", kw.local.port,
@@ -222,6 +233,25 @@ static void report_errors(void)
 	}
 }
 
+/* Reads whatever the ready connections hold, if the network thread is not
+ * busy with them right now. */
+static void app_receive(void)
+{
+	struct epoll_event ev[8];
+	int n, i;
+
+	if (pthread_mutex_trylock(&kw.lock))
+		return;
+	n = epoll_wait(kw.app_epfd, ev, 8, 0);
+	for (i = 0; i < n; i++) {
+		struct kw_conn *c = ev[i].data.ptr;
+
+		if (!c->close_me && c->state == KW_CONN_UP)
+			kw_conn_progress(c, POLLIN);
+	}
+	pthread_mutex_unlock(&kw.lock);
+}
+
 /* The only place ob1 callbacks run: in the application thread, with the
  * lock released. */
 static int kw_progress(void)
@@ -230,6 +260,11 @@ static int kw_progress(void)
 	kw_frag_t *done;
 	int count = 0;
 
+	if (kw.app_poll) {
+		atomic_store_explicit(&kw.app_last_ms, kw_now_ms(), memory_order_relaxed);
+		if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
+			app_receive();
+	}
 	if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
 		return 0;
 	pthread_mutex_lock(&kw.lock);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "btl_kawarimi_endpoint.h"
 
@@ -173,20 +174,6 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why)
 	if (!ep->broken_since_ms)
 		ep->broken_since_ms = kw_now_ms();
 	ep->next_attempt_ms = kw_now_ms();
-}
-
-void kw_conn_destroy(struct kw_conn *c)
-{
-	struct kw_conn **pp;
-
-	for (pp = &kw.conns; *pp; pp = &(*pp)->next)
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	if (c->ep && c->ep->conn == c)
-		c->ep->conn = NULL;
-	c->ops->close(c);
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -389,6 +376,14 @@ static void conn_up(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c)
 
 	c->state = KW_CONN_UP;
 	c->up_ms = kw_now_ms();
+	if (kw.app_epfd >= 0) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		struct pollfd p;
+
+		c->ops->poll_events(c, &p);
+		/* Removed again by close(): the descriptor is never shared. */
+		epoll_ctl(kw.app_epfd, EPOLL_CTL_ADD, p.fd, &ev);
+	}
 	c->deadline_ms = 0;
 	ep->conn = c;
 	c->ep = ep;

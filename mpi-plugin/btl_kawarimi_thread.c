@@ -31,9 +31,31 @@ void kw_wake(void)
 		return;	/* counter full: the thread is awake anyway */
 }
 
+int kw_app_active(uint64_t now)
+{
+	return kw.app_poll &&
+	       now < atomic_load_explicit(&kw.app_last_ms, memory_order_relaxed) + KW_APP_IDLE_MS;
+}
+
 void kw_app_notify(void)
 {
 	atomic_store_explicit(&kw.app_work, 1, memory_order_release);
+}
+
+void kw_conn_progress(struct kw_conn *c, short revents)
+{
+	int rc = c->ops->progress(c, revents);
+
+	/* A peer closes right after the FIN exchange: finish our side of the
+	 * drain before looking at the EOF. */
+	if (rc < 0 && c->ep && c->ep->fin_rcvd)
+		kw_ep_push_locked(c->ep);
+	if (rc < 0 && c->close_me)
+		return;
+	if (rc < 0)
+		kw_ep_conn_broken(c, rc == -ECONNRESET ? "closed by the peer" : strerror(-rc));
+	else if (c->ep && c->ep->conn == c)
+		kw_ep_push_locked(c->ep);
 }
 
 static void reap_conns(void)
@@ -134,7 +156,7 @@ static void *thread_main(void *arg)
 		uint64_t now = kw_now_ms();
 		size_t n = 0, nconn = 0, i;
 		struct kw_conn *c;
-		int timeout, lfd, cfd;
+		int timeout, lfd, cfd, app;
 
 		service(now);
 		if (kw.stopped)
@@ -156,12 +178,17 @@ static void *thread_main(void *arg)
 		cfd = kw_ctl_fd();
 		pfd[n].fd = cfd;
 		pfd[n++].events = POLLIN;
+		app = kw_app_active(now);
 		for (c = kw.conns; c; c = c->next) {
 			pc[n] = c;
 			c->ops->poll_events(c, &pfd[n]);
+			if (app && c->state == KW_CONN_UP)
+				pfd[n].events &= ~POLLIN;	/* the application reads */
 			n++;
 		}
 		timeout = next_timeout(now);
+		if (app && timeout > KW_APP_IDLE_MS)
+			timeout = KW_APP_IDLE_MS;
 		pthread_mutex_unlock(&kw.lock);
 		if (poll(pfd, n, timeout) < 0 && errno != EINTR)
 			usleep(1000);
@@ -181,23 +208,10 @@ static void *thread_main(void *arg)
 		if (cfd >= 0 && pfd[2].revents)
 			kw_ctl_readable();
 		for (i = 3; i < n; i++) {
-			int rc;
-
 			c = pc[i];
 			if (!pfd[i].revents || c->close_me || c->state == KW_CONN_CONNECTING)
 				continue;
-			rc = c->ops->progress(c, pfd[i].revents);
-			/* A peer closes right after the FIN exchange: finish our
-			 * side of the drain before looking at the EOF. */
-			if (rc < 0 && c->ep && c->ep->fin_rcvd)
-				kw_ep_push_locked(c->ep);
-			if (rc < 0 && c->close_me)
-				continue;
-			if (rc < 0)
-				kw_ep_conn_broken(c, rc == -ECONNRESET ? "closed by the peer" :
-						  strerror(-rc));
-			else if (c->ep && c->ep->conn == c)
-				kw_ep_push_locked(c->ep);
+			kw_conn_progress(c, pfd[i].revents);
 		}
 	}
 	reap_conns();
