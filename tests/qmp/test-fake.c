@@ -585,6 +585,89 @@ static void test_close_and_cancel(void)
 	pair_close(&p);
 }
 
+/* A 1 MiB command through a socket that takes ~200 KiB at a time. */
+static void test_partial_writes(void)
+{
+	size_t big = 1u << 20;
+	char *blob = malloc(big + 1);
+	struct outcome a = { 0 };
+	json_object *args = json_object_new_object(), *cmd, *got;
+	struct pair p;
+	int rounds = 0;
+
+	memset(blob, 'q', big);
+	blob[big] = '\0';
+	json_object_object_add(args, "blob", json_object_new_string(blob));
+	pair_open(&p, 0);
+	kjson_reader_set_max_msg(p.rd, 2u << 20);
+	handshake(&p, "", "");
+	kqmp_send(p.q, "big", args, record, &a);
+	dispatch(&p);
+	CHECK(kqmp_want_write(p.q), "1 MiB fit in the socket at once?");
+	/* Read a little, dispatch a little, until the whole command is out. */
+	while (kqmp_want_write(p.q) && rounds++ < 1000) {
+		char buf[65536];
+		ssize_t n = read(p.peer, buf, sizeof(buf));
+		struct kqmp_error err;
+
+		if (n <= 0)
+			break;
+		kjson_reader_feed(p.rd, buf, (size_t)n, &err);
+		dispatch(&p);
+	}
+	cmd = peer_recv(&p);
+	CHECK(cmd && json_object_object_get_ex(cmd, "arguments", &got) &&
+	      !strcmp(str_of(got, "blob"), blob), "the command arrived intact");
+	CHECK(rounds > 1, "took %d rounds", rounds);
+	json_object_put(cmd);
+	free(blob);
+	pair_close(&p);
+}
+
+/* Nobody pops: the queue keeps the newest 4096 and says what it dropped. */
+static void test_event_queue_cap(void)
+{
+	struct kqmp_event ev;
+	struct pair p;
+	char line[128];
+	int n = 0;
+
+	pair_open(&p, 0);
+	handshake(&p, "", "");
+	for (int i = 0; i < 4100; i++) {
+		snprintf(line, sizeof(line), "{\"event\": \"E%d\"}\n", i);
+		peer_say(&p, line);
+		if (i % 500 == 0)
+			dispatch(&p);
+	}
+	dispatch(&p);
+	CHECK(kqmp_event_pop(p.q, &ev) == 1 && !strcmp(ev.name, "E4"), "oldest kept: %s", ev.name);
+	kqmp_event_clear(&ev);
+	while (kqmp_event_pop(p.q, &ev) == 1) {
+		n++;
+		kqmp_event_clear(&ev);
+	}
+	CHECK(n == 4095, "%d more queued", n);
+	CHECK(strstr(p.log, "event queue full (4096): dropped the oldest, E0"), "log: %.200s", p.log);
+	pair_close(&p);
+}
+
+static void test_connect_errors(void)
+{
+	struct kqmp_error err;
+	char path[300];
+
+	memset(path, 'x', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	CHECK(!kqmp_connect_unix(path, 0, &err) && err.kind == KQMP_E_INVAL &&
+	      strstr(err.desc, "at most 107"), "%s", err.desc);
+	CHECK(!kqmp_open("/nonexistent/kwq.sock", 0, 1000, &err) && err.kind == KQMP_E_CONNECT &&
+	      strstr(err.desc, "'/nonexistent/kwq.sock'") && strstr(err.desc, "No such file"),
+	      "%s", err.desc);
+	CHECK(!kqmp_open("", 0, 1000, &err) && err.kind == KQMP_E_INVAL, "%s", err.desc);
+}
+
 /* ---- blocking helpers, with a peer thread -------------------------------- */
 
 static void *answering_peer(void *arg)
@@ -670,6 +753,9 @@ int main(void)
 		{ "qmp-error-and-dropped", test_qmp_error_and_dropped },
 		{ "close-and-cancel", test_close_and_cancel },
 		{ "blocking", test_blocking },
+		{ "partial-writes", test_partial_writes },
+		{ "event-queue-cap", test_event_queue_cap },
+		{ "connect-errors", test_connect_errors },
 	};
 
 	alarm(60);	/* a wedged case fails instead of hanging the suite */
