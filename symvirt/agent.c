@@ -183,9 +183,10 @@ static void chan_open(struct agent *a)
 	if (c->kind == CHAN_DEVICE) {
 		fd = open(c->path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0) {
-			if (c->backoff_ms == BACKOFF_MAX_MS || c->backoff_ms == 0)
+			if (!c->open_warned)
 				agent_log(a, LOG_INFO, "cannot open channel %s: %s (retrying)",
 					  c->path, strerror(errno));
+			c->open_warned = true;
 			chan_backoff(a);
 			return;
 		}
@@ -193,9 +194,10 @@ static void chan_open(struct agent *a)
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 		if (fd < 0 || unix_addr(c->path, &sa) < 0 ||
 		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			if (c->backoff_ms == 0)
+			if (!c->open_warned)
 				agent_log(a, LOG_INFO, "cannot connect channel unix:%s: %s (retrying)",
 					  c->path, strerror(errno));
+			c->open_warned = true;
 			if (fd >= 0)
 				close(fd);
 			chan_backoff(a);
@@ -203,6 +205,7 @@ static void chan_open(struct agent *a)
 		}
 	}
 	c->fd = fd;
+	c->open_warned = false;
 	agent_log(a, LOG_INFO, "channel %s open", c->path);
 }
 
@@ -294,6 +297,8 @@ static void chan_read(struct agent *a)
 			/* No host on the other end: look again later, keep the port. */
 			c->paused = true;
 			chan_backoff(a);
+			agent_log(a, LOG_DEBUG, "channel: EOF (no host); looking again in %d ms",
+				  c->backoff_ms);
 			return;
 		}
 		agent_log(a, n == 0 ? LOG_INFO : LOG_WARNING, "channel %s: %s", c->path,
@@ -622,6 +627,8 @@ static void handle_chan(struct agent *a, short re)
 		if (c->kind == CHAN_DEVICE) {
 			c->paused = true;
 			chan_backoff(a);
+			agent_log(a, LOG_DEBUG, "channel: POLLHUP (no host); looking again in %d ms",
+				  c->backoff_ms);
 		} else {
 			chan_close(a);
 			if (c->kind == CHAN_CONNECT)
@@ -726,6 +733,7 @@ static int loop_once(struct agent *a)
 		rank_flush(a, r);
 	}
 	if (c->fd >= 0 && !c->paused && c->out.len && outq_flush(&c->out, c->fd) < 0) {
+		agent_log(a, LOG_WARNING, "channel %s: write: %s", c->path, strerror(errno));
 		chan_close(a);
 		if (c->kind != CHAN_LISTEN)
 			chan_backoff(a);

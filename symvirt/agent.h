@@ -49,6 +49,7 @@ struct channel {
 	bool paused;		/* device: no host connected; poll again at retry_at */
 	int64_t retry_at;	/* reopen / re-poll time (ms), 0: none */
 	int backoff_ms;
+	bool open_warned;	/* "cannot open" logged for this outage */
 	struct sv_framer *framer;
 	struct outq out;
 	/* Bumped whenever a socket host goes: a reply to a command of an

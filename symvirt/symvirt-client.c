@@ -577,6 +577,10 @@ static void wait_cb(struct symvirt *s, json_object *ret, const struct symvirt_er
 	struct sv_wait *w = arg;
 
 	(void)s;
+	/* symvirt_sync() may have several hellos answered in one read: the
+	 * first answer counts. */
+	if (w->done)
+		return;
 	w->done = true;
 	if (err)
 		w->err = *err;

@@ -146,6 +146,26 @@ static int fake_version(void)
 	return 0;
 }
 
+/* Script 4: as a virtio port that queued hellos while no agent read it:
+ * three hellos arrive, all three are answered at once. */
+static int fake_burst(void)
+{
+	json_object *m[3];
+	char buf[256];
+
+	for (int i = 0; i < 3; i++)
+		if (!(m[i] = fake_read()))
+			return 91;
+	for (int i = 0; i < 3; i++) {
+		snprintf(buf, sizeof(buf), "{\"return\": {\"protocol\": 1, \"n\": %d}, \"id\": %lld}\n",
+			 i, (long long)msg_id(m[i]));
+		fake_write(buf);
+		json_object_put(m[i]);
+	}
+	json_object_put(fake_read());
+	return 0;
+}
+
 /* Script 3: reads and never answers; exits with the number of hellos. */
 static int fake_silent(void)
 {
@@ -280,6 +300,21 @@ static void test_version_and_silence(void)
 	rc = symvirt_sync(s, 3000, 100, NULL, &err);
 	CHECK(rc == -1 && err.kind == SYMVIRT_E_PROTOCOL && strstr(err.desc, "protocol 2"),
 	      "version mismatch: %s", err.desc);
+	symvirt_close(s);
+	reap(pid);
+
+	pid = spawn_fake(fake_burst, &fd);
+	s = symvirt_new_fd(fd, "burst");
+	{
+		json_object *hello = NULL, *v;
+
+		rc = symvirt_sync(s, 5000, 50, &hello, &err);
+		CHECK(rc == 0 && json_object_object_get_ex(hello, "n", &v) && json_object_get_int(v) == 0,
+		      "three hellos answered at once: the first counts (%s)", err.desc);
+		json_object_put(hello);
+	}
+	rc = symvirt_execute(s, "status", NULL, 300, NULL, &err);
+	CHECK(rc == -1 && err.kind == SYMVIRT_E_IO, "after the burst the fake hangs up: %s", err.desc);
 	symvirt_close(s);
 	reap(pid);
 
