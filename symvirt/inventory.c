@@ -271,6 +271,26 @@ static const char *link_layer_name(uint8_t ll)
 	}
 }
 
+/* Spelled as sysfs does ("4: ACTIVE"), so both sources agree. */
+static const char *port_state_name(enum ibv_port_state st)
+{
+	switch (st) {
+	case IBV_PORT_NOP:
+		return "NOP";
+	case IBV_PORT_DOWN:
+		return "DOWN";
+	case IBV_PORT_INIT:
+		return "INIT";
+	case IBV_PORT_ARMED:
+		return "ARMED";
+	case IBV_PORT_ACTIVE:
+		return "ACTIVE";
+	case IBV_PORT_ACTIVE_DEFER:
+		return "ACTIVE_DEFER";
+	}
+	return "UNKNOWN";
+}
+
 static json_object *port_json(struct ibv_context *ctx, uint8_t port, bool *active)
 {
 	struct ibv_port_attr pa;
@@ -285,9 +305,7 @@ static json_object *port_json(struct ibv_context *ctx, uint8_t port, bool *activ
 	}
 	if (pa.state == IBV_PORT_ACTIVE)
 		*active = true;
-	st = ibv_port_state_str(pa.state);
-	if (!strncmp(st, "PORT_", 5))
-		st += 5;	/* "ACTIVE", as sysfs spells it */
+	st = port_state_name(pa.state);
 	json_object_object_add(o, "state", json_object_new_string(st));
 	json_object_object_add(o, "link-layer", json_object_new_string(link_layer_name(pa.link_layer)));
 	json_object_object_add(o, "lid", json_object_new_int(pa.lid));

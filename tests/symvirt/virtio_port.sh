@@ -4,17 +4,23 @@
 # Usage: virtio_port.sh KAWARIMI-AGENT KAWARIMI
 #
 # Boots the Debian kernel under QEMU (TCG) with a minimal initramfs: busybox,
-# the virtio modules and the agent we built (with its libraries, the
-# sanitizer runtime included in the ASan run).  The agent opens
-# /dev/virtio-ports/org.kawarimi.symvirt.0 at boot, before any host is
-# connected (reads return EOF then: the agent must back off, not spin or
-# give up), and then:
+# the virtio, virtio-net and soft-RoCE modules, the rdma and ibverbs tools,
+# and the agent we built (with its libraries, the sanitizer runtime included
+# in the ASan run).  The agent opens /dev/virtio-ports/org.kawarimi.symvirt.0
+# at boot, before any host is connected (reads return EOF then: the agent
+# must back off, not spin or give up), and then:
 #   - `kawarimi agent` connects to the chardev socket and gets hello
 #     (the client resends hello until the agent answers);
 #   - inventory lists as many PCI functions as QEMU's query-pci reports,
 #     the virtio-serial controller among them with its driver;
 #   - the host disconnects and a new host connects: still answered;
-#   - quiesce, then resume with a real PCI rescan (/sys/bus/pci/rescan).
+#   - quiesce, then resume with a real PCI rescan and a hook that creates
+#     rxe0 on the NIC (as the lab does) and leaves a verbs user running:
+#     the agent waits for the ACTIVE port and hands out a verbs fabric;
+#   - inventory shows rxe0, its port and GIDs, and flags the NIC as RDMA;
+#   - quiesce fails with DeviceBusy naming the real uverbs holder.
+# Debugging: KWS_KEEP=1 keeps the guest console in /tmp/kws-console.log on
+# failure; KWS_AGENT_ARGS="-v -v" makes the agent log every message.
 set -u
 AGENT=$1
 KAWARIMI=$2
@@ -62,8 +68,20 @@ copy_with_libs() {
 AGENT_ABS=$(readlink -f "$AGENT")
 copy_with_libs "$AGENT_ABS"
 [ -r /usr/share/misc/pci.ids ] && cp /usr/share/misc/pci.ids "$R/usr/share/misc/"
+# soft-RoCE: the rdma tool, a verbs user, the rxe provider
+RXE=
+if command -v rdma >/dev/null && command -v ibv_rc_pingpong >/dev/null &&
+	[ -r /etc/libibverbs.d/rxe.driver ] && lib=$(ls /usr/lib/x86_64-linux-gnu/libibverbs/librxe-*.so 2>/dev/null | head -n1); then
+	copy_with_libs "$(command -v rdma)"
+	copy_with_libs "$(command -v ibv_rc_pingpong)"
+	copy_with_libs "$lib"
+	mkdir -p "$R/etc/libibverbs.d"
+	cp /etc/libibverbs.d/rxe.driver "$R/etc/libibverbs.d/"
+	RXE=1
+fi
 i=0
-for mod in $( (modprobe -S $KVER --show-depends virtio_pci; modprobe -S $KVER --show-depends virtio_console) | awk '$1 == "insmod" && !seen[$2]++ { print $2 }'); do
+for mod in $(for m in virtio_pci virtio_console virtio_net crc32_generic ib_uverbs rdma_rxe; do
+		modprobe -S $KVER --show-depends $m; done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }'); do
 	i=$((i + 1))
 	cp "$mod" "$R/mods/$(printf %02d $i)-$(basename "$mod")"
 done
@@ -74,6 +92,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in /mods/*; do insmod \$m; done
+ip link set lo up
 # no udev here: make the /dev/virtio-ports link it would make
 for i in 1 2 3 4 5 6 7 8 9 10; do
 	for p in /sys/class/virtio-ports/*; do
@@ -99,6 +118,7 @@ qemu-system-x86_64 -machine q35 -accel tcg -m 768 -nographic -no-reboot \
 	-device virtio-serial-pci,id=vser0 \
 	-chardev socket,id=sv,path="$T/sv.sock",server=on,wait=off \
 	-device virtserialport,chardev=sv,name=org.kawarimi.symvirt.0 \
+	-netdev user,id=n0 -device virtio-net-pci,netdev=n0,id=nic0 \
 	-qmp unix:"$T/qmp.sock",server=on,wait=off \
 	</dev/null >"$T/console.log" 2>&1 &
 QPID=$!
@@ -148,9 +168,47 @@ echo "$st" | grep -q '"state": "running"' || fail "status: $st"
 echo "ok   a new host connection after the first went away"
 
 q=$(agent quiesce '{"deadline-ms": 5000}') || fail "quiesce failed"
-r=$(agent resume '{"fabrics": ["tcp"], "link-timeout-ms": 1000}') || fail "resume failed: $r"
-echo "$r" | grep -q '"rescan": "done"' || fail "resume did not rescan PCI: $r"
-echo "ok   quiesce, resume with a real PCI rescan"
+if [ -z "$RXE" ]; then
+	r=$(agent resume '{"fabrics": ["tcp"], "link-timeout-ms": 1000}') || fail "resume failed: $r"
+	echo "$r" | grep -q '"rescan": "done"' || fail "resume did not rescan PCI: $r"
+	echo "ok   quiesce, resume with a real PCI rescan (no rdma tools here: soft-RoCE part skipped)"
+	exit 0
+fi
+hook='ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && rdma link add rxe0 type rxe netdev eth0 && (ibv_rc_pingpong -d rxe0 -g 1 >/dev/null 2>&1 &)'
+args=$(python3 -c 'import json, sys; print(json.dumps({"fabrics": ["verbs", "tcp"], "link-timeout-ms": 60000, "hook": sys.argv[1]}))' "$hook")
+r=$(agent resume "$args") || fail "resume failed: $r"
+python3 - "$r" <<'PY' || fail "resume onto soft-RoCE: $r"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["rescan"] == "done", r["rescan"]
+assert r["hook"]["exit-status"] == 0, r["hook"]
+assert r["verbs-ready"] is True, "no ACTIVE port"
+assert {"name": "verbs", "ifname": "eth0", "addr": "10.0.2.15"} in r["fabrics"], r["fabrics"]
+assert {"name": "tcp", "ifname": "eth0", "addr": "10.0.2.15"} in r["fabrics"], r["fabrics"]
+print("ok   resume: PCI rescan, hook made rxe0, verbs ACTIVE after %d ms of waiting" % r["link-wait-ms"])
+PY
+inv=$(agent inventory) || fail "inventory with rxe0 failed"
+python3 - "$inv" <<'PY' || fail "inventory with rxe0: $inv"
+import json, sys
+inv = json.loads(sys.argv[1])
+v = [d for d in inv["verbs"] if d["name"] == "rxe0"]
+assert v, "no rxe0 in %r" % inv["verbs"]
+p = v[0]["ports"][0]
+assert v[0]["netdev"] == "eth0" and p["state"] == "ACTIVE" and p["link-layer"] == "Ethernet", v
+assert "::ffff:10.0.2.15" in p["gids"], p["gids"]
+eth0 = [n for n in inv["netdevs"] if n["name"] == "eth0"][0]
+nic = [d for d in inv["pci"] if d["address"] == eth0["pci"]]
+assert nic and nic[0]["rdma"] is True and nic[0]["verbs"] == "rxe0", nic
+print("ok   inventory: rxe0 port 1 ACTIVE, GID ::ffff:10.0.2.15; the NIC %s flagged RDMA" % eth0["pci"])
+PY
+err=$(agent quiesce '{"deadline-ms": 5000}' 2>&1 >/dev/null)
+rc=$?
+[ $rc = 1 ] || fail "quiesce with a verbs user running: rc $rc ($err)"
+case $err in
+DeviceBusy:*"(ibv_rc_pingpong)"*"/dev/infiniband/uverbs"*) ;;
+*) fail "quiesce with a verbs user running: $err" ;;
+esac
+echo "ok   quiesce refused: $err"
 kill -0 "$QPID" 2>/dev/null || fail "QEMU died"
 grep -qi "AddressSanitizer\|runtime error" "$T/console.log" && fail "sanitizer report on the console"
 exit 0
