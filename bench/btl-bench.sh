@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Benchmarks the kawarimi BTL against Open MPI's stock tcp BTL on the same
+# pair of network namespaces in one run: kawarimi-pingpong (IMB-MPI1
+# PingPong) over each, alternating, ROUNDS times; per size the best
+# (lowest) time of each is kept, since on a shared machine noise only ever
+# adds time. Prints a markdown table with per-size ratios and the targets
+# (>= 0.95 x tcp bandwidth at >= 64 KiB, <= 1.1 x tcp latency at <= 1 KiB).
+#
+#   bench/btl-bench.sh [BUILDDIR] [--rounds N] [--max-log N] [--out FILE]
+# Needs root (namespaces). Names: kwbb-*.
+set -u
+builddir=build
+rounds=3
+maxlog=22
+out=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--rounds) rounds=$2; shift 2 ;;
+	--max-log) maxlog=$2; shift 2 ;;
+	--out) out=$2; shift 2 ;;
+	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	*) builddir=$1; shift ;;
+	esac
+done
+builddir=$(cd "$builddir" && pwd) || exit 2
+pp=$builddir/bench/kawarimi-pingpong
+comp=$builddir/mpi-plugin
+[ -x "$pp" ] && [ -e "$comp/mca_btl_kawarimi.so" ] || {
+	echo "btl-bench: build $pp and $comp/mca_btl_kawarimi.so first (ninja -C $builddir)" >&2
+	exit 2
+}
+[ "$(id -u)" = 0 ] || { echo "btl-bench: needs root for network namespaces" >&2; exit 2; }
+
+A=kwbb-a B=kwbb-b M=kwbb-m
+tmp=$(mktemp -d /tmp/kwbb.XXXXXX)
+cleanup() {
+	local ns pid
+	for ns in $A $B $M; do
+		for pid in $(ip netns pids $ns 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+		ip netns del $ns 2>/dev/null
+	done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+cleanup
+mkdir -p "$tmp"
+set -e
+for ns in $A $B $M; do ip netns add $ns; ip -n $ns link set lo up; done
+ip link add kwbbd0 netns $A type veth peer name kwbbd1 netns $B
+ip -n $A addr add 10.77.9.1/24 dev kwbbd0
+ip -n $B addr add 10.77.9.2/24 dev kwbbd1
+ip -n $A link set kwbbd0 up
+ip -n $B link set kwbbd1 up
+ip -n $M link add kwbbbr type bridge
+ip -n $M addr add 10.77.10.1/24 dev kwbbbr
+ip -n $M link set kwbbbr up
+i=0
+for ns in $A $B; do
+	ip link add kwbbm$i netns $M type veth peer name kwbbm netns $ns
+	ip -n $M link set kwbbm$i master kwbbbr up
+	ip -n $ns addr add 10.77.10.$((i + 2))/24 dev kwbbm
+	ip -n $ns link set kwbbm up
+	i=$((i + 1))
+done
+set +e
+sleep 1
+
+run() {	# btl logfile
+	ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.10.0/24 \
+		OMPI_MCA_mca_base_component_path="$comp:/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3" \
+		timeout 300 mpirun --allow-run-as-root --mca pml ob1 --mca btl self,$1 \
+		--mca oob_tcp_if_include 10.77.10.0/24 \
+		--mca btl_tcp_if_include 10.77.9.0/24 \
+		--mca btl_kawarimi_if_include 10.77.9.0/24 --mca btl_kawarimi_agent_socket "" \
+		-np 1 ip netns exec $A "$pp" --max-log "$maxlog" : \
+		-np 1 ip netns exec $B "$pp" --max-log "$maxlog" >"$2" 2>&1
+}
+
+for r in $(seq "$rounds"); do
+	for btl in tcp kawarimi; do
+		if ! run $btl "$tmp/$btl.$r"; then
+			echo "btl-bench: the $btl run failed:" >&2
+			cat "$tmp/$btl.$r" >&2
+			exit 1
+		fi
+	done
+done
+
+table=$(python3 - "$tmp" "$rounds" <<'PY'
+import sys, glob
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+def best(btl):
+    res = {}
+    for f in glob.glob(f"{tmp}/{btl}.*"):
+        for line in open(f):
+            p = line.split()
+            if len(p) == 4 and p[0].isdigit():
+                n, t = int(p[0]), float(p[2])
+                res[n] = min(res.get(n, t), t)
+    return res
+tcp, kw = best("tcp"), best("kawarimi")
+ok_lat = ok_bw = True
+print(f"best of {rounds} alternating runs per BTL; t = half round trip (IMB PingPong)")
+print()
+print("| bytes | tcp t[usec] | kawarimi t[usec] | latency ratio | tcp MB/s | kawarimi MB/s | bandwidth ratio |")
+print("|---:|---:|---:|---:|---:|---:|---:|")
+for n in sorted(tcp):
+    if n not in kw:
+        continue
+    lt = kw[n] / tcp[n] if tcp[n] else 0
+    bt, bk = (n / tcp[n] if n else 0), (n / kw[n] if n else 0)
+    br = bk / bt if bt else 0
+    mark = ""
+    if n <= 1024 and lt > 1.1:
+        ok_lat, mark = False, " (over 1.1)"
+    if n >= 65536 and br < 0.95:
+        ok_bw, mark = False, " (under 0.95)"
+    print(f"| {n} | {tcp[n]:.2f} | {kw[n]:.2f} | {lt:.2f} | {bt:.2f} | {bk:.2f} | {br:.2f}{mark} |")
+print()
+print(f"latency target (<= 1.1 x tcp at <= 1 KiB): {'met' if ok_lat else 'NOT met'}; "
+      f"bandwidth target (>= 0.95 x tcp at >= 64 KiB): {'met' if ok_bw else 'NOT met'}")
+PY
+)
+echo "$table"
+if [ -n "$out" ]; then
+	{
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+		echo "$table"
+	} >"$out"
+	echo "btl-bench: table written to $out"
+fi

@@ -1,0 +1,94 @@
+/*
+ * Fuzz harness for the kawarimi BTL's parsers of outside input: agent
+ * control lines (kw_ctl_parse) and peer address lists from the modex and
+ * HELLO frames (kw_addrs_decode, then candidate selection). The first
+ * byte picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
+ * main() replays the files or directories named on the command line.
+ */
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "btl_kawarimi_ctl.h"
+#include "btl_kawarimi_proc.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char err[300];
+
+	if (size < 1)
+		return 0;
+	if (data[0] & 1) {
+		struct kw_ctl_msg m;
+		const char *eclass;
+		char *line;
+
+		kw_ctl_parse((const char *)data + 1, size - 1, &m, &eclass, err, sizeof(err));
+		/* An error answer must be formattable with whatever id was kept. */
+		line = kw_ctl_fmt_error(m.id, eclass, err);
+		free(line);
+		kw_ctl_msg_clear(&m);
+	} else {
+		struct kw_addrs peer, local = { .port = 1, .n = 1 };
+		struct kw_cand cand[KW_MAX_CAND];
+
+		local.a[0].ip = 0x0100000a;	/* 10.0.0.1 */
+		local.a[0].prefixlen = 8;
+		if (!kw_addrs_decode(data + 1, size - 1, &peer, err, sizeof(err)))
+			kw_addrs_candidates(&local, &peer, cand, KW_MAX_CAND);
+	}
+	return 0;
+}
+
+#ifdef KW_FUZZ_REPLAY
+static void replay_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	static uint8_t buf[1 << 17];
+	size_t n;
+
+	if (!f) {
+		perror(path);
+		exit(1);
+	}
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	LLVMFuzzerTestOneInput(buf, n);
+}
+
+int main(int argc, char *argv[])
+{
+	int count = 0;
+
+	for (int i = 1; i < argc; i++) {
+		struct stat st;
+		DIR *d;
+		struct dirent *e;
+
+		if (stat(argv[i], &st) || !S_ISDIR(st.st_mode)) {
+			replay_file(argv[i]);
+			count++;
+			continue;
+		}
+		d = opendir(argv[i]);
+		while (d && (e = readdir(d))) {
+			char p[4096];
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", argv[i], e->d_name);
+			replay_file(p);
+			count++;
+		}
+		if (d)
+			closedir(d);
+	}
+	printf("replayed %d inputs\n", count);
+	return count ? 0 : 1;
+}
+#endif
