@@ -81,6 +81,10 @@ enum kqmp_state {
 
 enum kqmp_flags {
 	KQMP_F_OOB = 1 << 0,	/* enable the "oob" capability when offered */
+	/* kqmp_open() only: a QEMU that is starting creates its socket file
+	 * before it listens, so retry "no such file" and "connection refused"
+	 * until the timeout instead of failing at once. */
+	KQMP_F_WAIT = 1 << 1,
 };
 
 /* Adopts an already connected stream fd (made non-blocking; kqmp_close()

@@ -247,6 +247,7 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 		kq_seterr(err, KQMP_E_CONNECT, "cannot connect to QMP socket '%s': %s%s",
 			  path, strerror(e), hint);
 		close(fd);
+		errno = e;	/* for kqmp_open's KQMP_F_WAIT */
 		return NULL;
 	}
 	q = kqmp_new_fd(fd, flags);
@@ -911,11 +912,38 @@ static int refuse_in_callback(struct kqmp *q, struct kqmp_error *err)
 	return -1;
 }
 
+/* Connects, retrying ENOENT/ECONNREFUSED until the deadline with
+ * KQMP_F_WAIT. */
+static struct kqmp *connect_maybe_wait(const char *path, unsigned flags,
+				       int64_t deadline, int timeout_ms,
+				       struct kqmp_error *err)
+{
+	struct kqmp_error e;
+
+	for (;;) {
+		struct kqmp *q = kqmp_connect_unix(path, flags, &e);
+		bool starting = !q && e.kind == KQMP_E_CONNECT &&
+				(errno == ENOENT || errno == ECONNREFUSED);
+
+		if (q || !starting || !(flags & KQMP_F_WAIT)) {
+			if (!q && err)
+				*err = e;
+			return q;
+		}
+		if (deadline >= 0 && now_ms() + 20 > deadline) {
+			kq_seterr(err, KQMP_E_CONNECT, "%s (still, after waiting %d ms)",
+				  e.desc, timeout_ms);
+			return NULL;
+		}
+		usleep(20 * 1000);
+	}
+}
+
 struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
 		       struct kqmp_error *err)
 {
-	struct kqmp *q = kqmp_connect_unix(path, flags, err);
 	int64_t deadline = deadline_of(timeout_ms);
+	struct kqmp *q = connect_maybe_wait(path, flags, deadline, timeout_ms, err);
 
 	while (q && q->state == KQMP_HANDSHAKE) {
 		int r = step(q, deadline, err);

@@ -38,6 +38,19 @@ for _ in $(seq 200); do
 	sleep 0.05
 done
 [ -S "$sock" ] || { cat "$dir/qemu.log"; echo "QEMU did not create $sock" >&2; exit 1; }
+# The socket file appears before QEMU listens on it: wait until both accept.
+python3 - "$sock" "$evsock" <<'PY' || { echo "QEMU does not listen on $sock" >&2; exit 1; }
+import socket, sys, time
+for path in sys.argv[1:]:
+    for _ in range(200):
+        try:
+            socket.socket(socket.AF_UNIX).connect(path)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        sys.exit(1)
+PY
 
 kq "$sock" query-status
 [ $rc -eq 0 ] || fail "query-status: rc $rc: $err"

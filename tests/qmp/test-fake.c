@@ -671,6 +671,11 @@ static void test_connect_errors(void)
 	      strstr(err.desc, "'/nonexistent/kwq.sock'") && strstr(err.desc, "No such file"),
 	      "%s", err.desc);
 	CHECK(!kqmp_open("", 0, 1000, &err) && err.kind == KQMP_E_INVAL, "%s", err.desc);
+	/* KQMP_F_WAIT keeps trying a missing socket until the timeout. */
+	CHECK(!kqmp_open("/nonexistent/kwq.sock", KQMP_F_WAIT, 200, &err) &&
+	      err.kind == KQMP_E_CONNECT && strstr(err.desc, "after waiting 200 ms"), "%s", err.desc);
+	CHECK(!kqmp_open(path, KQMP_F_WAIT, 60000, &err) && err.kind == KQMP_E_INVAL,
+	      "a bad path is not waited for: %s", err.desc);
 }
 
 /* ---- blocking helpers, with a peer thread -------------------------------- */

@@ -65,8 +65,8 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Starts QEMU; paused adds -S.  Returns once the socket exists. */
-static int start_qemu(bool paused)
+/* Starts QEMU; paused adds -S.  Returns at once, the socket not there yet. */
+static int spawn_qemu(bool paused)
 {
 	stop_qemu();
 	qemu_pid = fork();
@@ -85,6 +85,15 @@ static int start_qemu(bool paused)
 		       "-qmp", qmp, paused ? "-S" : NULL, (char *)NULL);
 		_exit(127);
 	}
+	return 0;
+}
+
+/* Starts QEMU and returns once its socket file exists (kqmp_open still
+ * needs KQMP_F_WAIT: the file appears before QEMU listens). */
+static int start_qemu(bool paused)
+{
+	if (spawn_qemu(paused) < 0)
+		return -1;
 	for (int64_t end = now_ms() + 20000; now_ms() < end; usleep(20000)) {
 		struct stat st;
 
@@ -100,10 +109,11 @@ static int start_qemu(bool paused)
 	return -1;
 }
 
+/* KQMP_F_WAIT: QEMU creates the socket file before it listens. */
 static struct kqmp *open_qmp(unsigned flags)
 {
 	struct kqmp_error err;
-	struct kqmp *q = kqmp_open(sock, flags, 10000, &err);
+	struct kqmp *q = kqmp_open(sock, flags | KQMP_F_WAIT, 10000, &err);
 
 	CHECK(q, "kqmp_open: %s", err.desc);
 	return q;
@@ -435,6 +445,25 @@ static void test_oob(void)
 	}
 }
 
+/* KQMP_F_WAIT rides out a QEMU that is still starting. */
+static void test_wait_for_start(void)
+{
+	struct kqmp_error err;
+	struct kqmp *q;
+
+	stop_qemu();
+	q = kqmp_open(sock, 0, 5000, &err);
+	CHECK(!q && err.kind == KQMP_E_CONNECT && strstr(err.desc, sock) &&
+	      strstr(err.desc, "No such file"), "without QEMU: %s", err.desc);
+	if (spawn_qemu(true) < 0) {
+		failures++;
+		return;
+	}
+	q = kqmp_open(sock, KQMP_F_WAIT, 20000, &err);
+	CHECK(q && !strcmp(query_status(q), "prelaunch"), "%s", q ? "" : err.desc);
+	kqmp_close(q);
+}
+
 /* A QMP monitor serves one client; a second one never gets a greeting. */
 static void test_second_client(void)
 {
@@ -445,7 +474,7 @@ static void test_second_client(void)
 		failures++;
 		return;
 	}
-	q2 = kqmp_open(sock, 0, 500, &err);
+	q2 = kqmp_open(sock, KQMP_F_WAIT, 500, &err);
 	CHECK(!q2 && err.kind == KQMP_E_TIMEOUT && strstr(err.desc, "another client"),
 	      "%s: %s", kqmp_err_kind_name(err.kind), err.desc);
 	kqmp_close(q2);
@@ -467,6 +496,7 @@ int main(void)
 		{ "pipelined", test_pipelined },
 		{ "oob", test_oob },
 		{ "second-client", test_second_client },
+		{ "wait-for-start", test_wait_for_start },
 	};
 
 	snprintf(dir, sizeof(dir), "/tmp/kwq-XXXXXX");
