@@ -154,6 +154,8 @@ static int closing_words(struct kwm_run *r)
 			if (r->vms[i].rollback_incomplete)
 				fprintf(stderr, "%s: VM %s: rollback incomplete: %s\n", prog,
 					r->vms[i].conf->name, r->vms[i].rollback_notes);
+		fprintf(stderr, "%s: `%s recover` is not supported yet; finish by hand from the "
+			"notes above%s\n", prog, prog, r->journal ? " and the journal" : "");
 		return 3;
 	}
 	fprintf(stderr, "%s: the failure came after switchover; no rollback (the VMs run at "

@@ -82,6 +82,13 @@ static void got_status(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 		snprintf(vm->src_status, sizeof(vm->src_status), "%s", json_object_get_string(st));
 }
 
+/* The last word on the source's state must come from the source itself. */
+static int forget_status(struct kwm_vm *vm)
+{
+	snprintf(vm->src_status, sizeof(vm->src_status), "unknown");
+	return 0;
+}
+
 static bool needs_cont(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
@@ -217,6 +224,8 @@ void kwm_build_rollback(struct kwm_vm *vm)
 		add_hca_steps(vm);
 	if (f & KWM_F_QUIESCED)
 		add_agent_steps(vm);
+	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+	op->fn = forget_status;
 	undo(vm, KWM_SRC, "query-status", NULL)->on_reply = got_status;
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = check_running;

@@ -9,6 +9,7 @@ int cmd_qmp(int argc, char *argv[]);
 int cmd_agent(int argc, char *argv[]);
 int cmd_plan(int argc, char *argv[]);
 int cmd_migrate(int argc, char *argv[]);
+int cmd_recover(int argc, char *argv[]);
 int cmd_lab(int argc, char *argv[]);
 
 #endif

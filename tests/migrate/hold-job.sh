@@ -17,11 +17,16 @@ PIDS+=($!)
 kwm_wait_sock "$T/d1.qmp"
 STORAGE=shared AGENTS=yes kwm_cluster "$T/c.yaml" 1
 
-timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --hold-job --report "$T/r.json" --journal "$T/j.log" \
-	>"$T/out" 2>"$T/err"
+# On a terminal (script(1) gives it one): the live lines per VM and cluster.
+command -v script >/dev/null || { echo "SKIP: no script(1)"; exit 77; }
+script -qec "timeout 120 '$KAWARIMI' migrate '$T/c.yaml' --hold-job --report '$T/r.json' \
+	--journal '$T/j.log'" /dev/null >"$T/out" 2>&1
 rc=$?
-cat "$T/out" "$T/err"
+cat -v "$T/out"
 [ $rc -eq 0 ] || fail "exit status $rc"
+grep -q 'cluster test: 1/1 VMs done' "$T/out" || fail "no cluster line on the TTY"
+grep -qE '  vm1 +finish +done' "$T/out" || fail "no VM line on the TTY"
+grep -q $'\e\[' "$T/out" || fail "the TTY display is not redrawn in place"
 [ "$(kwm_status "$T/d1.qmp")" = running ] || fail "destination not running"
 grep -q nbd-server-start "$T/j.log" && fail "shared storage started an NBD server"
 [ "$(awk '{print $2 $3}' "$T/agent1.log" | tr '\n' ' ')" = "0hello 0quiesce 1resume " ] ||
