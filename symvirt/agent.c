@@ -245,8 +245,65 @@ static int listen_unix(struct agent *a, const char *path, mode_t mode, const cha
 	return fd;
 }
 
+/* A reply listing many ranks with many peers each can pass the limit: each
+ * rank's "paths" then becomes "path-counts" ({"verbs": N, "tcp": M}). */
+static void summarize_paths(json_object *msg)
+{
+	json_object *ret, *ranks;
+
+	if (!json_object_object_get_ex(msg, "return", &ret) ||
+	    !json_object_object_get_ex(ret, "ranks", &ranks) ||
+	    !json_object_is_type(ranks, json_type_array))
+		return;
+	for (size_t i = 0; i < json_object_array_length(ranks); i++) {
+		json_object *r = json_object_array_get_idx(ranks, i), *paths, *counts;
+
+		if (!json_object_object_get_ex(r, "paths", &paths) ||
+		    !json_object_is_type(paths, json_type_array))
+			continue;
+		counts = json_object_new_object();
+		for (size_t k = 0; k < json_object_array_length(paths); k++) {
+			json_object *p = json_object_array_get_idx(paths, k), *kind, *n;
+			const char *name;
+
+			if (!json_object_object_get_ex(p, "path", &kind))
+				continue;
+			name = json_object_get_string(kind);
+			n = NULL;
+			json_object_object_get_ex(counts, name, &n);
+			json_object_object_add(counts, name,
+					       json_object_new_int64(n ? json_object_get_int64(n) + 1 : 1));
+		}
+		json_object_object_del(r, "paths");
+		json_object_object_add(r, "path-counts", counts);
+	}
+}
+
+/* Keeps a reply within SYMVIRT_MAX_REPLY; returns the message to send. */
+static json_object *fit_reply(struct agent *a, json_object *msg)
+{
+	size_t len = strlen(json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
+	json_object *id = NULL, *err;
+	struct sv_err e;
+
+	if (len < SYMVIRT_MAX_REPLY)
+		return msg;
+	summarize_paths(msg);
+	len = strlen(json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
+	if (len < SYMVIRT_MAX_REPLY)
+		return msg;
+	json_object_object_get_ex(msg, "id", &id);
+	sv_err_set(&e, "GenericError", "the reply would be %zu bytes, over the limit of %d", len,
+		   SYMVIRT_MAX_REPLY);
+	agent_log(a, LOG_WARNING, "%s", e.desc);
+	err = sv_reply_error(&e, id);	/* takes its own reference to id */
+	json_object_put(msg);
+	return err;
+}
+
 void agent_to_host(struct agent *a, json_object *msg)
 {
+	msg = fit_reply(a, msg);
 	if (outq_add(&a->ch.out, msg) < 0) {
 		/* Nobody has read for a long time: start afresh rather than grow. */
 		agent_log(a, LOG_WARNING, "host channel backlog over %u bytes dropped (no host reading)",
@@ -465,7 +522,9 @@ static void rank_accept(struct agent *a)
 	if (fd < 0)
 		return;
 	r = calloc(1, sizeof(*r));
-	if (!r || !(r->framer = sv_framer_new())) {
+	/* Ranks' replies may be long (a path per peer); their commands are
+	 * held to SYMVIRT_MAX_MSG by the protocol, not by the framer. */
+	if (!r || !(r->framer = sv_framer_new(SYMVIRT_MAX_REPLY))) {
 		free(r);
 		close(fd);
 		return;
@@ -509,7 +568,7 @@ int agent_init(struct agent *a, const struct agent_opts *o)
 	a->started = agent_now_ms();
 	c->fd = -1;
 	c->listen_fd = -1;
-	c->framer = sv_framer_new();
+	c->framer = sv_framer_new(SYMVIRT_MAX_MSG);
 	if (!c->framer)
 		return -1;
 	if (!strncmp(o->channel, "unix:", 5)) {

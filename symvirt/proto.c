@@ -485,17 +485,19 @@ json_object *sv_command(const char *name, json_object *args, uint64_t id)
 
 struct sv_framer {
 	struct kjson_reader *r;
+	size_t max;		/* longest line */
 	size_t line_len;	/* bytes of the current line fed so far */
 	bool skipping;		/* dropping the rest of a bad line */
 };
 
-struct sv_framer *sv_framer_new(void)
+struct sv_framer *sv_framer_new(size_t max)
 {
 	struct sv_framer *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return NULL;
-	f->r = kjson_reader_new(SYMVIRT_MAX_MSG);
+	f->max = max;
+	f->r = kjson_reader_new(max);
 	if (!f->r) {
 		free(f);
 		return NULL;
@@ -513,7 +515,7 @@ void sv_framer_free(struct sv_framer *f)
 
 void sv_framer_reset(struct sv_framer *f)
 {
-	struct kjson_reader *r = kjson_reader_new(SYMVIRT_MAX_MSG);
+	struct kjson_reader *r = kjson_reader_new(f->max);
 
 	/* Without memory for a fresh reader keep the old one: it stays failed
 	 * and every line is reported, which is still no crash. */
@@ -545,9 +547,9 @@ static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool l
 	char desc[200];
 	int r;
 
-	if (f->line_len + len > SYMVIRT_MAX_MSG) {
-		snprintf(desc, sizeof(desc), "a line longer than %d bytes was dropped; send one JSON object per line",
-			 SYMVIRT_MAX_MSG);
+	if (f->line_len + len > f->max) {
+		snprintf(desc, sizeof(desc), "a line longer than %zu bytes was dropped; send one JSON object per line",
+			 f->max);
 		return bad_line(f, line_done, "ProtocolError", desc, fn, arg);
 	}
 	if (kjson_reader_feed(f->r, seg, len, &ke) < 0)

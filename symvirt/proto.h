@@ -80,14 +80,13 @@ json_object *sv_command(const char *name, json_object *args, uint64_t id); /* co
 /*
  * Line framing around kjson_reader: bytes are fed one line at a time, so a
  * bad line costs only that line and the stream resynchronises at the next
- * newline.  A line longer than SYMVIRT_MAX_MSG is reported once and
- * skipped.  For each complete message or error, fn is called; it returns 0
+ * newline.  A line longer than max bytes is reported once and skipped.  For each complete message or error, fn is called; it returns 0
  * to go on or -1 to stop feeding (the connection went away).
  */
 struct sv_framer;
 typedef int (*sv_frame_fn)(void *arg, json_object *msg, const struct sv_err *e);
 
-struct sv_framer *sv_framer_new(void);
+struct sv_framer *sv_framer_new(size_t max);
 void sv_framer_free(struct sv_framer *f);
 int sv_framer_feed(struct sv_framer *f, const char *buf, size_t len, sv_frame_fn fn,
 		   void *arg);

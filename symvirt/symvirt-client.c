@@ -122,7 +122,7 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 
 	if (!s)
 		return NULL;
-	s->reader = kjson_reader_new(SYMVIRT_MAX_MSG);
+	s->reader = kjson_reader_new(SYMVIRT_MAX_REPLY);
 	if (!s->reader) {
 		free(s);
 		return NULL;

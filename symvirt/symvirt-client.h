@@ -35,8 +35,10 @@ extern "C" {
 
 /* The protocol version this library speaks (hello's "protocol"). */
 #define SYMVIRT_PROTOCOL_VERSION 1
-/* Longest message either side accepts, newline included. */
+/* Longest command or event either side accepts, newline included. */
 #define SYMVIRT_MAX_MSG 65536
+/* Longest reply (an inventory, a resume of many ranks with many peers). */
+#define SYMVIRT_MAX_REPLY (1 << 20)
 
 /* ---- errors ---------------------------------------------------------- */
 

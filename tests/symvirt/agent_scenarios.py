@@ -137,6 +137,7 @@ class Rank(threading.Thread):
         self.behaviour = {"quiesce": quiesce, "resume": resume}
         self.delay = delay
         self.sysroot = sysroot
+        self.npaths = 1
         self.log = []           # (time, "got"/"sent", command, args)
         self.rescan_seen = None
         self.state = "running"
@@ -180,8 +181,9 @@ class Rank(threading.Thread):
                 self.state = "running"
                 f = args["fabrics"][0] if args["fabrics"] else {"name": "tcp", "addr": "0.0.0.0"}
                 self.io.send({"return": {"state": "resumed", "elapsed-ms": 1,
-                                         "paths": [{"peer": (self.rank + 1) % 3, "path": f["name"],
-                                                    "local": f["addr"], "remote": "10.0.0.9"}]},
+                                         "paths": [{"peer": (self.rank + 1 + k) % 100000, "path": f["name"],
+                                                    "local": f["addr"], "remote": "10.0.0.9"}
+                                                   for k in range(self.npaths)]},
                               "id": m["id"]})
             else:
                 self.io.send({"return": {"state": self.state, "paths": []}, "id": m["id"]})
@@ -453,6 +455,24 @@ def sc_verbs_wait(env):
         check(all(f["name"] == "tcp" for f in res["fabrics"]), "fabrics %r" % res["fabrics"])
 
 
+def sc_big(env):
+    """Long rank replies are taken; an oversize reply summarizes paths."""
+    host = env.start()
+    ranks = [Rank(env.ranks, i) for i in range(2)]
+    for r in ranks:
+        r.npaths = 9000     # ~700 KB each: over 64 KiB, under 1 MiB
+    time.sleep(0.2)
+    host.ok("quiesce", {"deadline-ms": 5000})
+    m = host.execute("resume", {"fabrics": ["tcp"], "rescan": False}, timeout=30)
+    check("return" in m, "resume with long replies: %r" % str(m)[:300])
+    for r in m["return"]["ranks"]:
+        check("paths" not in r and r["path-counts"] == {"tcp": 9000}, "rank %r" % {k: v for k, v in r.items() if k != "paths"})
+    st = host.ok("status")
+    check(all(r.get("path-counts") == {"tcp": 9000} for r in st["ranks"]), "status of big ranks")
+    for r in ranks:
+        r.close()
+
+
 def sc_connect(env):
     """--channel unix:PATH: the agent reconnects after the host goes away."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -470,7 +490,7 @@ def sc_connect(env):
     srv.close()
 
 
-SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_connect]
+SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_big, sc_connect]
 
 for sc in SCENARIOS:
     name = sc.__name__[3:]

@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct sv_framer *f = sv_framer_new();
+	struct sv_framer *f = sv_framer_new(SYMVIRT_MAX_MSG);
 	size_t n = 0, half = size / 2;
 
 	if (!f)
