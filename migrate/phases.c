@@ -455,14 +455,59 @@ static bool is_quiesced(struct kwm_vm *vm, struct kwm_op *op)
 
 static void agent_alive(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
-	(void)op;
 	(void)ret;
-	vm->agent_hello = true;
+	vm->hello[op->side] = true;
+}
+
+static bool no_hello_yet(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return !vm->hello[op->side];
+}
+
+static int check_hello_src(struct kwm_vm *vm)
+{
+	if (vm->hello[KWM_SRC])
+		return 0;
+	kwm_vm_fail(vm, "the source's symvirt agent (%s) does not answer hello; is "
+		    "kawarimi-agent running in the guest? (or set symvirt: none)",
+		    vm->conf->src.symvirt);
+	return -1;
+}
+
+static int check_hello_dst(struct kwm_vm *vm)
+{
+	if (vm->hello[KWM_DST])
+		return 0;
+	kwm_vm_fail(vm, "the guest's symvirt agent does not answer at the destination's "
+		    "end (%s)", vm->conf->dst.symvirt);
+	return -1;
+}
+
+/*
+ * hello opens every conversation with an agent.  Bytes sent while the
+ * guest has the port closed are lost, so it is asked up to four times
+ * (symvirt_sync() does the same, blocking) before the agent is called
+ * absent.
+ */
+void kwm_add_hello(struct kwm_vm *vm, enum kwm_side_id side)
+{
+	struct kwm_op *op;
+
+	for (int i = 0; i < 4; i++) {
+		op = agent(vm, side, "hello", kwm_obj("client=s", "kawarimi " KAWARIMI_VERSION));
+		op->on_reply = agent_alive;
+		op->cond = no_hello_yet;
+		op->tolerant = true;
+		op->error_ok = i < 3;
+		op->timeout_ms = 1500;
+	}
+	call(vm, side == KWM_SRC ? check_hello_src : check_hello_dst, "checking the agent");
 }
 
 void kwm_build_resume(struct kwm_vm *vm)
 {
 	/* The guest's agent now answers on the destination's end. */
+	kwm_add_hello(vm, KWM_DST);
 	if (vm->conf->dst.hca && !vm->agent_quiesced) {
 		/* Move the job onto the HCA that was just plugged. */
 		add_quiesce(vm, KWM_DST, mark_dst_quiesce);
@@ -473,9 +518,7 @@ void kwm_build_resume(struct kwm_vm *vm)
 		agent(vm, KWM_DST, "resume", kwm_resume_args(vm, vm->conf->dst.hca != NULL))
 			->on_reply = resumed;
 		vm->ops[vm->nops - 1].cond = is_quiesced;
-		return;
 	}
-	agent(vm, KWM_DST, "hello", NULL)->on_reply = agent_alive;
 }
 
 static int mark_quit(struct kwm_vm *vm)

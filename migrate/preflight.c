@@ -92,29 +92,6 @@ static void keep_nodes(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 	vm->nodes[op->side] = json_object_get(ret);
 }
 
-static void agent_hello(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
-{
-	(void)op;
-	(void)ret;
-	vm->agent_hello = true;
-}
-
-static bool no_hello_yet(struct kwm_vm *vm, struct kwm_op *op)
-{
-	(void)op;
-	return !vm->agent_hello;
-}
-
-static int check_agent(struct kwm_vm *vm)
-{
-	if (vm->agent_hello)
-		return 0;
-	kwm_vm_fail(vm, "the source's symvirt agent (%s) does not answer hello; is "
-		    "kawarimi-agent running in the guest? (or set symvirt: none)",
-		    vm->conf->src.symvirt);
-	return -1;
-}
-
 static int record_versions(struct kwm_vm *vm)
 {
 	for (int s = 0; s < 2; s++) {
@@ -310,19 +287,6 @@ void kwm_build_preflight(struct kwm_vm *vm)
 		op->fn = check_disks;
 		op->what = strdup("comparing the disks");
 	}
-	if (c->src.symvirt) {
-		/* Bytes sent while the guest has the port closed are lost: ask
-		 * again a few times before calling the agent absent. */
-		for (int i = 0; i < 4; i++) {
-			op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "hello", NULL);
-			op->on_reply = agent_hello;
-			op->cond = no_hello_yet;
-			op->tolerant = true;
-			op->error_ok = i < 3;
-			op->timeout_ms = 1500;
-		}
-		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-		op->fn = check_agent;
-		op->what = strdup("checking the agent");
-	}
+	if (c->src.symvirt)
+		kwm_add_hello(vm, KWM_SRC);
 }

@@ -124,7 +124,7 @@ struct kwm_vm {
 	bool poll_pending;		/* a progress query in flight */
 	bool mirror_cancel_sent;	/* COMPLETED is expected from now on */
 	bool switch_ready;		/* at the cont barrier */
-	bool agent_hello;
+	bool hello[2];			/* the agent answered hello, per side */
 	bool hca_readded;		/* rollback put the HCA back */
 	bool quit_sent[2];		/* EOF on that QMP is expected */
 	json_object *nodes[2];		/* query-named-block-nodes, per side */
@@ -235,6 +235,7 @@ void kwm_build_resume(struct kwm_vm *vm);
 void kwm_build_finish(struct kwm_vm *vm);
 void kwm_build_rollback(struct kwm_vm *vm);
 bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p);
+void kwm_add_hello(struct kwm_vm *vm, enum kwm_side_id side);
 int kwm_mark_rb_quiesce(struct kwm_vm *vm);
 void kwm_on_quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);

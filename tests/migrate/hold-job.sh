@@ -29,7 +29,7 @@ grep -qE '  vm1 +finish +done' "$T/out" || fail "no VM line on the TTY"
 grep -q $'\e\[' "$T/out" || fail "the TTY display is not redrawn in place"
 [ "$(kwm_status "$T/d1.qmp")" = running ] || fail "destination not running"
 grep -q nbd-server-start "$T/j.log" && fail "shared storage started an NBD server"
-[ "$(awk '{print $2 $3}' "$T/agent1.log" | tr '\n' ' ')" = "0hello 0quiesce 1resume " ] ||
+[ "$(awk '{print $2 $3}' "$T/agent1.log" | tr '\n' ' ')" = "0hello 0quiesce 1hello 1resume " ] ||
 	fail "agent saw: $(awk '{print $2, $3}' "$T/agent1.log")"
 python3 - "$T/r.json" <<'PY' || fail "blackout"
 import json, sys

@@ -34,7 +34,7 @@ for i in 1 2; do
 	# The job moved onto the new HCA: quiesce then resume with verbs at
 	# the destination's end (socket index 1).
 	grep -q ' 0 hello ' "$T/agent$i.log" || fail "vm$i: no hello at the source"
-	awk '$2 == 1 {print $3}' "$T/agent$i.log" | tr '\n' ' ' | grep -q '^quiesce resume $' ||
+	awk '$2 == 1 {print $3}' "$T/agent$i.log" | tr '\n' ' ' | grep -q '^hello quiesce resume $' ||
 		fail "vm$i: destination agent saw $(awk '$2 == 1 {print $3}' "$T/agent$i.log")"
 	grep -q ' 1 resume .*"verbs"' "$T/agent$i.log" || fail "vm$i: resume without verbs"
 done
