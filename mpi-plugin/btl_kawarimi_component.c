@@ -11,6 +11,7 @@
 #include "opal/runtime/opal.h"
 
 #include "btl_kawarimi_endpoint.h"
+#include "btl_kawarimi_verbs.h"
 
 static int kw_register(void);
 static int kw_open(void);
@@ -99,6 +100,8 @@ static int kw_register(void)
 	reg_int("free_list_inc", "Send fragments added to a pool when it runs empty",
 		&kw.free_list_inc, 32);
 
+	kw_verbs_register();
+
 	/* Module defaults; mca_btl_base_param_register makes them
 	 * btl_kawarimi_<name> parameters. tcp is LOW+100: we rank above it. */
 	m->btl_exclusivity = MCA_BTL_EXCLUSIVITY_LOW + 200;
@@ -177,6 +180,9 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
 		return NULL;
 	}
+	/* The verbs path listens on the same port number in rdma_cm's space. */
+	kw_verbs_init(kw.local.port);
+	kw_verbs_add_addrs(&kw.local);
 	len = kw_addrs_encode(&kw.local, blob, sizeof(blob));
 	OPAL_MODEX_SEND(rc, OPAL_PMIX_GLOBAL, &kw.super.btl_version, blob, (size_t)len);
 	if (rc != OPAL_SUCCESS)
@@ -206,6 +212,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 fail:
 	kw_ctl_close();
 	kw.path->release();
+	kw_verbs_path.release();
 	kw_frag_lists_fini();
 	return NULL;
 }

@@ -19,6 +19,7 @@
 
 #include "btl_kawarimi_ctl.h"
 #include "btl_kawarimi_endpoint.h"
+#include "btl_kawarimi_verbs.h"
 
 struct kw_ctl {
 	int fd;
@@ -115,6 +116,8 @@ int kw_ctl_open(void)
 	json_object_object_add(args, "jobid", json_object_new_string(jobid));
 	json_object_object_add(args, "rank", json_object_new_int64(kw.me.vpid));
 	paths = json_object_new_array();
+	if (kw_verbs_active())
+		json_object_array_add(paths, json_object_new_string(kw_verbs_path.name));
 	json_object_array_add(paths, json_object_new_string(kw.path->name));
 	json_object_object_add(args, "paths", paths);
 	ctl.next_id = 1;
@@ -213,6 +216,7 @@ static void quiesce_finish(uint64_t now, int timed_out)
 		bytes += ep->tx_bytes_queued;
 	}
 	kw.path->quiesce();
+	kw_verbs_path.quiesce();
 	kw.state = KW_QUIESCED;
 	if (timed_out) {
 		char desc[300];
@@ -257,14 +261,15 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 	uint32_t v;
 
 	for (i = 0; i < m->nfabrics; i++)
-		kw_log(1, "resume: agent reports fabric %s on %s (%s)%s", m->fabrics[i].name,
-		       m->fabrics[i].ifname, m->fabrics[i].addr,
-		       strcmp(m->fabrics[i].name, "verbs") ? "" :
-		       " - the verbs path is not supported yet, using tcp");
+		kw_log(1, "resume: agent reports fabric %s on %s (%s)", m->fabrics[i].name,
+		       m->fabrics[i].ifname, m->fabrics[i].addr);
+	/* Waits for an ACTIVE port first when the agent says verbs is there. */
+	kw_verbs_resume_hints(m, kw.local.port);
 	if (kw_addrs_local(kw.if_include, &kw.local, err, sizeof(err)))
 		kw_err("resume: %s; keeping the previous address list", err);
 	if (kw.path->resume(err, sizeof(err)))
 		kw_err("resume: %s path: %s", kw.path->name, err);
+	kw_verbs_add_addrs(&kw.local);
 	for (i = 0; i < kw.local.n; i++) {
 		char a[24];
 
@@ -330,6 +335,7 @@ static void resume_finish(uint64_t now)
 	json_object_object_add(ret, "state", json_object_new_string("resumed"));
 	json_object_object_add(ret, "paths", paths_json());
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
+	json_object_object_add(ret, "verbs", kw_verbs_json());
 	kw_log(1, "resumed after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
 	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
 					      JSON_C_TO_STRING_PLAIN));

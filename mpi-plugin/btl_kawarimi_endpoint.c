@@ -357,7 +357,7 @@ static int check_hello(struct kw_hello *h, const struct kw_rfrag *r, struct kw_a
 
 static int same_pair(const struct kw_cand *a, const struct kw_conn *c)
 {
-	return a->remote.ip == c->cand.remote.ip &&
+	return a->remote.ip == c->cand.remote.ip && a->remote.fabric == c->cand.remote.fabric &&
 	       (!a->local.ip || a->local.ip == c->cand.local.ip);
 }
 
@@ -640,7 +640,8 @@ static void attempt(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	}
 	kw_ip_str(ep->cand[ep->cand_idx].local.ip, l, sizeof(l));
 	kw_ip_str(ep->cand[ep->cand_idx].remote.ip, rs, sizeof(rs));
-	c = kw.path->connect(&ep->cand[ep->cand_idx], &err);
+	c = (ep->cand[ep->cand_idx].remote.fabric == KW_FABRIC_VERBS ? &kw_verbs_path :
+	     kw.path)->connect(&ep->cand[ep->cand_idx], &err);
 	if (!c) {
 		kw_log(5, "peer rank %u: connect %s -> %s failed: %s", ep->vpid, l, rs,
 		       strerror(err));

@@ -88,6 +88,7 @@ struct kw_conn {
 };
 
 extern const struct kw_path_ops kw_tcp_path;
+extern const struct kw_path_ops kw_verbs_path;	/* btl_kawarimi_verbs.c */
 
 /* Upper-layer hooks the paths call. rx_alloc checks the header and
  * returns the buffer for a frame with payload (NULL: bad header, break the

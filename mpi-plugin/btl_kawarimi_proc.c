@@ -226,9 +226,9 @@ int kw_addrs_decode(const void *buf, size_t len, struct kw_addrs *out,
 	memcpy(out->a, (const char *)buf + sizeof(h), h.n * sizeof(struct kw_addr));
 	for (i = 0; i < out->n; i++) {
 		out->a[i].ifname[KW_IFNAME_LEN - 1] = '\0';
-		if (out->a[i].prefixlen > 32 || out->a[i].fabric != KW_FABRIC_TCP) {
+		if (out->a[i].prefixlen > 32 || out->a[i].fabric > KW_FABRIC_VERBS) {
 			snprintf(err, errlen, "address entry %d has prefix /%u fabric %u "
-				 "(expected /0../32 and fabric tcp)", i,
+				 "(expected /0../32 and fabric tcp or verbs)", i,
 				 out->a[i].prefixlen, out->a[i].fabric);
 			return -1;
 		}
@@ -259,7 +259,8 @@ int kw_addrs_candidates(const struct kw_addrs *local, const struct kw_addrs *pee
 			if (local->a[i].pref != p)
 				continue;
 			for (j = 0; j < peer->n && n < max; j++) {
-				if (!same_subnet(&local->a[i], &peer->a[j]))
+				if (!same_subnet(&local->a[i], &peer->a[j]) ||
+				    local->a[i].fabric != peer->a[j].fabric)
 					continue;
 				out[n].local = local->a[i];
 				out[n].remote = peer->a[j];
@@ -270,6 +271,8 @@ int kw_addrs_candidates(const struct kw_addrs *local, const struct kw_addrs *pee
 	if (n)
 		return n;
 	for (j = 0; j < peer->n && n < max; j++) {
+		if (peer->a[j].fabric != KW_FABRIC_TCP)
+			continue;	/* routed: TCP only */
 		memset(&out[n].local, 0, sizeof(out[n].local));
 		out[n].remote = peer->a[j];
 		out[n].port = peer->port;

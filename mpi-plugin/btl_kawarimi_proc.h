@@ -32,7 +32,8 @@ struct kw_addr {
 };
 
 enum kw_fabric {
-	KW_FABRIC_TCP = 0,	/* the only one built so far; verbs: issue 7 */
+	KW_FABRIC_TCP = 0,
+	KW_FABRIC_VERBS = 1,	/* RC QP through librdmacm to this IP (btl_kawarimi_verbs.c) */
 };
 
 struct kw_addrs {
@@ -69,8 +70,9 @@ int kw_addrs_decode(const void *buf, size_t len, struct kw_addrs *out,
 
 /*
  * Candidate pairs in order of preference: for each local address (best
- * first), every peer address in the same subnet; then, as a last resort,
- * the peer's addresses without a bound source (routed). Returns count.
+ * first), every peer address of the same fabric in the same subnet; then,
+ * as a last resort, the peer's TCP addresses without a bound source
+ * (routed). Returns count.
  */
 int kw_addrs_candidates(const struct kw_addrs *local, const struct kw_addrs *peer,
 			struct kw_cand *out, int max);

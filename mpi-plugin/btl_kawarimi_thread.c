@@ -156,15 +156,15 @@ static void *thread_main(void *arg)
 		uint64_t now = kw_now_ms();
 		size_t n = 0, nconn = 0, i;
 		struct kw_conn *c;
-		int timeout, lfd, cfd, app;
+		int timeout, lfd, cfd, vfd, app;
 
 		service(now);
 		if (kw.stopped)
 			break;
 		for (c = kw.conns; c; c = c->next)
 			nconn++;
-		if (nconn + 3 > cap) {
-			cap = (nconn + 3) * 2;
+		if (nconn + 4 > cap) {
+			cap = (nconn + 4) * 2;
 			pfd = realloc(pfd, cap * sizeof(*pfd));
 			pc = realloc(pc, cap * sizeof(*pc));
 			if (!pfd || !pc)
@@ -177,6 +177,9 @@ static void *thread_main(void *arg)
 		pfd[n++].events = POLLIN;
 		cfd = kw_ctl_fd();
 		pfd[n].fd = cfd;
+		pfd[n++].events = POLLIN;
+		vfd = kw_verbs_path.listen_fd();	/* rdma_cm connect requests */
+		pfd[n].fd = vfd;
 		pfd[n++].events = POLLIN;
 		app = kw_app_active(now);
 		for (c = kw.conns; c; c = c->next) {
@@ -207,7 +210,13 @@ static void *thread_main(void *arg)
 		}
 		if (cfd >= 0 && pfd[2].revents)
 			kw_ctl_readable();
-		for (i = 3; i < n; i++) {
+		if (vfd >= 0 && pfd[3].revents) {
+			struct kw_conn *a;
+
+			while ((a = kw_verbs_path.accept()))
+				kw_accept_conn(a, kw_now_ms());
+		}
+		for (i = 4; i < n; i++) {
 			c = pc[i];
 			if (!pfd[i].revents || c->close_me || c->state == KW_CONN_CONNECTING)
 				continue;
