@@ -179,7 +179,8 @@ void kwm_vm_fail(struct kwm_vm *vm, const char *fmt, ...)
 	vm->has_error = true;
 	vm->error_phase = vm->phase;
 	snprintf(vm->error, sizeof(vm->error), "%s", msg);
-	vm->phases[vm->phase].end = kwm_wall();
+	if (vm->state == KWM_VM_BUSY)	/* an idle VM's last phase had ended well */
+		vm->phases[vm->phase].end = kwm_wall();
 	vm->state = KWM_VM_FAILED;
 	vm->op_pending = false;
 	vm->op_gen = 0;

@@ -24,11 +24,9 @@ static const char *vm_result(const struct kwm_vm *vm)
 		return vm->error_phase == KWM_PH_PREFLIGHT ? "refused" : "failed";
 	if (r->opt.plan_only)
 		return "planned";
-	if (r->first_failure)	/* another VM failed before this one changed */
-		return "not-migrated";
 	if (vm->facts & KWM_F_SWITCHED)
 		return "migrated";
-	return "not-migrated";
+	return "not-migrated";	/* another VM failed before this one changed */
 }
 
 const char *kwm_run_result(const struct kwm_run *r);
@@ -42,9 +40,9 @@ const char *kwm_run_result(const struct kwm_run *r)
 		return r->opt.plan_only ? "planned" : "completed";
 	if (r->failed_after_switchover)
 		return "failed-after-switchover";
-	if (r->rolling_back)
-		return incomplete ? "rollback-incomplete" : "rolled-back";
-	return "refused";
+	if (r->first_failure->error_phase == KWM_PH_PREFLIGHT)
+		return "refused";
+	return incomplete ? "rollback-incomplete" : "rolled-back";
 }
 
 static json_object *version_string(json_object *v)

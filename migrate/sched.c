@@ -112,6 +112,21 @@ static bool any_failed(struct kwm_run *r)
 	return false;
 }
 
+static void retire_failed(struct kwm_run *r)
+{
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->state != KWM_VM_FAILED)
+			continue;
+		for (size_t k = 0; k < NORDER; k++)
+			if (!vm->phase_ran[order[k]])
+				vm->skipped[order[k]] = true;
+		kwm_ops_clear(vm);
+		vm->state = KWM_VM_DONE;
+	}
+}
+
 bool kwm_schedule(struct kwm_run *r)
 {
 	size_t k;
@@ -120,12 +135,13 @@ bool kwm_schedule(struct kwm_run *r)
 
 	if (r->rolling_back)
 		return any_busy(r);
-	if (any_failed(r)) {
-		if (r->failed_after_switchover || r->opt.plan_only) {
-			/* Past the point of no return (or nothing to undo): the
-			 * others finish what they are doing, nothing new starts. */
-			return any_busy(r);
-		}
+	if (r->opt.plan_only && any_failed(r))
+		return any_busy(r);
+	if (r->failed_after_switchover) {
+		/* Past the point of no return: the failed VMs stop where they
+		 * are, the others go on to the end. */
+		retire_failed(r);
+	} else if (any_failed(r)) {
 		start_rollback(r);
 		return any_busy(r);
 	}
