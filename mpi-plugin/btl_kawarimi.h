@@ -47,6 +47,7 @@ struct kw_component {
 	int resume_timeout_ms;
 	int quiesce_timeout_ms;
 	int finalize_timeout_ms;
+	int tcp_user_timeout_ms;
 	int free_list_num;
 	int free_list_max;
 	int free_list_inc;

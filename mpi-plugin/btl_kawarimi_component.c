@@ -90,6 +90,10 @@ static int kw_register(void)
 		"no deadline-ms", &kw.quiesce_timeout_ms, 10000);
 	reg_int("finalize_timeout_ms", "At MPI_Finalize, how long to wait for outstanding "
 		"acknowledgments before closing", &kw.finalize_timeout_ms, 5000);
+	reg_int("tcp_user_timeout_ms", "TCP_USER_TIMEOUT of every connection: data "
+		"unacknowledged by the peer's kernel for this long breaks the connection, "
+		"which is then rebuilt over the best path left (0: the kernel's default, "
+		"about 15 minutes)", &kw.tcp_user_timeout_ms, 10000);
 	reg_int("app_poll", "1: while the application calls MPI, its thread reads ready "
 		"connections itself (lowest latency, like the tcp BTL); 0: only the network "
 		"thread reads and hands frames over", &kw.app_poll, 1);
@@ -245,17 +249,22 @@ static void report_errors(void)
 static void app_receive(void)
 {
 	struct epoll_event ev[8];
+	struct kw_conn *c;
 	int n, i;
 
 	if (pthread_mutex_trylock(&kw.lock))
 		return;
 	n = epoll_wait(kw.app_epfd, ev, 8, 0);
 	for (i = 0; i < n; i++) {
-		struct kw_conn *c = ev[i].data.ptr;
-
+		c = ev[i].data.ptr;
 		if (!c->close_me && c->state == KW_CONN_UP)
 			kw_conn_progress(c, POLLIN);
 	}
+	/* Finish partly written frames here too: waking the network thread
+	 * for every socket-buffer's worth of a large message costs more. */
+	for (c = kw.conns; c; c = c->next)
+		if (!c->close_me && c->state == KW_CONN_UP && !c->ops->idle(c))
+			kw_conn_progress(c, POLLOUT);
 	pthread_mutex_unlock(&kw.lock);
 }
 

@@ -152,6 +152,8 @@ static void ep_detach(struct mca_btl_base_endpoint_t *ep)
 	ep->tx_cursor = ep->tx_head;
 	ep->draining = ep->fin_sent = ep->fin_rcvd = 0;
 	ep->ack_sent = 0;
+	ep->ack_req = ep->ack_urgent = 0;
+	ep->ack_due_ms = 0;
 	kw_wake();
 }
 
@@ -178,16 +180,39 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why)
 
 /* ---- sending ---------------------------------------------------------- */
 
-static int send_ctl(struct kw_conn *c, uint8_t type, uint64_t ack, const void *payload,
-		    uint32_t len)
+static int send_ctl_flags(struct kw_conn *c, uint8_t type, uint16_t flags, uint64_t ack,
+			  const void *payload, uint32_t len)
 {
-	struct kw_hdr h = { .type = type, .len = len, .ack = ack };
+	struct kw_hdr h = { .type = type, .flags = flags, .len = len, .ack = ack };
 	struct iovec iov = { c->ctl, sizeof(h) + len };
 
 	memcpy(c->ctl, &h, sizeof(h));
 	if (len)
 		memcpy(c->ctl + sizeof(h), payload, len);
 	return c->ops->send(c, &iov, 1);
+}
+
+static int send_ctl(struct kw_conn *c, uint8_t type, uint64_t ack, const void *payload,
+		    uint32_t len)
+{
+	return send_ctl_flags(c, type, 0, ack, payload, len);
+}
+
+static void acked_now(struct mca_btl_base_endpoint_t *ep)
+{
+	ep->ack_sent = ep->rx_next;
+	ep->ack_urgent = 0;
+	ep->rx_unacked = 0;
+	ep->ack_due_ms = 0;
+}
+
+/* Standalone ACK due? Data going back carries the ack for free. */
+static int ack_due(const struct mca_btl_base_endpoint_t *ep)
+{
+	if (ep->rx_next == ep->ack_sent)
+		return 0;
+	return ep->ack_urgent || ep->draining || ep->rx_unacked >= KW_ACK_EVERY ||
+	       (ep->ack_due_ms && kw_now_ms() >= ep->ack_due_ms);
 }
 
 static int build_hello(struct kw_hello *h, uint32_t dst, uint32_t status, uint64_t rx_next,
@@ -246,7 +271,7 @@ static void ep_push(struct mca_btl_base_endpoint_t *ep)
 			kw_ep_conn_broken(c, strerror(-rc));
 			return;
 		}
-		ep->ack_sent = ep->rx_next;
+		acked_now(ep);
 		ep->tx_cursor = f->next;
 	}
 	if (!c->ops->idle(c))
@@ -260,18 +285,21 @@ static void ep_push(struct mca_btl_base_endpoint_t *ep)
 		}
 		if (!rc) {
 			ep->fin_sent = 1;
-			ep->ack_sent = ep->rx_next;
+			acked_now(ep);
 		}
 		return;
 	}
-	if (ep->rx_next != ep->ack_sent) {
-		rc = send_ctl(c, KW_FRAME_ACK, ep->rx_next, NULL, 0);
+	if (ack_due(ep) || (ep->ack_req && ep->tx_head != ep->tx_cursor)) {
+		rc = send_ctl_flags(c, KW_FRAME_ACK, ep->ack_req ? KW_FLAG_ACK_NOW : 0,
+				    ep->rx_next, NULL, 0);
 		if (rc < 0 && rc != -EAGAIN) {
 			kw_ep_conn_broken(c, strerror(-rc));
 			return;
 		}
-		if (!rc)
-			ep->ack_sent = ep->rx_next;
+		if (!rc) {
+			acked_now(ep);
+			ep->ack_req = 0;
+		}
 	}
 	if (ep->fin_sent && ep->fin_rcvd && c->ops->idle(c) && ep->tx_head == ep->tx_cursor) {
 		char s[128];
@@ -288,7 +316,7 @@ void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
 	f->next = NULL;
 	f->ep = ep;
 	f->hdr.type = KW_FRAME_DATA;
-	f->hdr.flags = 0;
+	f->hdr.flags = !f->internal && f->base.des_cbfunc ? KW_FLAG_ACK_NOW : 0;
 	f->hdr.seq = ep->tx_seq++;
 	f->hdr.len = (uint32_t)kw_frag_len(f);
 	ep->tx_bytes_queued += f->hdr.len;
@@ -301,8 +329,11 @@ void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
 	if (!ep->tx_cursor)
 		ep->tx_cursor = f;
 	ep_push(ep);
-	/* The network thread finishes partial writes, connects, retries. */
-	if (ep->tx_cursor || !ep->conn || !ep->conn->ops->idle(ep->conn))
+	/* The network thread connects and retries; it finishes partial
+	 * writes only while the application is not calling progress. */
+	if (!ep->conn || ep->conn->state != KW_CONN_UP)
+		kw_wake();
+	else if ((ep->tx_cursor || !ep->conn->ops->idle(ep->conn)) && !kw_app_active(kw_now_ms()))
 		kw_wake();
 }
 
@@ -455,7 +486,7 @@ static int hello_in(struct kw_conn *c, struct kw_rfrag *r)
 	conn_up(ep, c);
 	if (send_hello(c, KW_FRAME_HELLO_ACK, ep->vpid, KW_HELLO_OK, ep->rx_next) < 0)
 		return -EIO;
-	ep->ack_sent = ep->rx_next;
+	acked_now(ep);
 	return 0;
 }
 
@@ -593,14 +624,24 @@ int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag 
 			goto drop;
 		}
 		ep->rx_next++;
+		ep->rx_unacked++;
+		if (h->flags & KW_FLAG_ACK_NOW)
+			ep->ack_urgent = 1;
+		else if (!ep->ack_due_ms)
+			ep->ack_due_ms = kw_now_ms() + KW_ACK_DELAY_MS;
 		rx_deliver(r);
 		return 0;
+	case KW_FRAME_ACK:
+		if (h->flags & KW_FLAG_ACK_NOW)
+			ep->ack_urgent = 1;
+		break;
 	case KW_FRAME_FIN:
 		ep->fin_rcvd = 1;
 		if (!ep->draining) {
 			/* The peer quiesces: stop sending to it, let it finish. */
 			ep->draining = 1;
 			ep->peer_quiesced = 1;
+			ep->ack_req = 1;
 		}
 		break;
 	case KW_FRAME_BYE:
@@ -761,6 +802,8 @@ void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 
 uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep)
 {
+	if (ep->conn && ep->ack_due_ms && ep->rx_next != ep->ack_sent)
+		return ep->ack_due_ms;
 	if (ep->failed || ep->conn || ep->peer_gone)
 		return UINT64_MAX;
 	if (!kw_ep_has_data(ep) && !ep->want_up)
@@ -784,8 +827,10 @@ void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep)
 		ep->conn->ep = NULL;
 		ep->conn = NULL;
 	}
-	if (ep->conn)
+	if (ep->conn) {
 		ep->draining = 1;
+		ep->ack_req = 1;	/* frames the peer holds: have them acked now */
+	}
 	ep_push(ep);
 }
 

@@ -23,6 +23,10 @@ struct mca_btl_base_endpoint_t {
 	uint64_t tx_seq;		/* next sequence number to assign */
 	uint64_t rx_next;		/* next sequence number expected */
 	uint64_t ack_sent;		/* last ack value put on the wire */
+	int ack_urgent;			/* the peer waits for our ack */
+	int ack_req;			/* ask the peer to ack at once (drain) */
+	uint32_t rx_unacked;		/* frames received since our last ack */
+	uint64_t ack_due_ms;		/* delayed ack deadline, 0: none */
 	uint64_t tx_frames, tx_bytes_queued;
 
 	struct kw_conn *conn;		/* current connection or NULL */

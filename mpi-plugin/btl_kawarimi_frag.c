@@ -115,7 +115,7 @@ const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data)
 {
 	if (h->type == 0 || h->type >= KW_FRAME_TYPE_MAX)
 		return "unknown frame type";
-	if (h->flags)
+	if (h->flags & ~KW_FLAG_ACK_NOW)
 		return "reserved flags set";
 	switch (h->type) {
 	case KW_FRAME_DATA:

@@ -27,6 +27,15 @@ enum kw_frame_type {
 	KW_FRAME_TYPE_MAX
 };
 
+/* flags: on DATA, the sender waits for this frame's ack (ob1 has a
+ * completion callback pending), so it is acknowledged at once; other
+ * frames are acknowledged on the next frame going back, or after
+ * KW_ACK_DELAY_MS / KW_ACK_EVERY frames. On ACK: "acknowledge everything
+ * now" (the sender drains for a quiesce). */
+#define KW_FLAG_ACK_NOW 0x1
+#define KW_ACK_DELAY_MS 2
+#define KW_ACK_EVERY 32
+
 struct kw_hdr {
 	uint8_t type;
 	uint8_t tag;

@@ -104,6 +104,14 @@ static struct kw_tcp_conn *conn_new(int fd)
 	t->c.ops = &kw_tcp_path;
 	/* Small frames (ob1 headers, acks) must not wait for Nagle. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* A vanished link never resets the stream: without this, data
+	 * would wait for TCP's own give-up (about 15 minutes) before the
+	 * reconnect logic could move it to another path. */
+	if (kw.tcp_user_timeout_ms > 0) {
+		unsigned int ut = (unsigned int)kw.tcp_user_timeout_ms;
+
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+	}
 	return t;
 }
 
@@ -301,7 +309,9 @@ static int read_in(struct kw_tcp_conn *t)
 		if (t->cur) {
 			struct kw_rfrag *r = t->cur;
 
-			n = recv(t->fd, r->data + r->filled, r->hdr.len - r->filled, MSG_DONTWAIT);
+			size_t want = r->hdr.len - r->filled;
+
+			n = recv(t->fd, r->data + r->filled, want, MSG_DONTWAIT);
 			if (n > 0) {
 				r->filled += n;
 				if (r->filled == r->hdr.len) {
@@ -313,6 +323,11 @@ static int read_in(struct kw_tcp_conn *t)
 					if (rc)
 						return rc;
 				}
+				/* A short read emptied the socket: poll says when
+				 * there is more (level-triggered), so spare the
+				 * EAGAIN round trip. */
+				if ((size_t)n < want)
+					return 0;
 				continue;
 			}
 		} else {
@@ -323,13 +338,16 @@ static int read_in(struct kw_tcp_conn *t)
 				t->stage_len -= t->stage_off;
 				t->stage_off = 0;
 			}
-			n = recv(t->fd, t->stage + t->stage_len, STAGE_SIZE - t->stage_len,
-				 MSG_DONTWAIT);
+			size_t want = STAGE_SIZE - t->stage_len;
+
+			n = recv(t->fd, t->stage + t->stage_len, want, MSG_DONTWAIT);
 			if (n > 0) {
 				t->stage_len += n;
 				rc = parse_stage(t);
 				if (rc < 0)
 					return rc;
+				if ((size_t)n < want && !t->cur)
+					return 0;
 				continue;
 			}
 		}

@@ -186,7 +186,7 @@ static void *thread_main(void *arg)
 			pc[n] = c;
 			c->ops->poll_events(c, &pfd[n]);
 			if (app && c->state == KW_CONN_UP)
-				pfd[n].events &= ~POLLIN;	/* the application reads */
+				pfd[n].events = 0;	/* the application does the I/O */
 			n++;
 		}
 		timeout = next_timeout(now);

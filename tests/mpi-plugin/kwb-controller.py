@@ -226,11 +226,21 @@ def scenario_cut(d, ranks, a):
     wait_paths(ranks, a.fast, "after the link went down and up")
 
 
+def scenario_giveup(d, ranks, a):
+    """Every link between the nodes goes away for good: the BTL must give
+    up after btl_kawarimi_reconnect_timeout_ms with an error naming the
+    peer (the test script checks mpirun's exit and output)."""
+    wait_paths(ranks, a.fast, "before the links go away")
+    net(d, "fast-down")
+    net(d, "slow-down")
+    log("all links between the nodes deleted; the job must now fail")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--nodes", required=True)
-    ap.add_argument("--scenario", required=True, choices=["switch", "cut"])
+    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "giveup"])
     ap.add_argument("--fast", required=True)
     ap.add_argument("--slow", required=True)
     a = ap.parse_args()
@@ -244,7 +254,10 @@ def main():
     open(os.path.join(a.dir, "controller.ready"), "w").close()
     try:
         ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")))
-        (scenario_switch if a.scenario == "switch" else scenario_cut)(a.dir, ranks, a)
+        {"switch": scenario_switch, "cut": scenario_cut,
+         "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a)
+        if a.scenario == "giveup":
+            return 0
     except (Fail, OSError, ValueError, subprocess.CalledProcessError) as e:
         log(f"FAIL: {e}")
         open(os.path.join(a.dir, "stop"), "w").close()

@@ -9,6 +9,9 @@
 #           while the application computes (reply time measured, printed).
 #   cut:    the data connection killed from outside (ss -K) three times,
 #           then the link taken down and up: healed by reconnect + resend.
+#   giveup: every link between the nodes deleted for good: the BTL gives
+#           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
+#           error naming the peer, and the job fails.
 # Args: <component dir> <prog dir> <switch|cut>
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -68,6 +71,7 @@ fast_up() {
 case "\$1" in
 fast-up) fast_up ;;
 fast-down) ip -n $N0 link del kwbf0 ;;
+slow-down) ip -n $N0 link del kwbs0 ;;
 cut) ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1 ;;
 link-flap) ip -n $N0 link set kwbf0 down; sleep 2; ip -n $N0 link set kwbf0 up ;;
 *) echo "net.sh: unknown action \$1" >&2; exit 2 ;;
@@ -107,11 +111,17 @@ for _ in $(seq 100); do
 done
 
 prog=$KWB_PROG_DIR/kwb-stream
+reconnect_ms=30000
+user_timeout_ms=10000
+if [ "$scen" = giveup ]; then
+	reconnect_ms=3000
+	user_timeout_ms=1500
+fi
 ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
 	timeout 180 mpirun --mca pml ob1 --mca btl self,kawarimi \
 	--mca oob_tcp_if_include 10.77.3.0/24 \
 	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24 \
-	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms 30000 ${KWB_MPIRUN_EXTRA:-} \
+	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms ${KWB_MPIRUN_EXTRA:-} \
 	-np 1 ip netns exec $N0 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n0.sock" "$prog" "$d" : \
 	-np 1 ip netns exec $N1 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n1.sock" "$prog" "$d" \
 	>"$d/mpi.log" 2>&1 &
@@ -125,6 +135,18 @@ mpi_rc=$?
 mpi_pid=
 cat "$d/mpi.log"
 fail=0
+if [ "$scen" = giveup ]; then
+	if [ $ctl_rc -ne 0 ] || [ $mpi_rc -eq 0 ] || [ $mpi_rc -eq 124 ]; then
+		echo "FAIL: controller $ctl_rc, mpirun $mpi_rc (expected a failed job, not a hang)"
+		exit 1
+	fi
+	if ! grep -q "giving up on peer rank [01] (address 10.77.1.[12]" "$d/mpi.log"; then
+		echo "FAIL: no error naming the unreachable peer"
+		exit 1
+	fi
+	echo "PASS: giveup (the BTL gave up and named the peer)"
+	exit 0
+fi
 if [ $ctl_rc -ne 0 ]; then
 	echo "FAIL: controller exited $ctl_rc"
 	fail=1
