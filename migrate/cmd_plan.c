@@ -59,6 +59,9 @@ static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
 		print_chain("source:", node_image(vm->nodes[KWM_SRC], c->disks[d].src_node));
 		print_chain("destination:", node_image(vm->nodes[KWM_DST], c->disks[d].dst_node));
 	}
+	if (r->storage != KWM_STORAGE_SHARED)
+		printf("    about %.1f MB to copy (allocated in the images; VMs with more go first)\n",
+		       vm->expect_bytes / 1e6);
 	printf("    phases:");
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
 		if (kwm_phase_applies(vm, steps[i]))

@@ -210,6 +210,19 @@ static int check_chain(struct kwm_vm *vm, const struct kwm_disk *d, json_object 
 	return 0;
 }
 
+/* What the mirror will copy, roughly: the allocated bytes of the top (and
+ * with full, of the whole chain), from each image's actual-size. */
+static uint64_t expected_copy(json_object *image, bool whole_chain)
+{
+	uint64_t sum = 0;
+	json_object *v;
+
+	for (; image; image = whole_chain ? backing(image) : NULL)
+		if (json_object_object_get_ex(image, "actual-size", &v))
+			sum += (uint64_t)json_object_get_int64(v);
+	return sum;
+}
+
 static int check_disks(struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
@@ -244,6 +257,7 @@ static int check_disks(struct kwm_vm *vm)
 		}
 		if (vm->run->storage == KWM_STORAGE_INCREMENTAL && check_chain(vm, d, si, di))
 			return -1;
+		vm->expect_bytes += expected_copy(si, vm->run->storage == KWM_STORAGE_FULL);
 	}
 	return 0;
 }

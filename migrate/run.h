@@ -130,6 +130,8 @@ struct kwm_vm {
 	json_object *nodes[2];		/* query-named-block-nodes, per side */
 	bool skipped[KWM_PH__COUNT];	/* the phase does not apply to this VM */
 
+	uint64_t expect_bytes;		/* preflight's estimate of the disk copy */
+
 	/* For the report. */
 	uint64_t storage_bytes, storage_total;
 	uint64_t mem_bytes, mem_total, mem_remaining;

@@ -112,6 +112,35 @@ static bool any_failed(struct kwm_run *r)
 	return false;
 }
 
+/*
+ * The next VM to start phase p.  Storage pre-copies go longest first (by
+ * the bytes preflight expects to move): with fewer slots than VMs, that
+ * keeps one big disk from starting last and finishing the cluster late.
+ * Otherwise the file's order.
+ */
+static struct kwm_vm *next_vm(struct kwm_run *r, enum kwm_phase p)
+{
+	struct kwm_vm *best = NULL;
+
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->phase_ran[p] || vm->skipped[p] || vm->state != KWM_VM_IDLE)
+			continue;
+		if (!kwm_phase_applies(vm, p)) {
+			vm->skipped[p] = true;
+			continue;
+		}
+		if (!best)
+			best = vm;
+		else if (p == KWM_PH_STORAGE && vm->expect_bytes > best->expect_bytes)
+			best = vm;
+		if (p != KWM_PH_STORAGE)
+			break;
+	}
+	return best;
+}
+
 static void retire_failed(struct kwm_run *r)
 {
 	for (size_t i = 0; i < r->nvms; i++) {
@@ -149,15 +178,11 @@ bool kwm_schedule(struct kwm_run *r)
 	if (k == NORDER || (r->opt.plan_only && k > 0))
 		return any_busy(r);
 	p = order[k];
-	for (size_t i = 0; i < r->nvms; i++) {
-		struct kwm_vm *vm = &r->vms[i];
+	for (;;) {
+		struct kwm_vm *vm = next_vm(r, p);
 
-		if (vm->phase_ran[p] || vm->skipped[p] || vm->state != KWM_VM_IDLE)
-			continue;
-		if (!kwm_phase_applies(vm, p)) {
-			vm->skipped[p] = true;
-			continue;
-		}
+		if (!vm)
+			break;
 		if (limited(p) && inflight(r) >= r->c->parallel)
 			break;
 		start_phase(vm, p);

@@ -6,6 +6,8 @@
 . "$(dirname "$0")/lib.sh"
 
 kwm_images 2
+# vm2 has more to copy: with one slot it goes first (longest first).
+qemu-io -c 'write -P 0x33 200M 4M' "$T/s2.qcow2" >/dev/null || fail "qemu-io"
 kwm_agents 2
 for i in 1 2; do kwm_start_src $i; kwm_start_dst $i; done
 STORAGE=incremental PARALLEL=1 BANDWIDTH=40MB/s AGENTS=yes \
@@ -49,6 +51,7 @@ for p in ("storage", "memory"):
     x, y = sorted([a[p], b[p]], key=lambda s: s["start"])
     assert x["end"] <= y["start"], f"{p} overlapped with parallel: 1"
 assert r["max-parallel-seen"] == 1, r["max-parallel-seen"]
+assert b["storage"]["start"] < a["storage"]["start"], "the larger overlay did not go first"
 for before, after in (("preflight", "storage"), ("storage", "memory"),
                       ("memory", "switchover"), ("switchover", "resume")):
     assert max(v[before]["end"] for v in ph.values()) <= min(v[after]["start"] for v in ph.values()), \
