@@ -214,8 +214,8 @@ static int listen_unix(struct agent *a, const char *path, mode_t mode, const cha
 	struct sockaddr_un sa;
 	int fd;
 
-	if (unix_addr(path, &sa) < 0) {
-		agent_log(a, LOG_ERR, "socket path '%s' is too long", path);
+	if (!path || unix_addr(path, &sa) < 0) {
+		agent_log(a, LOG_ERR, "socket path '%s' is too long", path ? path : "");
 		return -1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -230,6 +230,7 @@ static int listen_unix(struct agent *a, const char *path, mode_t mode, const cha
 	if (chmod(path, mode) < 0) {
 		agent_log(a, LOG_ERR, "chmod '%s': %s", path, strerror(errno));
 		close(fd);
+		unlink(path);
 		return -1;
 	}
 	if (group) {
@@ -239,6 +240,7 @@ static int listen_unix(struct agent *a, const char *path, mode_t mode, const cha
 			agent_log(a, LOG_ERR, "cannot give '%s' to group '%s': %s; create the group or drop --group",
 				  path, group, g ? strerror(errno) : "no such group");
 			close(fd);
+			unlink(path);
 			return -1;
 		}
 	}

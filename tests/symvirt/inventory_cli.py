@@ -152,9 +152,49 @@ def test_cli():
     check(rc == 0 and json.loads(out)["rescan"] == "skipped", "resume rc %d %r" % (rc, err))
 
 
+def test_agent_options():
+    """Socket mode and group, bad options, detaching."""
+    import grp
+    import signal
+    import stat
+    ch = os.path.join(tmp, "opt-ch.sock")
+    ranks = os.path.join(tmp, "run", "opt-ranks.sock")   # its directory is created
+    group = grp.getgrgid(os.getgid()).gr_name
+    p = subprocess.Popen([AGENT, "--channel", "listen:" + ch, "--socket", ranks, "--group", group])
+    check(p.wait(10) == 0, "the detaching agent's parent exited %s" % p.returncode)
+    end = time.monotonic() + 10
+    while not listening(ch):
+        check(time.monotonic() < end, "detached agent not listening")
+        time.sleep(0.02)
+    rc, out, err = cli(ch, "hello")
+    check(rc == 0, "hello to the detached agent: %r" % err)
+    pid = json.loads(out)["pid"]
+    try:
+        check(pid != p.pid, "did not detach")
+        st = os.stat(ranks)
+        check(stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == os.getgid(),
+              "rank socket mode %o gid %d" % (stat.S_IMODE(st.st_mode), st.st_gid))
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 10
+    while os.path.exists(ranks):
+        check(time.monotonic() < end, "detached agent did not clean up on SIGTERM")
+        time.sleep(0.05)
+    for args, want_rc, text in ((["--group", "kws-no-such-group"], 1, "kws-no-such-group"),
+                                (["--bogus"], 2, "Usage"),
+                                (["--channel", "listen:"], 1, "listen:"),
+                                (["extra"], 2, "extra")):
+        r = subprocess.run([AGENT, "--foreground", "--socket", os.path.join(tmp, "x.sock")] + args,
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == want_rc and text in r.stderr, "%r: rc %d, %r" % (args, r.returncode, r.stderr))
+        check(not os.path.exists(os.path.join(tmp, "x.sock")), "%r left its socket behind" % args)
+    r = subprocess.run([AGENT, "--version"], capture_output=True, text=True, timeout=20)
+    check(r.returncode == 0 and "protocol 1" in r.stdout, "--version: %r" % r.stdout)
+
+
 status = 0
 try:
-    for t in (test_dump, test_machine, test_cli):
+    for t in (test_dump, test_machine, test_cli, test_agent_options):
         try:
             t()
             print("ok   " + t.__name__)
