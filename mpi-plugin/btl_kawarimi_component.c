@@ -154,7 +154,7 @@ void kw_log(int level, const char *fmt, ...)
 
 static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi_threads)
 {
-	mca_btl_base_module_t **modules;
+	mca_btl_base_module_t **modules = NULL;
 	unsigned char blob[512];
 	char err[256];
 	int rc, len;
@@ -166,8 +166,8 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 	if (mpi_threads) {
 		/* ob1 would call us from several threads at once, and our
 		 * callbacks assume the single application thread. */
-		opal_output_verbose(1, 0, "btl:kawarimi: MPI_THREAD_MULTIPLE is not supported; "
-				    "declining (another BTL such as tcp must reach the peers)");
+		kw_log(1, "MPI_THREAD_MULTIPLE is not supported; declining (another BTL "
+		       "such as tcp must reach the peers)");
 		return NULL;
 	}
 	if (kw_addrs_local(kw.if_include, &kw.local, err, sizeof(err))) {
@@ -195,6 +195,10 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 				mca_btl_kawarimi_module.btl_max_send_size);
 	if (rc != OPAL_SUCCESS)
 		goto fail;
+	/* mca_btl_base_select frees the array. */
+	modules = malloc(sizeof(*modules));
+	if (!modules)
+		goto fail;
 	kw.state = KW_RUNNING;
 	kw.app_epfd = -1;
 	if (kw.app_poll) {
@@ -206,14 +210,11 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		goto fail;
 	kw_log(1, "listening on port %u, %u local addresses, first %s", kw.local.port,
 	       kw.local.n, kw.local.a[0].ifname);
-	/* mca_btl_base_select frees the array. */
-	modules = malloc(sizeof(*modules));
-	if (!modules)
-		goto fail;
 	modules[0] = &mca_btl_kawarimi_module;
 	*num = 1;
 	return modules;
 fail:
+	free(modules);
 	kw_ctl_close();
 	kw.path->release();
 	kw_verbs_path.release();
