@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# kawarimi-agent with real MPI ranks: the kawarimi BTL (mpi-plugin/) in an
+# mpirun job on this machine registers with the agent, quiesces and resumes
+# on the agent's word while the job exchanges verified messages
+# (suite 'symvirt').
+#
+# Usage: real_ranks.sh KAWARIMI-AGENT KAWARIMI KWS-RANKS BTL-COMPONENT-DIR
+set -u
+AGENT=$1
+KAWARIMI=$2
+PROG=$3
+BTL_DIR=$4
+NP=3
+
+command -v mpirun >/dev/null || { echo "SKIP: mpirun is not installed"; exit 77; }
+[ -e "$BTL_DIR/mca_btl_kawarimi.so" ] || { echo "SKIP: the kawarimi BTL is not built"; exit 77; }
+export OMPI_MCA_mca_base_component_path="$BTL_DIR:/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI leaks by design; in the sanitizer run the ranks (built by us with
+# the runtime) would report it.
+export ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+
+T=$(mktemp -d /tmp/kws-ranks-XXXXXX)
+APID= MPID=
+cleanup() {
+	[ -n "$MPID" ] && kill "$MPID" 2>/dev/null && wait "$MPID" 2>/dev/null
+	[ -n "$APID" ] && kill "$APID" 2>/dev/null && wait "$APID" 2>/dev/null
+	rm -rf "$T"
+}
+trap cleanup EXIT
+fail() {
+	echo "FAIL: $*"
+	echo "---- mpirun ----"
+	tail -n 30 "$T/mpirun.log"
+	exit 1
+}
+
+"$AGENT" --foreground --channel "listen:$T/ch.sock" --socket "$T/ranks.sock" 2>"$T/agent.log" &
+APID=$!
+agent() { "$KAWARIMI" agent --timeout 60 "$T/ch.sock" "$@"; }
+for _ in $(seq 1 100); do
+	agent hello >/dev/null 2>&1 && break
+	sleep 0.1
+done
+
+timeout 200 mpirun --oversubscribe -np $NP --mca pml ob1 --mca btl self,kawarimi \
+	--mca btl_kawarimi_if_include lo --mca btl_kawarimi_agent_socket "$T/ranks.sock" \
+	"$PROG" "$T" >"$T/mpirun.log" 2>&1 &
+MPID=$!
+
+count_ranks() {
+	agent status | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["ranks"]))'
+}
+for _ in $(seq 1 600); do
+	[ "$(count_ranks 2>/dev/null)" = $NP ] && break
+	kill -0 "$MPID" 2>/dev/null || fail "mpirun ended before its ranks registered"
+	sleep 0.1
+done
+[ "$(count_ranks)" = $NP ] || fail "$NP ranks did not register with the agent"
+echo "ok   $NP ranks registered"
+
+for cycle in 1 2; do
+	q=$(agent quiesce '{"deadline-ms": 20000}') || fail "quiesce $cycle: $q"
+	python3 - "$q" $NP <<'PY' || fail "quiesce $cycle: $q"
+import json, sys
+q, np = json.loads(sys.argv[1]), int(sys.argv[2])
+assert sorted(r["rank"] for r in q["ranks"]) == list(range(np)), q["ranks"]
+assert all(r["peers"] >= 0 and r["bytes-queued"] >= 0 for r in q["ranks"]), q["ranks"]
+PY
+	[ "$(agent status | grep -c '"state": "quiesced"')" -ge $((NP + 1)) ] ||
+		fail "status after quiesce: $(agent status)"
+	sleep 1	# the job keeps computing and queueing meanwhile
+	r=$(agent resume '{"fabrics": ["tcp"], "rescan": false}') || fail "resume $cycle: $r"
+	python3 - "$r" $NP <<'PY' || fail "resume $cycle: $r"
+import json, sys
+r, np = json.loads(sys.argv[1]), int(sys.argv[2])
+assert sorted(x["rank"] for x in r["ranks"]) == list(range(np)), r["ranks"]
+for x in r["ranks"]:
+    assert len(x["paths"]) == np - 1 and all(p["path"] == "tcp" for p in x["paths"]), x
+PY
+	echo "ok   quiesce/resume cycle $cycle: $NP ranks, each back on tcp to its $((NP - 1)) peers"
+	sleep 1
+done
+
+touch "$T/stop"
+wait "$MPID"
+rc=$?
+MPID=
+[ $rc = 0 ] || fail "mpirun exited $rc"
+grep -q "kws-ranks: $NP ranks, [0-9]* rounds, 0 errors" "$T/mpirun.log" || fail "no clean result line"
+echo "ok   $(grep kws-ranks: "$T/mpirun.log")"
+kill "$APID"
+wait "$APID"
+rc=$?
+APID=
+[ $rc = 0 ] || { cat "$T/agent.log"; fail "the agent exited $rc on SIGTERM"; }
+exit 0
