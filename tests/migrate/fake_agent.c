@@ -6,7 +6,7 @@
  * coordinator's commands as docs/symvirt-protocol.md says, and logs each
  * command with the wall-clock time so a test can check the barriers.
  *
- *   fake-agent LOG SOCKET... [--refuse COMMAND]
+ *   fake-agent LOG SOCKET... [--refuse COMMAND | --refuse-once COMMAND]
  *
  * Log lines: "TIME SOCKET-INDEX COMMAND ARGS-JSON".  It keeps the quiesced
  * state across its sockets like the one agent in the guest would, and
@@ -38,6 +38,7 @@ static struct conn conns[MAX_FDS];
 static int nconns;
 static FILE *logfile;
 static const char *refuse;
+static bool refuse_once;
 static bool quiesced;
 
 static double now(void)
@@ -90,6 +91,8 @@ static json_object *answer(const char *cmd, const char **cls, const char **desc)
 	json_object *r = json_object_new_object();
 
 	if (refuse && !strcmp(cmd, refuse)) {
+		if (refuse_once)
+			refuse = NULL;
 		json_object_put(r);
 		*cls = "DeviceBusy";
 		*desc = "refused by the test";
@@ -184,7 +187,7 @@ int main(int argc, char *argv[])
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 3) {
-		fprintf(stderr, "usage: fake-agent LOG SOCKET... [--refuse COMMAND]\n");
+		fprintf(stderr, "usage: fake-agent LOG SOCKET... [--refuse[-once] COMMAND]\n");
 		return 2;
 	}
 	logfile = fopen(argv[1], "a");
@@ -193,7 +196,9 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	for (int i = 2; i < argc; i++) {
-		if (!strcmp(argv[i], "--refuse") && i + 1 < argc) {
+		if ((!strcmp(argv[i], "--refuse") || !strcmp(argv[i], "--refuse-once")) &&
+		    i + 1 < argc) {
+			refuse_once = !strcmp(argv[i], "--refuse-once");
 			refuse = argv[++i];
 			continue;
 		}

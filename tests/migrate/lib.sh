@@ -29,11 +29,15 @@ fail() {
 	exit 1
 }
 
-# Two root ports and a user netdev on both ends, so that an e1000e "HCA"
-# can be plugged into rp1 on either side; the machine must match.
+# Two root ports, an xHCI controller and a user netdev on both ends, so
+# that an "HCA" can be plugged on either side: an e1000e on rp1 (PCIe
+# hotplug needs the guest's cooperation, which a test without a guest OS
+# cannot give) or a usb-net on xhci.0 (USB unplug completes at once, so
+# the whole swap runs without a guest).  The machine must match.
 QEMU_BASE=(qemu-system-x86_64 -machine q35 -accel tcg -m 128 -nodefaults -display none
 	-device pcie-root-port,id=rp1,chassis=1,slot=1
-	-device pcie-root-port,id=rp2,chassis=2,slot=2 -netdev user,id=hn0)
+	-device pcie-root-port,id=rp2,chassis=2,slot=2 -netdev user,id=hn0
+	-device qemu-xhci,id=xhci)
 
 # kwm_images N: a 256 MiB base with 32 MiB of data, a copy of it as the
 # destination's base, and per VM a source overlay with known data (8 MiB
