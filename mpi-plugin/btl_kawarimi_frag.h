@@ -71,6 +71,7 @@ struct kw_rfrag {
 	struct kw_rfrag *next;
 	struct kw_hdr hdr;
 	size_t filled;			/* payload bytes read so far */
+	size_t cap;			/* bytes allocated at data */
 	_Alignas(16) unsigned char data[];
 };
 
