@@ -246,27 +246,35 @@ static void report_errors(void)
 }
 
 /* Reads whatever the ready connections hold, if the network thread is not
- * busy with them right now. */
-static void app_receive(void)
+ * busy with them right now. Returns how many connections moved bytes, so
+ * opal_progress does not yield the CPU while a transfer is under way. */
+static int app_receive(void)
 {
 	struct epoll_event ev[8];
 	struct kw_conn *c;
 	int n, i;
 
+	int moved = 0;
+
 	if (pthread_mutex_trylock(&kw.lock))
-		return;
+		return 0;
 	n = epoll_wait(kw.app_epfd, ev, 8, 0);
 	for (i = 0; i < n; i++) {
 		c = ev[i].data.ptr;
-		if (!c->close_me && c->state == KW_CONN_UP)
+		if (!c->close_me && c->state == KW_CONN_UP) {
 			kw_conn_progress(c, POLLIN);
+			moved++;
+		}
 	}
 	/* Finish partly written frames here too: waking the network thread
 	 * for every socket-buffer's worth of a large message costs more. */
 	for (c = kw.conns; c; c = c->next)
-		if (!c->close_me && c->state == KW_CONN_UP && !c->ops->idle(c))
+		if (!c->close_me && c->state == KW_CONN_UP && !c->ops->idle(c)) {
 			kw_conn_progress(c, POLLOUT);
+			moved++;
+		}
 	pthread_mutex_unlock(&kw.lock);
+	return moved;
 }
 
 /* The only place ob1 callbacks run: in the application thread, with the
@@ -280,10 +288,10 @@ static int kw_progress(void)
 	if (kw.app_poll) {
 		atomic_store_explicit(&kw.app_last_ms, kw_now_ms(), memory_order_relaxed);
 		if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
-			app_receive();
+			count = app_receive();
 	}
 	if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
-		return 0;
+		return count;
 	pthread_mutex_lock(&kw.lock);
 	atomic_store_explicit(&kw.app_work, 0, memory_order_relaxed);
 	rx = kw.rx_head;
