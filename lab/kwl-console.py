@@ -78,9 +78,14 @@ def main():
         print(f"kwl-console: no shell answered on '{sock_path}' within {timeout:g} s", file=sys.stderr)
         sys.exit(124)
     buf = b""
-    s.sendall(f"{command} 2>&1; echo {quoted}RC=$?\n".encode())
+    # A BEGIN line too: a program in the background (mpirun) may turn the
+    # terminal's echo back on, and then the typed line is echoed first.
+    s.sendall(f"echo {quoted}BEGIN; {command} 2>&1; echo {quoted}RC=$?\n".encode())
     m = read_until(re.escape(tag.encode()) + rb"RC=(\d+)")
     out = buf[: m.start()] if m else buf
+    begin = re.search(re.escape(tag.encode()) + rb"BEGIN\r?\n", out)
+    if begin:
+        out = out[begin.end():]
     sys.stdout.write(out.replace(b"\r\n", b"\n").decode(errors="replace"))
     sys.stdout.flush()
     if not m:

@@ -113,7 +113,8 @@ qemu_args() {
 	QA+=(-pidfile "$n.pid" -daemonize)
 }
 
-hca_device() { echo "e1000e,netdev=hcanet,bus=rp1,id=hca0,mac=52:54:00:71:00:$(printf %02x "$1")"; }
+hca_model() { cat "$STATE/hca-model" 2>/dev/null || echo e1000e; }
+hca_device() { echo "$(hca_model),netdev=hcanet,bus=rp1,id=hca0,mac=52:54:00:71:00:$(printf %02x "$1")"; }
 
 start_qemu() { # SITE NODE MODE
 	local site=$1 i=$2 mode=$3 n ns
@@ -230,7 +231,7 @@ hca_yaml() { # NODE INDENT
 	local pad
 	pad=$(printf '%*s' "$2" '')
 	echo "${pad}hca:"
-	echo "${pad}  driver: e1000e"
+	echo "${pad}  driver: $(hca_model)"
 	echo "${pad}  id: hca0"
 	echo "${pad}  netdev: hcanet"
 	echo "${pad}  bus: rp1"
@@ -242,13 +243,14 @@ hca_yaml() { # NODE INDENT
 rate_ok() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?(kbit|mbit|gbit)$ ]]; }
 
 cmd_up() {
-	local nodes=2 rate=920mbit rtt=7.5ms hotplug=acpi i out base layer delay
+	local nodes=2 rate=920mbit rtt=7.5ms hotplug=acpi hca=${KWL_HCA_MODEL:-e1000e} i out base layer delay
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--nodes) nodes=${2:-}; shift 2 ;;
 		--rate) rate=${2:-}; shift 2 ;;
 		--rtt) rtt=${2:-}; shift 2 ;;
 		--hotplug) hotplug=${2:-}; shift 2 ;;
+		--hca-model) hca=${2:-}; shift 2 ;;
 		*) die "up: unknown option '$1'; see 'kawarimi lab help'" ;;
 		esac
 	done
@@ -257,6 +259,7 @@ cmd_up() {
 	rate_ok "$rate" || die "up: --rate '$rate' is not a rate; write e.g. 920mbit, 100mbit, 1gbit"
 	[[ $rtt =~ ^[0-9]+(\.[0-9]+)?ms$ ]] || die "up: --rtt '$rtt' is not a duration; write e.g. 7.5ms, 0ms"
 	case $hotplug in acpi | native) ;; *) die "up: --hotplug '$hotplug' must be acpi or native" ;; esac
+	case $hca in e1000e | virtio-net-pci) ;; *) die "up: --hca-model '$hca' must be e1000e or virtio-net-pci" ;; esac
 	need_tools
 	if [ -d "$STATE" ] || ip netns list | grep -qw "$NS_A"; then
 		die "a lab named '$P' is already up (or was not cleaned up); run 'kawarimi lab down' first"
@@ -272,6 +275,7 @@ cmd_up() {
 	echo "$rate" >"$STATE/rate"
 	echo "$rtt" >"$STATE/rtt"
 	echo "$hotplug" >"$STATE/hotplug"
+	echo "$hca" >"$STATE/hca-model"
 	cat "$base/initrd-base.gz" ${layer:+"$layer"} >"$STATE/initrd.gz"
 	if [ -n "$layer" ]; then
 		echo "$layer" >"$STATE/layer"
