@@ -224,6 +224,10 @@ def scenario_cut(d, ranks, a):
     net(d, "link-flap")
     time.sleep(1.0)
     wait_paths(ranks, a.fast, "after the link went down and up")
+    # The fast link vanishes without a quiesce: the stream stalls until
+    # TCP_USER_TIMEOUT breaks it, then the ranks reconnect over slow.
+    net(d, "fast-down")
+    wait_paths(ranks, a.slow, "after losing the fast link unannounced", timeout=40)
 
 
 def scenario_giveup(d, ranks, a):

@@ -8,7 +8,9 @@
 #           fast links back -> quiesce/resume -> fast again; then a quiesce
 #           while the application computes (reply time measured, printed).
 #   cut:    the data connection killed from outside (ss -K) three times,
-#           then the link taken down and up: healed by reconnect + resend.
+#           then the link taken down and up, then the fast link deleted
+#           without a quiesce: healed by reconnect + resend (over slow at
+#           the end).
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
@@ -113,6 +115,7 @@ done
 prog=$KWB_PROG_DIR/kwb-stream
 reconnect_ms=30000
 user_timeout_ms=10000
+[ "$scen" = cut ] && user_timeout_ms=3000
 if [ "$scen" = giveup ]; then
 	reconnect_ms=3000
 	user_timeout_ms=1500
