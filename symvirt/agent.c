@@ -516,13 +516,35 @@ static void rank_read(struct agent *a, struct rank *r)
 	sv_framer_feed(r->framer, buf, (size_t)n, rank_frame, &ctx);
 }
 
+static size_t count_ranks(struct agent *a)
+{
+	size_t n = 0;
+
+	for (struct rank *r = a->ranks; r; r = r->next)
+		n++;
+	return n;
+}
+
 static void rank_accept(struct agent *a)
 {
 	struct rank *r;
 	int fd = accept4(a->rank_listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-	if (fd < 0)
+	if (fd < 0) {
+		/* Out of descriptors the socket stays readable: stop polling it
+		 * for a second rather than spin. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			agent_log(a, LOG_WARNING, "cannot accept a rank: %s; pausing accepts for 1 s",
+				  strerror(errno));
+			a->accept_again = agent_now_ms() + 1000;
+		}
 		return;
+	}
+	if (count_ranks(a) >= AGENT_MAX_RANKS) {
+		agent_log(a, LOG_WARNING, "more than %d rank connections: one refused", AGENT_MAX_RANKS);
+		close(fd);
+		return;
+	}
 	r = calloc(1, sizeof(*r));
 	/* Ranks' replies may be long (a path per peer); their commands are
 	 * held to SYMVIRT_MAX_MSG by the protocol, not by the framer. */
@@ -639,6 +661,8 @@ static int poll_timeout(struct agent *a)
 
 	if (a->ch.retry_at)
 		t = a->ch.retry_at;
+	if (a->accept_again > now && (!t || a->accept_again < t))
+		t = a->accept_again;
 	if (op && (!t || op < t))
 		t = op;
 	if (!t)
@@ -667,15 +691,6 @@ static void handle_signal(struct agent *a)
 		agent_log(a, LOG_NOTICE, "signal %u: exiting", si.ssi_signo);
 		a->stop = true;
 	}
-}
-
-static size_t count_ranks(struct agent *a)
-{
-	size_t n = 0;
-
-	for (struct rank *r = a->ranks; r; r = r->next)
-		n++;
-	return n;
 }
 
 static void handle_chan(struct agent *a, short re)
@@ -754,7 +769,8 @@ static int loop_once(struct agent *a)
 		return -1;
 	}
 	pfds[SLOT_SIG] = (struct pollfd){ .fd = a->sig_fd, .events = POLLIN };
-	pfds[SLOT_RANKLISTEN] = (struct pollfd){ .fd = a->rank_listen_fd, .events = POLLIN };
+	pfds[SLOT_RANKLISTEN] = (struct pollfd){
+		.fd = agent_now_ms() < a->accept_again ? -1 : a->rank_listen_fd, .events = POLLIN };
 	pfds[SLOT_CHLISTEN] = (struct pollfd){ .fd = c->listen_fd, .events = POLLIN };
 	pfds[SLOT_CHAN] = (struct pollfd){ .fd = (c->paused ? -1 : c->fd), .events = POLLIN };
 	if (c->out.len)

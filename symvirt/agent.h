@@ -20,6 +20,8 @@
 /* Output kept for a peer that does not read (a virtio port with no host
  * connected, a stuck rank) before it is dropped. */
 #define AGENT_OUT_MAX (4u << 20)
+/* More rank connections than any VM has cores: the rest are refused. */
+#define AGENT_MAX_RANKS 4096
 
 struct agent_opts {
 	const char *channel;	/* PATH, unix:PATH or listen:PATH */
@@ -120,6 +122,7 @@ struct agent {
 	struct agent_opts o;
 	struct channel ch;
 	int rank_listen_fd;
+	int64_t accept_again;	/* out of descriptors: accept ranks from then */
 	int sig_fd;
 	struct rank *ranks;
 	enum agent_state state;

