@@ -33,18 +33,6 @@ enum kw_hello_status {
 	KW_HELLO_GONE,		/* the acceptor is finalizing */
 };
 
-#define KW_HELLO_MAGIC 0x4b57484cu	/* "KWHL" */
-#define KW_PROTO_VERSION 1
-
-struct kw_hello {
-	uint32_t magic;
-	uint32_t version;
-	uint32_t jobid;
-	uint32_t src_vpid;
-	uint32_t dst_vpid;
-	uint32_t status;
-	uint64_t rx_next;
-};
 
 static const char *hello_status_str(uint32_t s)
 {
@@ -373,17 +361,7 @@ int kw_conn_hdr_ok(struct kw_conn *c, const struct kw_hdr *h)
 static int check_hello(struct kw_hello *h, const struct kw_rfrag *r, struct kw_addrs *addrs,
 		       char *err, size_t errlen)
 {
-	if (r->hdr.len < sizeof(*h)) {
-		snprintf(err, errlen, "HELLO of %u bytes is shorter than %zu", r->hdr.len, sizeof(*h));
-		return -1;
-	}
-	memcpy(h, r->data, sizeof(*h));
-	if (h->magic != KW_HELLO_MAGIC || h->version != KW_PROTO_VERSION) {
-		snprintf(err, errlen, "HELLO magic 0x%08x version %u, expected 0x%08x version %u",
-			 h->magic, h->version, KW_HELLO_MAGIC, KW_PROTO_VERSION);
-		return -1;
-	}
-	return kw_addrs_decode(r->data + sizeof(*h), r->hdr.len - sizeof(*h), addrs, err, errlen);
+	return kw_hello_parse(r->data, r->hdr.len, h, addrs, err, errlen);
 }
 
 static int same_pair(const struct kw_cand *a, const struct kw_conn *c)

@@ -165,22 +165,3 @@ void kw_rfrag_free(struct kw_rfrag *r)
 	}
 	free(r);
 }
-
-
-const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data)
-{
-	if (h->type == 0 || h->type >= KW_FRAME_TYPE_MAX)
-		return "unknown frame type";
-	if (h->flags & ~KW_FLAG_ACK_NOW)
-		return "reserved flags set";
-	switch (h->type) {
-	case KW_FRAME_DATA:
-		return h->len > max_data ? "payload larger than btl_kawarimi_max_send_size" : NULL;
-	case KW_FRAME_HELLO:
-	case KW_FRAME_HELLO_ACK:
-		return h->len > KW_CTRL_MAX_PAYLOAD || h->len < 32 ?
-		       "HELLO payload of impossible size" : NULL;
-	default:
-		return h->len ? "control frame with payload" : NULL;
-	}
-}

@@ -17,35 +17,8 @@
 #include "opal/class/opal_free_list.h"
 #include "opal/mca/btl/btl.h"
 
-enum kw_frame_type {
-	KW_FRAME_DATA = 1,	/* sequenced payload for ob1 (tag = ob1 tag) */
-	KW_FRAME_ACK,		/* only the cumulative ack */
-	KW_FRAME_FIN,		/* drain: no more DATA until reconnect */
-	KW_FRAME_BYE,		/* the sender finalizes: do not reconnect */
-	KW_FRAME_HELLO,		/* first frame of a connection (initiator) */
-	KW_FRAME_HELLO_ACK,	/* answer to HELLO (acceptor) */
-	KW_FRAME_TYPE_MAX
-};
+#include "btl_kawarimi_wire.h"
 
-/* flags: on DATA, the sender waits for this frame's ack (ob1 has a
- * completion callback pending), so it is acknowledged at once; other
- * frames are acknowledged on the next frame going back, or after
- * KW_ACK_DELAY_MS / KW_ACK_EVERY frames. On ACK: "acknowledge everything
- * now" (the sender drains for a quiesce). */
-#define KW_FLAG_ACK_NOW 0x1
-#define KW_ACK_DELAY_MS 2
-#define KW_ACK_EVERY 32
-
-struct kw_hdr {
-	uint8_t type;
-	uint8_t tag;
-	uint16_t flags;
-	uint32_t len;		/* payload bytes after the header */
-	uint64_t seq;		/* DATA only */
-	uint64_t ack;		/* next sequence number the sender expects */
-};
-
-_Static_assert(sizeof(struct kw_hdr) == 24, "wire header must be 24 bytes");
 
 /* Send fragment: what ob1 gets from alloc/prepare_src. */
 typedef struct kw_frag {
@@ -86,8 +59,5 @@ void kw_frag_return(kw_frag_t *f);
 /* Bytes of a send fragment's payload (all segments). */
 size_t kw_frag_len(const kw_frag_t *f);
 
-/* Checks a received header; returns NULL or a static text saying what is
- * wrong with it (for the error message). */
-const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data);
 
 #endif

@@ -36,9 +36,8 @@
 #include <sys/uio.h>
 
 #include "btl_kawarimi_proc.h"
+#include "btl_kawarimi_wire.h"
 
-/* Largest control payload (HELLO with a full address list). */
-#define KW_CTRL_MAX_PAYLOAD 1024
 
 struct kw_conn;
 struct kw_rfrag;

@@ -269,7 +269,7 @@ static int parse_stage(struct kw_tcp_conn *t)
 		int rc;
 
 		memcpy(&h, p, sizeof(h));
-		if (!h.len) {
+		if (!h.len && h.type != KW_FRAME_DATA) {
 			if (kw_conn_hdr_ok(&t->c, &h))
 				return -EPROTO;
 			t->stage_off += sizeof(h);

@@ -1,8 +1,8 @@
 /*
  * Fuzz harness for the kawarimi BTL's parsers of outside input: agent
- * control lines (kw_ctl_parse) and peer address lists from the modex and
- * HELLO frames (kw_addrs_decode, then candidate selection). The first
- * byte picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
+ * control lines (kw_ctl_parse), peer address lists from the modex
+ * (kw_addrs_decode, then candidate selection), and frame streams from peers
+ * (kw_hdr_check, kw_hello_parse). The first byte modulo 3 picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
  * main() replays the files or directories named on the command line.
  */
 #include <dirent.h>
@@ -14,8 +14,30 @@
 
 #include "btl_kawarimi_ctl.h"
 #include "btl_kawarimi_proc.h"
+#include "btl_kawarimi_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A byte stream as a path delivers it: headers, payloads, HELLOs. */
+static void frames(const uint8_t *p, size_t n)
+{
+	while (n >= sizeof(struct kw_hdr)) {
+		struct kw_hello hello;
+		struct kw_addrs addrs;
+		struct kw_hdr h;
+		char err[300];
+
+		memcpy(&h, p, sizeof(h));
+		p += sizeof(h);
+		n -= sizeof(h);
+		if (kw_hdr_check(&h, 256 * 1024 + KW_CTRL_MAX_PAYLOAD) || h.len > n)
+			return;
+		if (h.type == KW_FRAME_HELLO || h.type == KW_FRAME_HELLO_ACK)
+			kw_hello_parse(p, h.len, &hello, &addrs, err, sizeof(err));
+		p += h.len;
+		n -= h.len;
+	}
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,7 +45,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	if (data[0] & 1) {
+	if (data[0] % 3 == 2) {
+		frames(data + 1, size - 1);
+	} else if (data[0] % 3 == 1) {
 		struct kw_ctl_msg m;
 		const char *eclass;
 		char *line;

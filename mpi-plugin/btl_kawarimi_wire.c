@@ -1,0 +1,40 @@
+/* kawarimi BTL: frame header and HELLO checks (outside input from peers). */
+#include <stdio.h>
+#include <string.h>
+
+#include "btl_kawarimi_wire.h"
+
+const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data)
+{
+	if (h->type == 0 || h->type >= KW_FRAME_TYPE_MAX)
+		return "unknown frame type";
+	if (h->flags & ~KW_FLAG_ACK_NOW)
+		return "reserved flags set";
+	switch (h->type) {
+	case KW_FRAME_DATA:
+		return h->len > max_data ? "payload larger than btl_kawarimi_max_send_size" : NULL;
+	case KW_FRAME_HELLO:
+	case KW_FRAME_HELLO_ACK:
+		return h->len > KW_CTRL_MAX_PAYLOAD || h->len < 32 ?
+		       "HELLO payload of impossible size" : NULL;
+	default:
+		return h->len ? "control frame with payload" : NULL;
+	}
+}
+
+int kw_hello_parse(const void *buf, size_t len, struct kw_hello *h, struct kw_addrs *addrs,
+		   char *err, size_t errlen)
+{
+	if (len < sizeof(*h)) {
+		snprintf(err, errlen, "HELLO of %zu bytes is shorter than %zu", len, sizeof(*h));
+		return -1;
+	}
+	memcpy(h, buf, sizeof(*h));
+	if (h->magic != KW_HELLO_MAGIC || h->version != KW_PROTO_VERSION) {
+		snprintf(err, errlen, "HELLO magic 0x%08x version %u, expected 0x%08x version %u",
+			 h->magic, h->version, KW_HELLO_MAGIC, KW_PROTO_VERSION);
+		return -1;
+	}
+	return kw_addrs_decode((const char *)buf + sizeof(*h), len - sizeof(*h), addrs, err,
+			       errlen);
+}
