@@ -21,8 +21,16 @@
 #include "btl_kawarimi_endpoint.h"
 #include "btl_kawarimi_verbs.h"
 
+#define KW_CTL_RETRY_MS 1000
+
 struct kw_ctl {
 	int fd;
+	int enabled;			/* an agent socket is configured */
+	int missing_logged;
+	unsigned int gen;		/* agent connections so far */
+	unsigned int pending_gen;	/* connection the pending command came on */
+	uint64_t retry_ms;
+	char jobid[64];
 	char *buf;
 	size_t len;
 	int next_id;
@@ -48,9 +56,11 @@ static void ctl_drop(const char *why)
 {
 	if (ctl.fd < 0)
 		return;
-	kw_log(1, "agent connection closed (%s); continuing as a plain transport", why);
+	kw_log(1, "agent connection closed (%s); continuing as a plain transport, "
+	       "reconnecting every %d ms", why, KW_CTL_RETRY_MS);
 	close(ctl.fd);
 	ctl.fd = -1;
+	ctl.retry_ms = kw_now_ms() + KW_CTL_RETRY_MS;
 }
 
 static void ctl_write(char *line)
@@ -75,12 +85,51 @@ static void ctl_write(char *line)
 	free(line);
 }
 
-int kw_ctl_open(void)
+/* Connects and registers; on failure retries from the network thread
+ * every KW_CTL_RETRY_MS, so an agent that starts late or restarts gets
+ * every rank back. */
+static void ctl_try(uint64_t now)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 2 };
 	json_object *args, *paths;
-	char jobid[64];
+
+	ctl.retry_ms = now + KW_CTL_RETRY_MS;
+	strcpy(sa.sun_path, kw.agent_socket);
+	ctl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ctl.fd < 0 || connect(ctl.fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		if (!ctl.missing_logged)
+			kw_log(1, "no agent at %s (%s): running as a plain transport, "
+			       "retrying every %d ms", kw.agent_socket, strerror(errno),
+			       KW_CTL_RETRY_MS);
+		ctl.missing_logged = 1;
+		if (ctl.fd >= 0)
+			close(ctl.fd);
+		ctl.fd = -1;
+		return;
+	}
+	ctl.missing_logged = 0;
+	ctl.gen++;
+	/* A stuck agent must not stall the network thread for long. */
+	setsockopt(ctl.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	ctl.len = 0;
+	args = json_object_new_object();
+	json_object_object_add(args, "pid", json_object_new_int(getpid()));
+	json_object_object_add(args, "jobid", json_object_new_string(ctl.jobid));
+	json_object_object_add(args, "rank", json_object_new_int64(kw.me.vpid));
+	paths = json_object_new_array();
+	if (kw_verbs_active())
+		json_object_array_add(paths, json_object_new_string(kw_verbs_path.name));
+	json_object_array_add(paths, json_object_new_string(kw.path->name));
+	json_object_object_add(args, "paths", paths);
+	ctl_write(kw_ctl_fmt_command("register", args, ctl.next_id++));
+	if (ctl.fd >= 0)
+		kw_log(1, "registered with the agent at %s", kw.agent_socket);
+}
+
+int kw_ctl_open(void)
+{
+	struct sockaddr_un sa;
 
 	if (!kw.agent_socket || !*kw.agent_socket) {
 		kw_log(1, "btl_kawarimi_agent_socket is empty: no quiesce/resume control");
@@ -91,43 +140,20 @@ int kw_ctl_open(void)
 		       kw.agent_socket, sizeof(sa.sun_path) - 1);
 		return 0;
 	}
-	strcpy(sa.sun_path, kw.agent_socket);
-	ctl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ctl.fd < 0 || connect(ctl.fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		kw_log(1, "no agent at %s (%s): running as a plain transport", kw.agent_socket,
-		       strerror(errno));
-		if (ctl.fd >= 0)
-			close(ctl.fd);
-		ctl.fd = -1;
-		return 0;
-	}
-	/* A stuck agent must not stall the network thread for long. */
-	setsockopt(ctl.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	ctl.buf = malloc(KW_CTL_MAX_LINE + 1);
-	if (!ctl.buf) {
-		close(ctl.fd);
-		ctl.fd = -1;
+	if (!ctl.buf)
 		return -1;
-	}
-	ctl.len = 0;
-	snprintf(jobid, sizeof(jobid), "%s", OPAL_JOBID_PRINT(kw.me.jobid));
-	args = json_object_new_object();
-	json_object_object_add(args, "pid", json_object_new_int(getpid()));
-	json_object_object_add(args, "jobid", json_object_new_string(jobid));
-	json_object_object_add(args, "rank", json_object_new_int64(kw.me.vpid));
-	paths = json_object_new_array();
-	if (kw_verbs_active())
-		json_object_array_add(paths, json_object_new_string(kw_verbs_path.name));
-	json_object_array_add(paths, json_object_new_string(kw.path->name));
-	json_object_object_add(args, "paths", paths);
+	/* Printed once here: opal's name printing is not for other threads. */
+	snprintf(ctl.jobid, sizeof(ctl.jobid), "%s", OPAL_JOBID_PRINT(kw.me.jobid));
 	ctl.next_id = 1;
-	ctl_write(kw_ctl_fmt_command("register", args, ctl.next_id++));
-	kw_log(1, "registered with the agent at %s", kw.agent_socket);
+	ctl.enabled = 1;
+	ctl_try(kw_now_ms());
 	return 0;
 }
 
 void kw_ctl_close(void)
 {
+	ctl.enabled = 0;
 	if (ctl.fd >= 0)
 		ctl_write(kw_ctl_fmt_command("unregister", NULL, ctl.next_id++));
 	if (ctl.fd >= 0)
@@ -182,6 +208,7 @@ static void quiesce_start(struct kw_ctl_msg *m, uint64_t now)
 
 	kw.state = KW_QUIESCING;
 	ctl.pending_id = json_object_get(m->id);
+	ctl.pending_gen = ctl.gen;
 	ctl.start_ms = now;
 	ctl.deadline_ms = now + (m->deadline_ms >= 0 ? m->deadline_ms : kw.quiesce_timeout_ms);
 	kw_log(1, "quiesce: draining (deadline %llu ms)",
@@ -224,7 +251,8 @@ static void quiesce_finish(uint64_t now, int timed_out)
 		snprintf(desc, sizeof(desc), "drain not finished within %llu ms; peers %s were "
 			 "cut, their unacknowledged frames will be resent after resume",
 			 (unsigned long long)(ctl.deadline_ms - ctl.start_ms), late);
-		reply_error(ctl.pending_id, "Timeout", desc);
+		if (ctl.pending_gen == ctl.gen)
+			reply_error(ctl.pending_id, "Timeout", desc);
 	} else {
 		ret = json_object_new_object();
 		json_object_object_add(ret, "state", json_object_new_string("quiesced"));
@@ -236,7 +264,11 @@ static void quiesce_finish(uint64_t now, int timed_out)
 		kw_log(1, "quiesced: %d peers, %llu frames drained, %llu bytes queued, %llu ms",
 		       peers, (unsigned long long)frames, (unsigned long long)bytes,
 		       (unsigned long long)(now - ctl.start_ms));
-		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+		/* The answer belongs to the connection the command came on. */
+		if (ctl.pending_gen == ctl.gen)
+			ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+		else
+			json_object_put(ret);
 	}
 	json_object_put(ctl.pending_id);
 	ctl.pending_id = NULL;
@@ -279,6 +311,7 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 	}
 	kw.state = KW_RESUMING;
 	ctl.pending_id = json_object_get(m->id);
+	ctl.pending_gen = ctl.gen;
 	ctl.start_ms = now;
 	ctl.deadline_ms = now + (m->link_timeout_ms > 0 ? m->link_timeout_ms :
 				 kw.resume_timeout_ms);
@@ -339,7 +372,10 @@ static void resume_finish(uint64_t now)
 	kw_log(1, "resumed after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
 	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
 					      JSON_C_TO_STRING_PLAIN));
-	ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	if (ctl.pending_gen == ctl.gen)
+		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	else
+		json_object_put(ret);
 	json_object_put(ctl.pending_id);
 	ctl.pending_id = NULL;
 }
@@ -364,6 +400,7 @@ static void handle(struct kw_ctl_msg *m, uint64_t now)
 		if (kw.state == KW_QUIESCED) {
 			/* Already there: answer again, nothing to drain. */
 			ctl.pending_id = json_object_get(m->id);
+	ctl.pending_gen = ctl.gen;
 			ctl.start_ms = now;
 			quiesce_finish(now, 0);
 			return;
@@ -447,6 +484,8 @@ void kw_ctl_readable(void)
 
 void kw_ctl_service(uint64_t now)
 {
+	if (ctl.enabled && ctl.fd < 0 && now >= ctl.retry_ms)
+		ctl_try(now);
 	if (kw.state == KW_QUIESCING) {
 		if (all_closed())
 			quiesce_finish(now, 0);
@@ -460,6 +499,8 @@ void kw_ctl_service(uint64_t now)
 
 uint64_t kw_ctl_next_timer(void)
 {
+	if (ctl.enabled && ctl.fd < 0)
+		return ctl.retry_ms;
 	if (kw.state == KW_QUIESCING || kw.state == KW_RESUMING)
 		return ctl.deadline_ms;
 	return UINT64_MAX;

@@ -181,7 +181,7 @@ def protocol_errors(ranks):
     log("protocol errors answered as documented")
 
 
-def scenario_switch(d, ranks, a):
+def scenario_switch(d, ranks, a, listeners):
     protocol_errors(ranks)
     wait_paths(ranks, a.fast, "before the switch")
     quiesce(ranks)
@@ -215,7 +215,29 @@ def scenario_switch(d, ranks, a):
     resume(ranks, a.fast, "resumed after the computation quiesce", "fast")
 
 
-def scenario_cut(d, ranks, a):
+def restart_agent(d, ranks, listeners):
+    """The agent goes away and comes back: every rank must register again
+    by itself (it retries every second) and answer commands."""
+    for r in ranks:
+        r.sock.close()
+    for n, s in listeners.items():
+        s.close()
+        os.unlink(os.path.join(d, n + ".sock"))
+    log("agent stopped")
+    time.sleep(1.5)
+    fresh = {}
+    for n in listeners:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(os.path.join(d, n + ".sock"))
+        s.listen(8)
+        fresh[n] = s
+    listeners.update(fresh)
+    log("agent restarted")
+    return accept_ranks(listeners, 15)
+
+
+def scenario_cut(d, ranks, a, listeners):
+    ranks = restart_agent(d, ranks, listeners)
     wait_paths(ranks, a.fast, "before the cut")
     for i in range(3):
         net(d, "cut")
@@ -230,7 +252,7 @@ def scenario_cut(d, ranks, a):
     wait_paths(ranks, a.slow, "after losing the fast link unannounced", timeout=40)
 
 
-def scenario_giveup(d, ranks, a):
+def scenario_giveup(d, ranks, a, listeners):
     """Every link between the nodes goes away for good: the BTL must give
     up after btl_kawarimi_reconnect_timeout_ms with an error naming the
     peer (the test script checks mpirun's exit and output)."""
@@ -259,7 +281,7 @@ def main():
     try:
         ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")))
         {"switch": scenario_switch, "cut": scenario_cut,
-         "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a)
+         "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a, listeners)
         if a.scenario == "giveup":
             return 0
     except (Fail, OSError, ValueError, subprocess.CalledProcessError) as e:

@@ -7,14 +7,15 @@
 #   switch: fast -> quiesce -> fast links deleted -> resume on slow ->
 #           fast links back -> quiesce/resume -> fast again; then a quiesce
 #           while the application computes (reply time measured, printed).
-#   cut:    the data connection killed from outside (ss -K) three times,
+#   cut:    the agent restarts (ranks register again by themselves); the
+#           data connection killed from outside (ss -K) three times,
 #           then the link taken down and up, then the fast link deleted
 #           without a quiesce: healed by reconnect + resend (over slow at
 #           the end).
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
-# Args: <component dir> <prog dir> <switch|cut>
+# Args: <component dir> <prog dir> <switch|cut|giveup>
 set -u
 . "$(dirname "$0")/lib.sh"
 kwb_init "$@"
