@@ -94,6 +94,7 @@ static int kw_finalize(struct mca_btl_base_module_t *btl)
 		}
 	free(kw.eps);
 	kw.eps = NULL;
+	kw.ack_list = NULL;
 	kw.neps = 0;
 	kw.path->release();
 	kw_verbs_path.release();

@@ -80,6 +80,10 @@ struct kw_component {
 	int app_poll;
 	int app_epfd;
 	atomic_uint_fast64_t app_last_ms;
+	/* Acks found due while the application thread read: sent after ob1's
+	 * callbacks had the chance to carry them (see ack_due()). */
+	int defer_acks;
+	struct mca_btl_base_endpoint_t *ack_list;
 	int error_pending;
 
 	mca_btl_base_module_error_cb_fn_t error_cb;
@@ -105,6 +109,7 @@ void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_force_close(struct mca_btl_base_endpoint_t *ep, const char *why);
 void kw_ep_push_locked(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_send_bye(struct mca_btl_base_endpoint_t *ep);
+void kw_ep_flush_acks(void);
 
 /* thread.c */
 int kw_thread_start(void);

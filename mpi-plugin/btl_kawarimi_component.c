@@ -259,6 +259,7 @@ static int app_receive(void)
 	if (pthread_mutex_trylock(&kw.lock))
 		return 0;
 	n = epoll_wait(kw.app_epfd, ev, 8, 0);
+	kw.defer_acks = 1;
 	for (i = 0; i < n; i++) {
 		c = ev[i].data.ptr;
 		if (!c->close_me && c->state == KW_CONN_UP) {
@@ -266,6 +267,7 @@ static int app_receive(void)
 			moved++;
 		}
 	}
+	kw.defer_acks = 0;
 	/* Finish partly written frames here too: waking the network thread
 	 * for every socket-buffer's worth of a large message costs more. */
 	for (c = kw.conns; c; c = c->next)
@@ -275,6 +277,15 @@ static int app_receive(void)
 		}
 	pthread_mutex_unlock(&kw.lock);
 	return moved;
+}
+
+static void flush_acks(void)
+{
+	if (!kw.ack_list)	/* read without the lock: only a hint */
+		return;
+	pthread_mutex_lock(&kw.lock);
+	kw_ep_flush_acks();
+	pthread_mutex_unlock(&kw.lock);
 }
 
 /* The only place ob1 callbacks run: in the application thread, with the
@@ -290,8 +301,10 @@ static int kw_progress(void)
 		if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
 			count = app_receive();
 	}
-	if (!atomic_load_explicit(&kw.app_work, memory_order_acquire))
+	if (!atomic_load_explicit(&kw.app_work, memory_order_acquire)) {
+		flush_acks();
 		return count;
+	}
 	pthread_mutex_lock(&kw.lock);
 	atomic_store_explicit(&kw.app_work, 0, memory_order_relaxed);
 	rx = kw.rx_head;
@@ -330,5 +343,6 @@ static int kw_progress(void)
 		kw_rfrag_free(r);
 		count++;
 	}
+	flush_acks();
 	return count;
 }

@@ -195,12 +195,38 @@ static void acked_now(struct mca_btl_base_endpoint_t *ep)
 }
 
 /* Standalone ACK due? Data going back carries the ack for free. */
-static int ack_due(const struct mca_btl_base_endpoint_t *ep)
+static void ep_push(struct mca_btl_base_endpoint_t *ep);
+
+static int ack_due(struct mca_btl_base_endpoint_t *ep)
 {
 	if (ep->rx_next == ep->ack_sent)
 		return 0;
+	if (kw.defer_acks && !ep->draining) {
+		/* Reading in the application thread: ob1's callbacks run next
+		 * and usually answer (rendezvous ACK, reply), which carries
+		 * the ack for free; what is still due then goes out at the
+		 * end of the progress call (kw_ep_flush_acks). */
+		if (!ep->ack_listed) {
+			ep->ack_listed = 1;
+			ep->ack_next = kw.ack_list;
+			kw.ack_list = ep;
+		}
+		return 0;
+	}
 	return ep->ack_urgent || ep->draining || ep->rx_unacked >= KW_ACK_EVERY ||
 	       (ep->ack_due_ms && kw_now_ms() >= ep->ack_due_ms);
+}
+
+void kw_ep_flush_acks(void)
+{
+	while (kw.ack_list) {
+		struct mca_btl_base_endpoint_t *ep = kw.ack_list;
+
+		kw.ack_list = ep->ack_next;
+		ep->ack_listed = 0;
+		ep->ack_next = NULL;
+		ep_push(ep);
+	}
 }
 
 static int build_hello(struct kw_hello *h, uint32_t dst, uint32_t status, uint64_t rx_next,
@@ -798,7 +824,10 @@ int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep)
 void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep)
 {
 	ep->drained_frames = 0;
-	ep->was_up = ep->conn && ep->conn->state == KW_CONN_UP;
+	/* A peer that quiesced first drained this connection already and
+	 * set was_up then: keep it, or this rank would not reconnect. */
+	if (ep->conn && ep->conn->state == KW_CONN_UP)
+		ep->was_up = 1;
 	if (ep->conn && ep->conn->state != KW_CONN_UP) {
 		/* An attempt in progress: abandon it, resume starts afresh. */
 		ep->conn->close_me = 1;

@@ -27,6 +27,8 @@ struct mca_btl_base_endpoint_t {
 	int ack_req;			/* ask the peer to ack at once (drain) */
 	uint32_t rx_unacked;		/* frames received since our last ack */
 	uint64_t ack_due_ms;		/* delayed ack deadline, 0: none */
+	int ack_listed;			/* on kw.ack_list */
+	struct mca_btl_base_endpoint_t *ack_next;
 	uint64_t tx_frames, tx_bytes_queued;
 
 	struct kw_conn *conn;		/* current connection or NULL */
