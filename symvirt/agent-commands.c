@@ -26,12 +26,19 @@
 #define DEFAULT_HOOK_TIMEOUT_MS 60000
 #define ROLLBACK_WAIT_MS 10000
 #define LINK_POLL_MS 200
+#define DEFAULT_STATUS_DEADLINE_MS 2000
 #define HOOK_POLL_MS 50
 
 static const struct sv_argspec args_none[] = { { .name = NULL } };
 
 static const struct sv_argspec args_hello[] = {
 	{ "client", SV_STR, false, 0, 128 },
+	{ .name = NULL }
+};
+
+static const struct sv_argspec args_status[] = {
+	{ "ranks", SV_BOOL, false, 0, 0 },
+	{ "deadline-ms", SV_INT, false, 1, 60000 },
 	{ .name = NULL }
 };
 
@@ -72,7 +79,7 @@ const struct agent_command agent_commands[] = {
 	{ "hello", LEG_HOST, args_hello, cmd_hello },
 	{ "query-commands", LEG_HOST, args_none, cmd_query_commands },
 	{ "inventory", LEG_HOST, args_none, cmd_inventory },
-	{ "status", LEG_HOST, args_none, cmd_status },
+	{ "status", LEG_HOST, args_status, cmd_status },
 	{ "quiesce", LEG_HOST, args_quiesce, cmd_quiesce },
 	{ "resume", LEG_HOST, args_resume, cmd_resume },
 	{ "register", LEG_RANK, args_register, cmd_register },
@@ -214,16 +221,16 @@ static json_object *rank_json(struct rank *r)
 	json_object_object_add(o, "offered", json_object_get(r->paths_offered));
 	json_object_object_add(o, "paths", r->paths_chosen ? json_object_get(r->paths_chosen)
 							   : json_object_new_array());
+	if (r->live)
+		json_object_object_add(o, "live", json_object_get(r->live));
 	return o;
 }
 
-static json_object *cmd_status(struct agent *a, struct rank *from, json_object *args, json_object *id)
+static json_object *status_json(struct agent *a)
 {
 	json_object *r = json_object_new_object(), *ranks = json_object_new_array();
 	static const char *const ops[] = { NULL, "quiesce", "resume" };
 
-	(void)from;
-	(void)args;
 	for (struct rank *x = a->ranks; x; x = x->next)
 		if (x->registered)
 			json_object_array_add(ranks, rank_json(x));
@@ -231,7 +238,67 @@ static json_object *cmd_status(struct agent *a, struct rank *from, json_object *
 	json_object_object_add(r, "operation", ops[a->op.kind] ? json_object_new_string(ops[a->op.kind]) : NULL);
 	json_object_object_add(r, "ranks", ranks);
 	json_object_object_add(r, "uptime-ms", json_object_new_int64(agent_now_ms() - a->started));
-	return sv_reply_return(r, id);
+	return r;
+}
+
+/* With "ranks": true every rank is asked for its own status; the reply
+ * waits for all of them or deadline-ms, whichever comes first. */
+static json_object *cmd_status(struct agent *a, struct rank *from, json_object *args, json_object *id)
+{
+	(void)from;
+	if (!sv_arg_bool(args, "ranks", false))
+		return sv_reply_return(status_json(a), id);
+	if (a->live.active)
+		return errorf(id, "InvalidState", "%s", "a status of the ranks is in progress; wait for its reply");
+	a->live.active = true;
+	a->live.id = id ? json_object_get(id) : NULL;
+	a->live.deadline = agent_now_ms() + sv_arg_int(args, "deadline-ms", DEFAULT_STATUS_DEADLINE_MS);
+	a->live.generation = a->ch.generation;
+	for (struct rank *r = a->ranks; r; r = r->next) {
+		json_object_put(r->live);
+		r->live = NULL;
+		r->live_wait = r->registered;
+		if (r->registered)
+			agent_to_rank(a, r, "status", NULL);
+	}
+	return NULL;
+}
+
+static void live_error(struct rank *r, const char *fmt, const char *a, const char *b)
+{
+	char text[SV_DESC_MAX + 80];
+
+	snprintf(text, sizeof(text), fmt, a, b);
+	json_object_put(r->live);
+	r->live = json_object_new_object();
+	json_object_object_add(r->live, "error", json_object_new_string(text));
+}
+
+static void live_step(struct agent *a)
+{
+	bool waiting = false;
+
+	if (!a->live.active)
+		return;
+	for (struct rank *r = a->ranks; r; r = r->next)
+		waiting = waiting || (r->registered && r->live_wait);
+	if (waiting && agent_now_ms() < a->live.deadline)
+		return;
+	for (struct rank *r = a->ranks; r; r = r->next) {
+		if (r->registered && r->live_wait)
+			live_error(r, "%s%s", "no answer within deadline-ms", "");
+		r->live_wait = false;
+	}
+	if (a->live.generation == a->ch.generation)
+		agent_to_host(a, sv_reply_return(status_json(a), a->live.id));
+	json_object_put(a->live.id);
+	a->live.id = NULL;
+	a->live.active = false;
+	/* the live answers belong to that reply only */
+	for (struct rank *r = a->ranks; r; r = r->next) {
+		json_object_put(r->live);
+		r->live = NULL;
+	}
 }
 
 /* ---- ranks --------------------------------------------------------------- */
@@ -373,6 +440,15 @@ static void note_rank_answer(struct agent *a, struct rank *r, const char *cmd,
 	if (!ret)
 		agent_log(a, LOG_WARNING, "rank %" PRId64 " (pid %" PRId64 ") %s: %s: %s",
 			  r->rank, r->pid, cmd, e->cls, e->desc);
+	if (!strcmp(cmd, "status") && r->live_wait) {
+		r->live_wait = false;
+		if (ret) {
+			json_object_put(r->live);
+			r->live = json_object_get(ret);
+		} else {
+			live_error(r, "%s: %s", e->cls, e->desc);
+		}
+	}
 	if (!for_op)
 		return;
 	r->op_answered = true;
@@ -439,6 +515,7 @@ static void op_begin(struct agent *a, enum op_kind kind, json_object *id, json_o
 void agent_op_fini(struct agent *a)
 {
 	struct op *op = &a->op;
+
 
 	if (op->hook_pid > 0) {
 		kill(-op->hook_pid, SIGKILL);
@@ -918,13 +995,14 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 
 void agent_op_step(struct agent *a)
 {
+	live_step(a);
 	if (a->op.kind == OP_QUIESCE)
 		quiesce_step(a);
 	else if (a->op.kind == OP_RESUME)
 		resume_step(a);
 }
 
-int64_t agent_op_timer(struct agent *a)
+static int64_t op_timer(struct agent *a)
 {
 	struct op *op = &a->op;
 	int64_t now = agent_now_ms();
@@ -942,4 +1020,13 @@ int64_t agent_op_timer(struct agent *a)
 	if (op->phase == PH_LINK)
 		return op->next_link_poll < op->link_deadline ? op->next_link_poll : op->link_deadline;
 	return op->deadline;
+}
+
+int64_t agent_op_timer(struct agent *a)
+{
+	int64_t t = op_timer(a);
+
+	if (a->live.active && (!t || a->live.deadline < t))
+		t = a->live.deadline;
+	return t;
 }

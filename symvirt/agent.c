@@ -393,6 +393,7 @@ static void rank_free(struct rank *r)
 	json_object_put(r->paths_offered);
 	json_object_put(r->paths_chosen);
 	json_object_put(r->op_ret);
+	json_object_put(r->live);
 	free(r);
 }
 
@@ -632,6 +633,8 @@ int agent_init(struct agent *a, const struct agent_opts *o)
 void agent_fini(struct agent *a)
 {
 	agent_op_fini(a);
+	json_object_put(a->live.id);
+	a->live.id = NULL;
 	while (a->ranks) {
 		struct rank *r = a->ranks;
 

@@ -85,6 +85,9 @@ struct rank {
 	bool op_answered;
 	json_object *op_ret;	/* its return, or NULL */
 	struct sv_err op_err;	/* its error when op_answered && !op_ret */
+	/* a live `status` of the ranks */
+	bool live_wait;		/* asked, no answer yet */
+	json_object *live;	/* its status return, or {"error": S} */
 	struct rank *next;
 };
 
@@ -127,6 +130,12 @@ struct agent {
 	struct rank *ranks;
 	enum agent_state state;
 	struct op op;
+	struct {		/* `status` with "ranks": true, one at a time */
+		bool active;
+		json_object *id;
+		int64_t deadline;
+		unsigned generation;
+	} live;
 	uint64_t next_id;
 	int64_t started;
 	bool stop;

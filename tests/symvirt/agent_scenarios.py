@@ -291,6 +291,17 @@ def sc_order(env):
     check(st["state"] == "running" and all(x["state"] == "running" and x["paths"] for x in st["ranks"]),
           "status after resume %r" % st)
     host.err("resume", {}, "InvalidState")
+    # a live status: every rank asked, one that does not answer is named
+    ranks[2].behaviour["status"] = "ignore"
+    live = host.ok("status", {"ranks": True, "deadline-ms": 500})
+    lv = {x["rank"]: x["live"] for x in live["ranks"]}
+    check(lv[0] == {"state": "running", "paths": []} and lv[1]["state"] == "running", "live %r" % lv)
+    check("no answer" in lv[2]["error"], "silent rank's live status %r" % lv[2])
+    check(all(len(r.got("status")) == 1 for r in ranks), "status not asked of every rank")
+    check("live" not in host.ok("status")["ranks"][0], "live data leaked into a plain status")
+    ranks[2].behaviour["status"] = "error"
+    lv = {x["rank"]: x["live"] for x in host.ok("status", {"ranks": True})["ranks"]}
+    check(lv[2] == {"error": "Timeout: fake drain timeout"}, "erroring rank's live status %r" % lv[2])
     # a rank that unregisters is reported as an event
     ranks[1].io.send({"execute": "unregister", "id": 5})
     time.sleep(0.3)

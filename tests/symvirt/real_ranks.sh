@@ -58,6 +58,13 @@ for _ in $(seq 1 600); do
 done
 [ "$(count_ranks)" = $NP ] || fail "$NP ranks did not register with the agent"
 echo "ok   $NP ranks registered"
+live=$(agent status '{"ranks": true, "deadline-ms": 10000}') || fail "live status: $live"
+python3 - "$live" $NP <<'PY' || fail "live status: $live"
+import json, sys
+s, np = json.loads(sys.argv[1]), int(sys.argv[2])
+assert len(s["ranks"]) == np and all(r["live"]["state"] == "running" for r in s["ranks"]), s["ranks"]
+PY
+echo "ok   every rank answers status: running"
 
 for cycle in 1 2; do
 	q=$(agent quiesce '{"deadline-ms": 20000}') || fail "quiesce $cycle: $q"
