@@ -35,8 +35,10 @@ static void usage(FILE *f)
 		"  %s agent /run/vm1.symvirt quiesce '{\"deadline-ms\": 20000}'\n"
 		"\n"
 		"Options:\n"
-		"  --timeout SECONDS  give up waiting for the reply after this long\n"
-		"                     (default %d; resume may wait for a link)\n"
+		"  --timeout SECONDS  give up waiting for the agent to answer hello, and\n"
+		"                     then for the reply, after this long (default %d s\n"
+		"                     for hello, %d for the reply: resume may wait\n"
+		"                     for a link)\n"
 		"\n"
 		"Exit status:\n"
 		"  0  the command succeeded\n"
@@ -44,7 +46,7 @@ static void usage(FILE *f)
 		"  2  usage error, ARGS-JSON that is not a JSON object, cannot connect\n"
 		"     (the message names SOCKET and why), no agent answering, connection\n"
 		"     lost, or timeout\n",
-		prog, prog, AGENT_DEFAULT_TIMEOUT_S);
+		prog, prog, AGENT_SYNC_TIMEOUT_S, AGENT_DEFAULT_TIMEOUT_S);
 }
 
 static json_object *parse_args(const char *text)
@@ -76,7 +78,7 @@ static void log_to_stderr(struct symvirt *s, const char *msg, void *arg)
 
 int cmd_agent(int argc, char *argv[])
 {
-	int timeout_s = AGENT_DEFAULT_TIMEOUT_S, i = 1, rc;
+	int timeout_s = AGENT_DEFAULT_TIMEOUT_S, sync_s = AGENT_SYNC_TIMEOUT_S, i = 1, rc;
 	struct symvirt_error err;
 	json_object *args = NULL, *ret = NULL;
 	struct symvirt *s;
@@ -98,6 +100,7 @@ int cmd_agent(int argc, char *argv[])
 			return 2;
 		}
 		timeout_s = (int)v;
+		sync_s = timeout_s;	/* a slow guest may take as long to answer */
 		i = 3;
 	}
 	if (argc - i < 2 || argc - i > 3) {
@@ -116,7 +119,7 @@ int cmd_agent(int argc, char *argv[])
 		return 2;
 	}
 	symvirt_set_log(s, log_to_stderr, NULL);
-	if (symvirt_sync(s, AGENT_SYNC_TIMEOUT_S * 1000, 0, NULL, &err) < 0) {
+	if (symvirt_sync(s, sync_s * 1000, 0, NULL, &err) < 0) {
 		fprintf(stderr, "%s agent: %s: %s\n", prog, sock, err.desc);
 		json_object_put(args);
 		symvirt_close(s);
