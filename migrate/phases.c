@@ -67,38 +67,54 @@ bool kwm_vm_inflight(const struct kwm_vm *vm)
 	       (vm->phase == KWM_PH_STORAGE || vm->phase == KWM_PH_MEMORY);
 }
 
-uint64_t kwm_share(struct kwm_run *r)
+/*
+ * One migration's part of the WAN cap in phase p: the cap divided by the
+ * migrations that will share the link now, i.e. those in flight plus those
+ * about to start, at most limits.parallel.  Counting the ones about to
+ * start matters: the first VM of a phase would otherwise get the whole cap
+ * for a moment, and its mirror cannot be slowed down before it exists.
+ */
+uint64_t kwm_share(struct kwm_run *r, enum kwm_phase p)
 {
 	size_t n = 0;
 
 	if (!r->c->bandwidth)
 		return 0;
-	for (size_t i = 0; i < r->nvms; i++)
-		n += kwm_vm_inflight(&r->vms[i]);
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->state == KWM_VM_BUSY && vm->phase == p)
+			n++;
+		else if (vm->state == KWM_VM_IDLE && !vm->phase_ran[p] && !vm->skipped[p] &&
+			 kwm_phase_applies(vm, p))
+			n++;
+	}
+	if (n > (size_t)r->c->parallel)
+		n = (size_t)r->c->parallel;
 	return r->c->bandwidth / (n ? n : 1);
 }
 
 /* Gives every migration in flight its equal part of the WAN cap again. */
 void kwm_reshare(struct kwm_run *r)
 {
-	uint64_t share = kwm_share(r);
-
 	if (!r->c->bandwidth)
 		return;
 	for (size_t i = 0; i < r->nvms; i++) {
 		struct kwm_vm *vm = &r->vms[i];
+		int64_t share;
 
 		if (!kwm_vm_inflight(vm))
 			continue;
+		share = (int64_t)kwm_share(r, vm->phase);
 		if (vm->phase == KWM_PH_STORAGE) {
 			for (size_t d = 0; d < vm->conf->ndisks; d++)
-				if (vm->disks[d].job_running)
+				if (vm->disks[d].job_running && !vm->disks[d].ready)
 					kwm_qmp_async(vm, KWM_SRC, "block-job-set-speed",
 						      kwm_obj("device=s speed=i", vm->disks[d].job,
-							      (int64_t)share), NULL);
+							      share), NULL);
 		} else if (vm->facts & KWM_F_MIGRATE) {
 			kwm_qmp_async(vm, KWM_SRC, "migrate-set-parameters",
-				      kwm_obj("max-bandwidth=i", (int64_t)share), NULL);
+				      kwm_obj("max-bandwidth=i", share), NULL);
 		}
 	}
 }
@@ -225,7 +241,7 @@ void kwm_build_storage(struct kwm_vm *vm)
 	const struct kwm_vm_conf *c = vm->conf;
 	const char *sync = vm->run->storage == KWM_STORAGE_FULL ? "full" : "top";
 	const char *connect = c->nbd_connect ? c->nbd_connect : c->nbd_listen;
-	int64_t share = (int64_t)kwm_share(vm->run);
+	int64_t share = (int64_t)kwm_share(vm->run, KWM_PH_STORAGE);
 
 	step(vm, KWM_DST, "nbd-server-start",
 	     kwm_obj("addr=o", kwm_socket_address(c->nbd_listen, 0)), KWM_F_NBD_SERVER);
@@ -378,7 +394,7 @@ static void migrate_stats(struct kwm_vm *vm, struct kwm_op *op, json_object *ret
 void kwm_build_memory(struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
-	uint64_t share = kwm_share(vm->run);
+	uint64_t share = kwm_share(vm->run, KWM_PH_MEMORY);
 	struct kwm_op *op;
 
 	step(vm, KWM_SRC, "migrate-set-capabilities", caps(true), 0);

@@ -246,7 +246,7 @@ json_object *kwm_resume_args(struct kwm_vm *vm, bool verbs);
 /* Routes one QMP event of vm's side into what the VM knows. */
 void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev);
 /* The bandwidth share for one migration now, bytes/s (0: unlimited). */
-uint64_t kwm_share(struct kwm_run *r);
+uint64_t kwm_share(struct kwm_run *r, enum kwm_phase p);
 void kwm_reshare(struct kwm_run *r);
 void kwm_poll_progress(struct kwm_vm *vm);
 bool kwm_vm_inflight(const struct kwm_vm *vm);

@@ -20,7 +20,8 @@ kwm_cleanup() {
 	sleep 0.2
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	rm -rf "$T"
+	# KWM_KEEP=1 keeps the files for a post-mortem.
+	if [ -n "${KWM_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap kwm_cleanup EXIT
 

@@ -64,5 +64,9 @@ for v in r["vms"]:
 print("limits and barriers hold")
 PY
 grep -q '"execute":"blockdev-mirror"' "$T/j.log" || fail "journal lacks the mirror step"
+# One at a time: each gets the whole 40 MB/s cap, mirror and migration.
+[ "$(grep -c '"execute":"blockdev-mirror".*"speed":40000000' "$T/j.log")" = 2 ] ||
+	fail "mirror speeds: $(grep blockdev-mirror "$T/j.log")"
+[ "$(grep -c '"max-bandwidth":40000000' "$T/j.log")" = 2 ] || fail "max-bandwidth not the cap"
 grep -q '"blk"' "$T/j.log" && fail "old block migration used"
 echo PASS

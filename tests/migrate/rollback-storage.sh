@@ -13,13 +13,20 @@ done
 # 10 MiB per VM through 4 MB/s shared by two: a few seconds of storage.
 STORAGE=incremental PARALLEL=2 BANDWIDTH=4MB/s kwm_cluster "$T/c.yaml" 2
 
-timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r.json" >"$T/out" 2>"$T/err" &
+timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r.json" --journal "$T/j.log" \
+	>"$T/out" 2>"$T/err" &
 kpid=$!
 for t in $(seq 1 100); do
 	grep -q '"vm":"vm2","phase":"storage","state":"start"' "$T/out" 2>/dev/null && break
 	sleep 0.1
 done
-sleep 0.5
+# Once --json has reported some of vm2's copy, its destination dies.
+progress='"event":"progress","time":[0-9.]*,"vm":"vm2","phase":"storage","storage-bytes":[1-9]'
+for t in $(seq 1 50); do
+	grep -q "$progress" "$T/out" && break
+	sleep 0.1
+done
+grep -q "$progress" "$T/out" || fail "no storage progress events"
 grep -q '"vm":"vm2","phase":"storage","state":"end"' "$T/out" && fail "storage too fast to interrupt"
 kill -9 "$DST_PID_2"
 wait $kpid
@@ -31,6 +38,9 @@ grep -q 'rolled back: every VM runs at the source' "$T/err" || fail "no rollback
 [ "$(kwm_json "$T/r.json" 'r["result"]')" = rolled-back ] || fail "report result"
 [ "$(kwm_json "$T/r.json" 'r["error"]["vm"] + "/" + r["error"]["phase"]')" = vm2/storage ] ||
 	fail "report error"
+# Two at a time under a 4 MB/s cap: 2 MB/s each from the start.
+[ "$(grep -c '"execute":"blockdev-mirror".*"speed":2000000' "$T/j.log")" = 2 ] ||
+	fail "mirror speeds: $(grep blockdev-mirror "$T/j.log")"
 for i in 1 2; do
 	[ "$(kwm_status "$T/s$i.qmp")" = running ] || fail "vm$i source not running"
 	[ "$(kwm_json "$T/r.json" "r['vms'][$((i - 1))]['result']")" = rolled-back ] ||
