@@ -691,6 +691,11 @@ static void handle_signal(struct agent *a)
 	struct signalfd_siginfo si;
 
 	while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			/* the daemon's habit: reload; there is nothing to reload */
+			agent_log(a, LOG_NOTICE, "SIGHUP: nothing to reload");
+			continue;
+		}
 		agent_log(a, LOG_NOTICE, "signal %u: exiting", si.ssi_signo);
 		a->stop = true;
 	}

@@ -250,6 +250,7 @@ class Env:
 def sc_order(env):
     """quiesce waits for every rank; resume rescans, then tells every rank."""
     host = env.start()
+    env.agent.send_signal(__import__("signal").SIGHUP)
     hello = host.ok("hello", {"client": "kws-test"})
     check(hello["protocol"] == 1 and hello["state"] == "running", "hello %r" % hello)
     ranks = [Rank(env.ranks, i, delay=d, sysroot=env.sys) for i, d in enumerate([0.3, 0.1, 0.5])]
