@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <link.h>
 #include <net/if_arp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +74,7 @@ struct kwv_lib {
 	void (*destroy_qp)(struct rdma_cm_id *);
 	int (*migrate_id)(struct rdma_cm_id *, struct rdma_event_channel *);
 	const char *(*event_str)(enum rdma_cm_event_type);
+	int (*set_option)(struct rdma_cm_id *, int, int, void *, size_t);
 
 	struct ibv_device **(*get_device_list)(int *);
 	void (*free_device_list)(struct ibv_device **);
@@ -124,6 +124,7 @@ static const struct kwv_sym syms[] = {
 	S_CM(destroy_qp, "rdma_destroy_qp"),
 	S_CM(migrate_id, "rdma_migrate_id"),
 	S_CM(event_str, "rdma_event_str"),
+	S_CM(set_option, "rdma_set_option"),
 	S_V(get_device_list, "ibv_get_device_list"),
 	S_V(free_device_list, "ibv_free_device_list"),
 	S_V(get_device_name, "ibv_get_device_name"),
@@ -178,6 +179,7 @@ static struct {
 	int nsend;
 	int port_wait_ms;
 	int addr_timeout_ms;
+	int ack_timeout;
 
 	int loaded;
 	struct rdma_event_channel *lch;
@@ -203,6 +205,7 @@ static struct {
 	.nsend = 32,
 	.port_wait_ms = 10000,
 	.addr_timeout_ms = 2000,
+	.ack_timeout = 14,
 	.uverbs_after_quiesce = -1,
 };
 
@@ -220,6 +223,9 @@ static int lib_load(char *err, size_t errlen)
 
 	if (L.h_cm)
 		return 0;
+	/* The namespace gets its own libc, which finds the dynamic loader by
+	 * soname in the library directories (as on any Debian system; an
+	 * image with it only under /lib64 makes this fail, said in the log). */
 	L.h_cm = dlmopen(LM_ID_NEWLM, "librdmacm.so.1", RTLD_NOW | RTLD_LOCAL);
 	if (!L.h_cm) {
 		snprintf(err, errlen, "cannot load librdmacm.so.1 (install librdmacm1): %s",
@@ -560,6 +566,9 @@ void kw_verbs_register(void)
 	    "used when shorter)", &V.port_wait_ms);
 	reg("verbs_addr_timeout_ms", "rdma_resolve_addr/rdma_resolve_route timeout",
 	    &V.addr_timeout_ms);
+	reg("verbs_ack_timeout", "RC local ACK timeout exponent (4.096 us * 2^N) before a "
+	    "packet is sent again; rdma_cm's default (about 1 s and more) turns every lost "
+	    "packet on a lossy RoCE link into a stall. 0: keep rdma_cm's", &V.ack_timeout);
 }
 
 static int params_ok(void)
@@ -811,6 +820,17 @@ static void make_pdata(struct kwv_conn *v, enum kwv_pdata_kind kind, uint32_t ds
 	kwv_pdata_encode(&p, buf, KWV_PDATA_LEN);
 }
 
+/* Before the QP reaches RTS (rdma_connect / rdma_accept). */
+static void set_ack_timeout(struct rdma_cm_id *id)
+{
+	uint8_t t = (uint8_t)V.ack_timeout;
+
+	if (V.ack_timeout > 0 && V.ack_timeout < 32 &&
+	    L.set_option(id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &t, sizeof(t)))
+		kw_log(1, "verbs: cannot set the ACK timeout %d: %s", V.ack_timeout,
+		       strerror(errno));
+}
+
 static void conn_param(struct rdma_conn_param *cp, const unsigned char *pd)
 {
 	memset(cp, 0, sizeof(*cp));
@@ -915,6 +935,7 @@ static struct kw_conn *accept_one(struct rdma_cm_id *id, const struct kwv_pdata 
 		goto fail;
 	kwv_credit_init(&v->cr, p->posted, v->nrecv);
 	make_pdata(v, KWV_PD_ACCEPT, p->src_vpid, 0, pd);
+	set_ack_timeout(id);
 	conn_param(&cp, pd);
 	cp.responder_resources = cp.initiator_depth = 0;
 	if (L.accept(id, &cp)) {
@@ -1042,6 +1063,7 @@ static int connect_event(struct kwv_conn *v, struct rdma_cm_event *ev)
 			return -ENOMEM;
 		}
 		make_pdata(v, KWV_PD_CONNECT, v->c.ep ? v->c.ep->vpid : UINT32_MAX, 0, pd);
+		set_ack_timeout(v->id);
 		conn_param(&cp, pd);
 		return L.connect(v->id, &cp) ? -errno : -EINPROGRESS;
 	case RDMA_CM_EVENT_ESTABLISHED:
@@ -1212,7 +1234,9 @@ static int rx_chunk(struct kwv_conn *v, const unsigned char *data, uint32_t len,
 		if (len < sizeof(*h))
 			return -EPROTO;
 		memcpy(h, data, sizeof(*h));
-		if (!h->len) {
+		if (!h->len && h->type != KW_FRAME_DATA) {
+			/* control frame (a zero-length DATA frame still needs
+			 * a fragment for ob1) */
 			if (len != sizeof(*h) || kw_conn_hdr_ok(&v->c, h))
 				return -EPROTO;
 			*ctl = 1;
