@@ -8,6 +8,7 @@
  * after switchover or a rollback that could not finish.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -163,6 +164,23 @@ static int closing_words(struct kwm_run *r)
 	return 3;
 }
 
+static void on_signal(int sig)
+{
+	(void)sig;
+	kwm_interrupted = 1;
+}
+
+/* Ctrl-C must not leave a half-migrated cluster: it becomes a rollback. */
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
 int kwm_cli(int argc, char *argv[], bool plan_only)
 {
 	struct kwm_options o;
@@ -182,6 +200,7 @@ int kwm_cli(int argc, char *argv[], bool plan_only)
 		kwm_cluster_free(c);
 		return 2;
 	}
+	catch_signals();
 	r.started = kwm_wall();
 	kwm_run_connect(&r);
 	kwm_run_loop(&r);

@@ -5,12 +5,40 @@
  * advance every VM's steps, check deadlines, poll progress and redraw.
  */
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "run.h"
 
 #define KWM_TICK_MS 500
+
+volatile sig_atomic_t kwm_interrupted;
+
+/*
+ * The operator's Ctrl-C (or a SIGTERM) is a failure like any other: before
+ * switchover everything rolls back; later, the VMs finish where they are.
+ * It is charged to the first VM still at work.
+ */
+static void handle_interrupt(struct kwm_run *r)
+{
+	static bool said;
+	struct kwm_vm *vm = NULL;
+
+	if (r->rolling_back || r->failed_after_switchover || r->first_failure) {
+		if (!said)
+			kwm_progress_message(r, NULL, "warning", "interrupted: finishing the "
+					     "rollback first (kill -9 would leave it half done)");
+		said = true;
+		return;
+	}
+	for (size_t i = 0; i < r->nvms && !vm; i++)
+		if (r->vms[i].state == KWM_VM_BUSY)
+			vm = &r->vms[i];
+	if (!vm)
+		vm = &r->vms[0];
+	kwm_vm_fail(vm, "interrupted by signal (the operator stopped the migration)");
+}
 
 static void lost(struct kwm_vm *vm, enum kwm_side_id side, bool agent, const char *why)
 {
@@ -204,6 +232,10 @@ int kwm_run_loop(struct kwm_run *r)
 		/* A short timeout keeps deadlines and waits (which depend on
 		 * other VMs) prompt without a timer wheel. */
 		poll(pfd, n, 50);
+		if (kwm_interrupted) {
+			kwm_interrupted = 0;
+			handle_interrupt(r);
+		}
 		dispatch_all(r, pfd, own, n);
 		now = kwm_now_ms();
 		advance_all(r, now);

@@ -10,6 +10,7 @@
 #ifndef KWM_RUN_H
 #define KWM_RUN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -186,6 +187,9 @@ struct kwm_run {
 
 /* ---- loop.c ------------------------------------------------------------ */
 
+/* Set by the CLI's SIGINT/SIGTERM handler; the loop turns it into a
+ * failure (and so a rollback). */
+extern volatile sig_atomic_t kwm_interrupted;
 int64_t kwm_now_ms(void);		/* monotonic */
 double kwm_wall(void);			/* seconds since the epoch */
 /* Connects every VM's QMP (and agents); 0 or -1 with the VM failed. */
