@@ -48,6 +48,8 @@ static void lost(struct kwm_vm *vm, enum kwm_side_id side, bool agent, const cha
 		if (vm->agent_lost[side])
 			return;
 		vm->agent_lost[side] = true;
+		if (vm->quit_sent[side])
+			return;		/* its QEMU was asked to quit */
 		kwm_vm_note(vm, "the %s's symvirt connection (%s) closed: %s",
 			    kwm_side_name(side), s->symvirt, why);
 		return;
