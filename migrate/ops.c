@@ -474,6 +474,17 @@ void kwm_vm_step(struct kwm_vm *vm)
 	}
 }
 
+/* QEMU serves one client per QMP socket; a second one connects but is
+ * never greeted, which looks like a hang. */
+static const char *silent_monitor_hint(struct kwm_vm *vm, const struct kwm_op *op)
+{
+	if (vm->phase != KWM_PH_PREFLIGHT || !op || op->kind != KWM_OP_QMP ||
+	    !vm->qmp[op->side] || kqmp_get_state(vm->qmp[op->side]) != KQMP_HANDSHAKE)
+		return "";
+	return " (QEMU never greeted us: is another client connected to that QMP socket? "
+	       "QEMU serves one at a time)";
+}
+
 void kwm_vm_check_timeouts(struct kwm_vm *vm, int64_t now)
 {
 	struct kwm_op *op;
@@ -490,13 +501,14 @@ void kwm_vm_check_timeouts(struct kwm_vm *vm, int64_t now)
 			return;
 		}
 		op = vm->pc < vm->nops ? &vm->ops[vm->pc] : NULL;
-		kwm_vm_fail(vm, "%s did not finish within %lld ms (limits.timeouts.%s)%s%s%s",
+		kwm_vm_fail(vm, "%s did not finish within %lld ms (limits.timeouts.%s)%s%s%s%s",
 			    kwm_phase_name(vm->phase),
 			    (long long)vm->run->c->timeout_ms[vm->phase],
 			    vm->phase == KWM_PH_RESUME_SRC ? "resume" : kwm_phase_name(vm->phase),
 			    op ? "; it was " : "",
 			    op ? (op->what ? op->what : "waiting for the reply to ") : "",
-			    op && !op->what && op->cmd ? op->cmd : "");
+			    op && !op->what && op->cmd ? op->cmd : "",
+			    silent_monitor_hint(vm, op));
 		return;
 	}
 	if (!vm->op_deadline || now < vm->op_deadline || vm->pc >= vm->nops)
