@@ -59,10 +59,11 @@ class Rank:
         raise Fail(f"{self.node}: no reply to command {cid} within {timeout} s")
 
 
-def accept_ranks(listeners, timeout):
+def accept_ranks(listeners, timeout, per_node=1):
     ranks = []
     end = time.monotonic() + timeout
     pending = dict(listeners)
+    todo = {n: per_node for n in listeners}
     while pending:
         left = end - time.monotonic()
         if left <= 0:
@@ -84,7 +85,9 @@ def accept_ranks(listeners, timeout):
                 log(f"{node}: rank {a['rank']} registered (pid {a['pid']}, paths {a['paths']})")
                 break
             ranks.append(rk)
-            del pending[node]
+            todo[node] -= 1
+            if not todo[node]:
+                del pending[node]
     return sorted(ranks, key=lambda r: r.info["rank"])
 
 
@@ -203,6 +206,7 @@ def scenario_switch(d, ranks, a, listeners):
     t0 = time.monotonic()
     reps = all_cmd(ranks, "quiesce", {"deadline-ms": 1000}, 2)
     took = time.monotonic() - t0
+    os.unlink(os.path.join(d, "compute"))
     for r, m in reps:
         if m.get("return", {}).get("state") != "quiesced":
             raise Fail(f"{r.node}: quiesce during computation: {m}")
@@ -233,7 +237,7 @@ def restart_agent(d, ranks, listeners):
         fresh[n] = s
     listeners.update(fresh)
     log("agent restarted")
-    return accept_ranks(listeners, 15)
+    return accept_ranks(listeners, 15, len(ranks) // len(listeners))
 
 
 def scenario_cut(d, ranks, a, listeners):
@@ -269,6 +273,7 @@ def main():
     ap.add_argument("--scenario", required=True, choices=["switch", "cut", "giveup"])
     ap.add_argument("--fast", required=True)
     ap.add_argument("--slow", required=True)
+    ap.add_argument("--ranks-per-node", type=int, default=1)
     a = ap.parse_args()
     listeners = {}
     for n in a.nodes.split(","):
@@ -279,13 +284,14 @@ def main():
         listeners[n] = s
     open(os.path.join(a.dir, "controller.ready"), "w").close()
     try:
-        ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")))
+        ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")),
+                             a.ranks_per_node)
         {"switch": scenario_switch, "cut": scenario_cut,
          "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a, listeners)
         if a.scenario == "giveup":
             return 0
-    except (Fail, OSError, ValueError, subprocess.CalledProcessError) as e:
-        log(f"FAIL: {e}")
+    except Exception as e:  # any failure must still stop the application
+        log(f"FAIL: {type(e).__name__}: {e}")
         open(os.path.join(a.dir, "stop"), "w").close()
         return 1
     time.sleep(1.0)

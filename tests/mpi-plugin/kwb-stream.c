@@ -1,14 +1,14 @@
 /*
  * Continuous, verified ping-pong between rank pairs (0-1, 2-3, ...) for the
- * quiesce/resume tests. The even rank of a pair leads: it puts the round
- * number and its decisions (stop, compute) into every message, so both
- * ranks of a pair stop or compute at the same round. Every payload and
- * every round number is checked: a lost, duplicated or corrupted message
- * is an error.
+ * quiesce/resume tests. Every CHECK_EVERY rounds all ranks agree through an
+ * MPI_Allreduce (so every pair of ranks talks, and all stop or compute at
+ * the same round) on rank 0's reading of the control files. Every payload,
+ * round number and collective result is checked: a lost, duplicated or
+ * corrupted message is an error.
  *
- *   kwb-stream DIR   (DIR/stop ends the run; DIR/compute makes the pair
- *                     compute without any MPI call for 3 s, announced by
- *                     DIR/computing.RANK and removed when done)
+ *   kwb-stream DIR   (DIR/stop ends the run; DIR/compute makes each pair
+ *                     compute once without any MPI call for 3 s, announced
+ *                     by DIR/computing.RANK and removed when done)
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -21,6 +21,7 @@
 #define FLAG_STOP 1
 #define FLAG_COMPUTE 2
 #define MAXMSG (1 << 20)
+#define CHECK_EVERY 20
 
 struct head {
 	uint64_t round;
@@ -111,6 +112,7 @@ int main(int argc, char **argv)
 	static const uint32_t sizes[] = { 0, 1, 100, 4096, 65000, 70000, 300000, MAXMSG };
 	unsigned char *sb, *rb;
 	uint64_t round, bytes = 0;
+	int computed = 0, g[2], mine[2];
 	int size, peer, leader, got, total;
 	MPI_Status st;
 	struct head h;
@@ -131,11 +133,24 @@ int main(int argc, char **argv)
 		uint32_t len = sizes[round % (sizeof(sizes) / sizeof(sizes[0]))];
 		uint32_t flags = 0;
 
+		if (round % CHECK_EVERY == 0) {
+			mine[0] = 0;
+			if (rank == 0) {
+				if (exists("stop"))
+					mine[0] = FLAG_STOP;
+				else if (!computed && exists("compute"))
+					mine[0] = FLAG_COMPUTE;
+			}
+			mine[1] = rank + 1;
+			MPI_Allreduce(mine, g, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+			if (g[1] != size) {
+				fprintf(stderr, "rank %d: allreduce gave %d, expected %d\n", rank, g[1],
+					size);
+				errors++;
+			}
+			flags = (uint32_t)g[0];
+		}
 		if (leader) {
-			if (exists("stop"))
-				flags |= FLAG_STOP;
-			else if (exists("compute"))
-				flags |= FLAG_COMPUTE;
 			fill(sb, &h, round, len, flags);
 			MPI_Send(sb, (int)(sizeof(h) + len), MPI_BYTE, peer, 1, MPI_COMM_WORLD);
 			MPI_Recv(rb, MAXMSG + sizeof(h), MPI_BYTE, peer, 2, MPI_COMM_WORLD, &st);
@@ -147,7 +162,11 @@ int main(int argc, char **argv)
 			MPI_Get_count(&st, MPI_BYTE, &got);
 			if (verify(rb, got, round, &h))
 				errors++;
-			flags = h.flags;
+			if (h.flags != flags) {
+				fprintf(stderr, "rank %d: round %llu: flags %u, expected %u\n", rank,
+					(unsigned long long)round, h.flags, flags);
+				errors++;
+			}
 			fill(sb, &h, round, len, flags);
 			MPI_Send(sb, (int)(sizeof(h) + len), MPI_BYTE, peer, 2, MPI_COMM_WORLD);
 		}
@@ -155,12 +174,7 @@ int main(int argc, char **argv)
 		if (errors > 10 || (flags & FLAG_STOP))
 			break;
 		if (flags & FLAG_COMPUTE) {
-			if (leader) {
-				char p[512];
-
-				snprintf(p, sizeof(p), "%s/compute", dir);
-				unlink(p);
-			}
+			computed = 1;
 			compute();
 		}
 	}

@@ -20,6 +20,12 @@ set -u
 . "$(dirname "$0")/lib.sh"
 kwb_init "$@"
 scen=${KWB_ARGS[0]}
+# switch4: the switch scenario with two ranks per node (pairs across the
+# nodes, each rank with three peers, one of them on its own node).
+per_node=1
+if [ "$scen" = switch4 ]; then
+	per_node=2
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [ "$(id -u)" != 0 ]; then
@@ -28,7 +34,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v ip >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
 
-p=kwb${scen:0:1}
+p=kwb${scen:0:1}${#scen}
 N0=$p-n0 N1=$p-n1 M=$p-m
 d=$(mktemp -d /tmp/kwb-netns-$scen.XXXXXX)
 ctl_pid= mpi_pid=
@@ -105,8 +111,8 @@ if [ "$scen" = cut ] && ! ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1;
 	exit 77
 fi
 
-python3 "$here/kwb-controller.py" --dir "$d" --nodes n0,n1 --scenario "$scen" \
-	--fast 10.77.1. --slow 10.77.2. &
+python3 "$here/kwb-controller.py" --dir "$d" --nodes n0,n1 --scenario "${scen%4}" \
+	--fast 10.77.1. --slow 10.77.2. --ranks-per-node $per_node &
 ctl_pid=$!
 for _ in $(seq 100); do
 	[ -e "$d/controller.ready" ] && break
@@ -114,6 +120,16 @@ for _ in $(seq 100); do
 done
 
 prog=$KWB_PROG_DIR/kwb-stream
+# Rank r runs on node r % 2, so every pair (2k, 2k+1) crosses the nodes.
+apps() {
+	local r sep=
+	for r in $(seq 0 $((2 * per_node - 1))); do
+		local n=$((r % 2)) ns
+		[ $n = 0 ] && ns=$N0 || ns=$N1
+		printf '%s' "$sep-np 1 ip netns exec $ns env OMPI_MCA_btl_kawarimi_agent_socket=$d/n$n.sock $prog $d"
+		sep=" : "
+	done
+}
 reconnect_ms=30000
 user_timeout_ms=10000
 [ "$scen" = cut ] && user_timeout_ms=3000
@@ -122,13 +138,11 @@ if [ "$scen" = giveup ]; then
 	user_timeout_ms=1500
 fi
 ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
-	timeout 180 mpirun --mca pml ob1 --mca btl self,kawarimi \
+	timeout 180 mpirun --oversubscribe --mca pml ob1 --mca btl self,kawarimi \
 	--mca oob_tcp_if_include 10.77.3.0/24 \
 	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24 \
 	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms ${KWB_MPIRUN_EXTRA:-} \
-	-np 1 ip netns exec $N0 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n0.sock" "$prog" "$d" : \
-	-np 1 ip netns exec $N1 env OMPI_MCA_btl_kawarimi_agent_socket="$d/n1.sock" "$prog" "$d" \
-	>"$d/mpi.log" 2>&1 &
+	$(apps) >"$d/mpi.log" 2>&1 &
 mpi_pid=$!
 
 wait $ctl_pid
@@ -159,7 +173,7 @@ if [ $mpi_rc -ne 0 ]; then
 	echo "FAIL: mpirun exited $mpi_rc"
 	fail=1
 fi
-for r in 0 1; do
+for r in $(seq 0 $((2 * per_node - 1))); do
 	if ! grep -q "kwb-stream rank $r: .* 0 errors" "$d/mpi.log"; then
 		echo "FAIL: rank $r did not report a clean run"
 		fail=1
