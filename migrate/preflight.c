@@ -210,6 +210,24 @@ static int check_chain(struct kwm_vm *vm, const struct kwm_disk *d, json_object 
 	return 0;
 }
 
+/* A destination overlay that already holds data (an earlier attempt, say)
+ * keeps whatever the source's overlay does not overwrite: worth a word. */
+static void warn_if_not_empty(struct kwm_vm *vm, const struct kwm_disk *d, json_object *di)
+{
+	json_object *v;
+	int64_t size;
+
+	if (vm->run->storage != KWM_STORAGE_INCREMENTAL ||
+	    !json_object_object_get_ex(di, "actual-size", &v))
+		return;
+	size = json_object_get_int64(v);
+	if (size > (4 << 20))
+		snprintf(vm->warning, sizeof(vm->warning), "disk '%s': the destination's overlay "
+			 "already takes %.1f MB; blocks the source's overlay does not have stay as "
+			 "they are there: start from an empty overlay unless this is a retry",
+			 d->dst_node, size / 1e6);
+}
+
 /* What the mirror will copy, roughly: the allocated bytes of the top (and
  * with full, of the whole chain), from each image's actual-size. */
 static uint64_t expected_copy(json_object *image, bool whole_chain)
@@ -257,8 +275,11 @@ static int check_disks(struct kwm_vm *vm)
 		}
 		if (vm->run->storage == KWM_STORAGE_INCREMENTAL && check_chain(vm, d, si, di))
 			return -1;
+		warn_if_not_empty(vm, d, di);
 		vm->expect_bytes += expected_copy(si, vm->run->storage == KWM_STORAGE_FULL);
 	}
+	if (*vm->warning && !vm->run->opt.plan_only)
+		kwm_progress_message(vm->run, vm, "warning", vm->warning);
 	return 0;
 }
 
