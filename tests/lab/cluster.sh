@@ -23,6 +23,10 @@ log "client: $(grep 'Mbit/sec' <<<"$out")"
 gexec 2 --timeout 30 -- 'i=0; while pidof ibv_rc_pingpong >/dev/null; do i=$((i+1)); [ $i -gt 40 ] && exit 1; sleep 0.5; done; cat /tmp/srv.log' |
 	grep -q 'bytes in .* seconds' || fail "the ibv_rc_pingpong server did not finish cleanly"
 
+log "Open MPI runtime on one node: mpirun -np 2 hostname"
+out=$(gexec 1 --timeout 120 -- 'mpirun --host node1:2 -np 2 hostname') || fail "one-node mpirun failed: $out"
+[ "$(grep -c '^node1$' <<<"$out")" = 2 ] || fail "one-node mpirun: expected node1 twice, got: $out"
+
 log "MPI job across node1 and node2, tcp BTL"
 out=$(gexec 1 --timeout 180 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,tcp kwl-mpijob --seconds 8') ||
 	fail "the MPI job over tcp failed: $out"
