@@ -7,7 +7,8 @@
  *   --check         verify every payload (pattern per repetition)
  *   --continuous    one timestamped line per round (--round-ms of
  *                   ping-pongs at --size bytes), so a pause shows up;
- *                   runs for --duration seconds (0: until killed)
+ *                   runs for --duration seconds or --rounds rounds
+ *                   (neither: until killed)
  *   --max-log N     largest size 2^N (default 22)
  * Ranks 0 and 1 ping-pong; further ranks wait in the barrier.
  */
@@ -24,6 +25,7 @@
 static int rank, nprocs, check, continuous, max_log = 22;
 static long csize = 4096, round_ms = 100;
 static double duration;
+static long max_rounds;
 static long errors;
 
 static unsigned char pat(long rep, size_t i)
@@ -163,7 +165,8 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 			       csize / elapsed);
 			fflush(stdout);
 		}
-		go = !(duration > 0 && MPI_Wtime() - start >= duration);
+		go = !(duration > 0 && MPI_Wtime() - start >= duration) &&
+		     !(max_rounds > 0 && round + 1 >= max_rounds);
 		MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD);
 		if (!go)
 			break;
@@ -173,7 +176,7 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kawarimi-pingpong [--check] [--max-log N] "
-		"[--continuous [--size BYTES] [--round-ms MS] [--duration S]]\n");
+		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]]\n");
 }
 
 int main(int argc, char **argv)
@@ -201,6 +204,8 @@ int main(int argc, char **argv)
 			round_ms = atol(v), i++;
 		} else if (v && !strcmp(a, "--duration")) {
 			duration = atof(v), i++;
+		} else if (v && !strcmp(a, "--rounds")) {
+			max_rounds = atol(v), i++;
 		} else {
 			if (rank == 0) {
 				fprintf(stderr, "kawarimi-pingpong: bad argument \"%s\"\n", a);
