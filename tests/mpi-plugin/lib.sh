@@ -18,13 +18,6 @@ kwb_init() {
 	fi
 }
 
-# mpirun with the options every test wants: ob1, only self and kawarimi
-# (so nothing else can carry the data), no agent unless the test sets one.
-kwb_mpirun() {
-	mpirun --oversubscribe --mca pml ob1 --mca btl self,kawarimi \
-		--mca btl_kawarimi_agent_socket "${KWB_AGENT_SOCKET:-}" "$@"
-}
-
 # The sanitizer runtime to preload into programs we did not build.
 kwb_asan_preload() {
 	local lib
