@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jconn.h"
 #include "kqmp-internal.h"
 
 const char *kqmp_err_kind_name(enum kqmp_err_kind kind)
@@ -22,19 +23,25 @@ const char *kqmp_err_kind_name(enum kqmp_err_kind kind)
 	return "unknown";
 }
 
+void kjconn_vseterr(struct kqmp_error *err, enum kqmp_err_kind kind,
+		    const char *fmt, va_list ap)
+{
+	if (!err)
+		return;
+	err->kind = kind;
+	err->cls[0] = '\0';
+	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
+	kq_one_line(err->desc);
+}
+
 void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	       const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!err)
-		return;
-	err->kind = kind;
-	err->cls[0] = '\0';
 	va_start(ap, fmt);
-	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
+	kjconn_vseterr(err, kind, fmt, ap);
 	va_end(ap);
-	kq_one_line(err->desc);
 }
 
 char *kq_one_line(char *s)

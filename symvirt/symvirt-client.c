@@ -1,50 +1,44 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The host side of the symvirt channel; see symvirt-client.h.
+ *
+ * The connection itself (write queue, pending commands by id, events,
+ * failure of everything pending, poll steps) is the core shared with the
+ * QMP client, qmp/jconn.h.  What is symvirt's lives here: random first ids,
+ * the hello handshake resent until answered, lenient reply shapes, the
+ * 1 MiB reply limit, and the symvirt_* types and wording.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "qmp/kawarimi-qmp.h"
+#include "qmp/jconn.h"
 #include "symvirt-client.h"
 
-struct sv_pending {
-	uint64_t id;
-	symvirt_reply_fn fn;
-	void *arg;
-	struct sv_pending *next;
-};
-
-struct sv_evnode {
-	struct symvirt_event ev;
-	struct sv_evnode *next;
-};
+/* The error kinds are the core's under other names: errors map by value. */
+_Static_assert(SYMVIRT_E_AGENT == (int)KQMP_E_QMP && SYMVIRT_E_CONNECT == (int)KQMP_E_CONNECT &&
+	       SYMVIRT_E_IO == (int)KQMP_E_IO && SYMVIRT_E_PROTOCOL == (int)KQMP_E_PROTOCOL &&
+	       SYMVIRT_E_TIMEOUT == (int)KQMP_E_TIMEOUT && SYMVIRT_E_CLOSED == (int)KQMP_E_CLOSED &&
+	       SYMVIRT_E_NOMEM == (int)KQMP_E_NOMEM && SYMVIRT_E_INVAL == (int)KQMP_E_INVAL,
+	       "symvirt and kqmp error kinds differ");
+_Static_assert(sizeof(((struct symvirt_error *)0)->cls) == sizeof(((struct kqmp_error *)0)->cls) &&
+	       sizeof(((struct symvirt_error *)0)->desc) == sizeof(((struct kqmp_error *)0)->desc),
+	       "symvirt and kqmp error texts differ in size");
 
 struct symvirt {
-	int fd;
-	char name[256];
-	struct kjson_reader *reader;
-	char *out;		/* queued output */
-	size_t out_len, out_cap;
-	uint64_t next_id;
-	struct sv_pending *pending;
-	struct sv_evnode *ev_head, *ev_tail;
-	bool failed;
-	struct symvirt_error last;
-	symvirt_log_fn log_fn;
-	void *log_arg;
+	struct kjconn c;
+	struct symvirt_error last;	/* c.error, as the API's type */
 };
+
+#define SV(c)	kjconn_owner(c, struct symvirt, c)
 
 static const char *const kind_names[] = {
 	[SYMVIRT_OK] = "ok",
@@ -65,42 +59,85 @@ const char *symvirt_err_kind_name(enum symvirt_err_kind kind)
 	return "unknown error";
 }
 
+static void sv_err(struct symvirt_error *out, const struct kqmp_error *in)
+{
+	if (!out)
+		return;
+	out->kind = (enum symvirt_err_kind)in->kind;
+	memcpy(out->cls, in->cls, sizeof(out->cls));
+	memcpy(out->desc, in->desc, sizeof(out->desc));
+}
+
 __attribute__((format(printf, 3, 4)))
 static void set_err(struct symvirt_error *err, enum symvirt_err_kind kind,
 		    const char *fmt, ...)
 {
+	struct kqmp_error e;
 	va_list ap;
 
-	if (!err)
-		return;
-	err->kind = kind;
-	err->cls[0] = '\0';
 	va_start(ap, fmt);
-	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
+	kjconn_vseterr(&e, (enum kqmp_err_kind)kind, fmt, ap);
 	va_end(ap);
+	sv_err(err, &e);
 }
 
-__attribute__((format(printf, 2, 3)))
-static void sv_log(struct symvirt *s, const char *fmt, ...)
+/* ---- the core's hooks ---------------------------------------------------- */
+
+static void on_message(struct kjconn *c, json_object *msg);
+
+static void deliver(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+		    const struct kqmp_error *err)
 {
-	char msg[600];
-	va_list ap;
+	struct symvirt_error e;
 
-	if (!s->log_fn)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	s->log_fn(s, msg, s->log_arg);
+	if (err)
+		sv_err(&e, err);
+	((symvirt_reply_fn)cmd->fn)(SV(c), ret, err ? &e : NULL, cmd->arg);
 }
 
-static int64_t now_ms(void)
+static void io_failed(struct kjconn *c, enum kjconn_io what, int errnum,
+		      const struct kqmp_error *rerr)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	switch (what) {
+	case KJCONN_WRITE:
+		kjconn_fail(c, KQMP_E_IO, "write to %s: %s", c->name, strerror(errnum));
+		break;
+	case KJCONN_READ:
+		kjconn_fail(c, KQMP_E_IO, "read from %s: %s", c->name, strerror(errnum));
+		break;
+	case KJCONN_EOF:
+		kjconn_fail(c, KQMP_E_IO, "%s closed the connection", c->name);
+		break;
+	case KJCONN_BAD_INPUT:
+		kjconn_fail(c, KQMP_E_PROTOCOL, "from %s: %s", c->name, rerr->desc);
+		break;
+	}
 }
+
+static void failed(struct kjconn *c)
+{
+	sv_err(&SV(c)->last, &c->error);
+}
+
+static void log_line(struct kjconn *c, const char *msg)
+{
+	((symvirt_log_fn)c->log_fn)(SV(c), msg, c->log_arg);
+}
+
+static void destroy(struct kjconn *c)
+{
+	symvirt_close(SV(c));
+}
+
+static const struct kjconn_ops symvirt_ops = {
+	.message = on_message,
+	.deliver = deliver,
+	.io_failed = io_failed,
+	.failed = failed,
+	.log = log_line,
+	.destroy = destroy,
+	.dispatch_fn = "symvirt_dispatch()",
+};
 
 /* ---- connection setup ---------------------------------------------------- */
 
@@ -118,52 +155,47 @@ static uint64_t first_id(void)
 struct symvirt *symvirt_new_fd(int fd, const char *name)
 {
 	struct symvirt *s = calloc(1, sizeof(*s));
+	char fdname[32];
 	int fl;
 
 	if (!s)
 		return NULL;
-	s->reader = kjson_reader_new(SYMVIRT_MAX_REPLY);
-	if (!s->reader) {
+	snprintf(fdname, sizeof(fdname), "fd %d", fd);
+	if (kjconn_init(&s->c, fd, name ? name : fdname, SYMVIRT_MAX_REPLY, first_id(),
+			&symvirt_ops) < 0) {
 		free(s);
 		return NULL;
 	}
-	s->fd = fd;
 	fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-	if (name)
-		snprintf(s->name, sizeof(s->name), "%s", name);
-	else
-		snprintf(s->name, sizeof(s->name), "fd %d", fd);
-	s->next_id = first_id();
 	return s;
 }
 
 struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	enum kjconn_connect_step step;
 	struct symvirt *s;
-	int fd;
+	size_t max;
+	int fd = kjconn_connect_unix(path, 0, &step, &max);
 
-	if (!path || !*path) {
-		set_err(err, SYMVIRT_E_INVAL, "no socket path given");
-		return NULL;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		set_err(err, SYMVIRT_E_INVAL, "socket path '%s' is longer than %zu bytes",
-			path, sizeof(sa.sun_path) - 1);
-		return NULL;
-	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		set_err(err, SYMVIRT_E_CONNECT, "socket: %s", strerror(errno));
-		return NULL;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		set_err(err, SYMVIRT_E_CONNECT, "cannot connect to '%s': %s", path,
-			strerror(errno));
-		close(fd);
+		switch (step) {
+		case KJCONN_NO_PATH:
+			set_err(err, SYMVIRT_E_INVAL, "no socket path given");
+			break;
+		case KJCONN_PATH_TOO_LONG:
+			set_err(err, SYMVIRT_E_INVAL, "socket path '%s' is longer than %zu bytes",
+				path, max);
+			break;
+		case KJCONN_SOCKET:
+			set_err(err, SYMVIRT_E_CONNECT, "socket: %s", strerror(errno));
+			break;
+		case KJCONN_CONNECT:
+			set_err(err, SYMVIRT_E_CONNECT, "cannot connect to '%s': %s", path,
+				strerror(errno));
+			break;
+		}
 		return NULL;
 	}
 	s = symvirt_new_fd(fd, path);
@@ -188,63 +220,25 @@ struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hel
 	return s;
 }
 
-static void fail_pending(struct symvirt *s, const struct symvirt_error *e)
-{
-	while (s->pending) {
-		struct sv_pending *p = s->pending;
-
-		s->pending = p->next;
-		if (p->fn)
-			p->fn(s, NULL, e, p->arg);
-		free(p);
-	}
-}
-
-static void fail(struct symvirt *s, const struct symvirt_error *e)
-{
-	if (s->failed)
-		return;
-	s->failed = true;
-	s->last = *e;
-	fail_pending(s, e);
-}
-
 void symvirt_close(struct symvirt *s)
 {
-	struct symvirt_error e;
-
-	if (!s)
-		return;
-	set_err(&e, SYMVIRT_E_CLOSED, "connection to %s closed by the caller", s->name);
-	s->failed = true;
-	fail_pending(s, &e);
-	while (s->ev_head) {
-		struct sv_evnode *n = s->ev_head;
-
-		s->ev_head = n->next;
-		symvirt_event_clear(&n->ev);
-		free(n);
-	}
-	kjson_reader_free(s->reader);
-	if (s->fd >= 0)
-		close(s->fd);
-	free(s->out);
-	free(s);
+	if (s && kjconn_close(&s->c, "connection to %s closed by the caller", s->c.name))
+		free(s);
 }
 
 int symvirt_fd(const struct symvirt *s)
 {
-	return s->fd;
+	return s->c.fd;
 }
 
 bool symvirt_want_write(const struct symvirt *s)
 {
-	return !s->failed && s->out_len > 0;
+	return kjconn_want_write(&s->c);
 }
 
 bool symvirt_is_open(const struct symvirt *s)
 {
-	return !s->failed;
+	return !s->c.failed;
 }
 
 const struct symvirt_error *symvirt_last_error(const struct symvirt *s)
@@ -254,82 +248,59 @@ const struct symvirt_error *symvirt_last_error(const struct symvirt *s)
 
 const char *symvirt_name(const struct symvirt *s)
 {
-	return s->name;
+	return s->c.name;
 }
 
 void symvirt_set_log(struct symvirt *s, symvirt_log_fn fn, void *arg)
 {
-	s->log_fn = fn;
-	s->log_arg = arg;
+	s->c.log_fn = (void (*)(void))fn;
+	s->c.log_arg = arg;
 }
 
 /* ---- messages ------------------------------------------------------------ */
 
-static struct sv_pending *take_pending(struct symvirt *s, uint64_t id)
-{
-	for (struct sv_pending **pp = &s->pending; *pp; pp = &(*pp)->next) {
-		if ((*pp)->id == id) {
-			struct sv_pending *p = *pp;
-
-			*pp = p->next;
-			return p;
-		}
-	}
-	return NULL;
-}
-
 static void queue_event(struct symvirt *s, json_object *msg)
 {
-	struct sv_evnode *n = calloc(1, sizeof(*n));
-	json_object *v, *ts;
+	json_object *v = NULL, *data = NULL, *ts;
+	int64_t sec = 0, usec = 0;
 
-	if (!n)
-		return;
 	json_object_object_get_ex(msg, "event", &v);
-	n->ev.name = strdup(json_object_get_string(v));
-	if (!n->ev.name) {
-		free(n);
-		return;
-	}
-	if (json_object_object_get_ex(msg, "data", &v) && v)
-		n->ev.data = json_object_get(v);
+	json_object_object_get_ex(msg, "data", &data);
 	if (json_object_object_get_ex(msg, "timestamp", &ts) &&
 	    json_object_is_type(ts, json_type_object)) {
-		if (json_object_object_get_ex(ts, "seconds", &v))
-			n->ev.sec = json_object_get_int64(v);
-		if (json_object_object_get_ex(ts, "microseconds", &v))
-			n->ev.usec = json_object_get_int64(v);
+		json_object *t;
+
+		if (json_object_object_get_ex(ts, "seconds", &t))
+			sec = json_object_get_int64(t);
+		if (json_object_object_get_ex(ts, "microseconds", &t))
+			usec = json_object_get_int64(t);
 	}
-	if (s->ev_tail)
-		s->ev_tail->next = n;
-	else
-		s->ev_head = n;
-	s->ev_tail = n;
+	/* Out of memory: the event is dropped, the connection goes on. */
+	kjconn_event_push(&s->c, json_object_get_string(v), data, sec, usec);
 }
 
 /* An error reply: {"class": S, "desc": S}; anything else is a protocol error
  * the caller still hears about, as an agent error of class "GenericError". */
-static void error_from_reply(struct symvirt *s, json_object *e, struct symvirt_error *out)
+static void error_from_reply(json_object *e, struct kqmp_error *out)
 {
 	json_object *cls = NULL, *desc = NULL;
 
 	json_object_object_get_ex(e, "class", &cls);
 	json_object_object_get_ex(e, "desc", &desc);
-	out->kind = SYMVIRT_E_AGENT;
+	out->kind = KQMP_E_QMP;
 	snprintf(out->cls, sizeof(out->cls), "%s",
 		 json_object_is_type(cls, json_type_string) ?
 		 json_object_get_string(cls) : "GenericError");
 	snprintf(out->desc, sizeof(out->desc), "%s",
 		 json_object_is_type(desc, json_type_string) ?
 		 json_object_get_string(desc) : "(the agent's error reply had no desc)");
-	(void)s;
 }
 
 static void handle_reply(struct symvirt *s, json_object *msg)
 {
 	json_object *idv = NULL, *ret = NULL, *errv = NULL;
-	struct sv_pending *p;
-	struct symvirt_error e;
+	struct kjconn_cmd *p;
+	struct kqmp_error e;
 
 	json_object_object_get_ex(msg, "id", &idv);
 	json_object_object_get_ex(msg, "return", &ret);
@@ -337,42 +308,44 @@ static void handle_reply(struct symvirt *s, json_object *msg)
 	if (!idv || !json_object_is_type(idv, json_type_int)) {
 		/* The agent answers unparsable input without an id. */
 		if (errv && json_object_is_type(errv, json_type_object)) {
-			error_from_reply(s, errv, &e);
-			sv_log(s, "%s: error without id: %s: %s", s->name, e.cls, e.desc);
+			error_from_reply(errv, &e);
+			kjconn_log(&s->c, "%s: error without id: %s: %s", s->c.name, e.cls, e.desc);
 		} else {
-			sv_log(s, "%s: reply without a usable id dropped", s->name);
+			kjconn_log(&s->c, "%s: reply without a usable id dropped", s->c.name);
 		}
 		return;
 	}
-	p = take_pending(s, (uint64_t)json_object_get_int64(idv));
+	p = kjconn_find(&s->c, (uint64_t)json_object_get_int64(idv));
 	if (!p) {
-		sv_log(s, "%s: reply with unknown id %s dropped (an earlier connection's?)",
-		       s->name, json_object_get_string(idv));
+		kjconn_log(&s->c, "%s: reply with unknown id %s dropped (an earlier connection's?)",
+		       s->c.name, json_object_get_string(idv));
 		return;
 	}
-	if (errv) {
-		if (!json_object_is_type(errv, json_type_object)) {
-			set_err(&e, SYMVIRT_E_PROTOCOL, "%s: \"error\" is not an object", s->name);
-		} else {
-			error_from_reply(s, errv, &e);
-		}
-		if (p->fn)
-			p->fn(s, NULL, &e, p->arg);
-	} else if (p->fn) {
-		p->fn(s, ret, NULL, p->arg);
+	kjconn_unlink(&s->c, p);
+	if (!errv) {
+		kjconn_finish(&s->c, p, ret, NULL);
+		return;
 	}
-	free(p);
+	if (!json_object_is_type(errv, json_type_object)) {
+		e.kind = KQMP_E_PROTOCOL;
+		e.cls[0] = '\0';
+		snprintf(e.desc, sizeof(e.desc), "%s: \"error\" is not an object", s->c.name);
+	} else {
+		error_from_reply(errv, &e);
+	}
+	kjconn_finish(&s->c, p, NULL, &e);
 }
 
-static void handle_message(struct symvirt *s, json_object *msg)
+static void on_message(struct kjconn *c, json_object *msg)
 {
+	struct symvirt *s = SV(c);
 	json_object *v;
 
 	if (json_object_object_get_ex(msg, "event", &v)) {
 		if (json_object_is_type(v, json_type_string))
 			queue_event(s, msg);
 		else
-			sv_log(s, "%s: event whose name is not a string dropped", s->name);
+			kjconn_log(&s->c, "%s: event whose name is not a string dropped", c->name);
 		return;
 	}
 	if (json_object_object_get_ex(msg, "return", &v) ||
@@ -380,250 +353,105 @@ static void handle_message(struct symvirt *s, json_object *msg)
 		handle_reply(s, msg);
 		return;
 	}
-	sv_log(s, "%s: message that is neither reply nor event dropped: %.200s", s->name,
+	kjconn_log(&s->c, "%s: message that is neither reply nor event dropped: %.200s", c->name,
 	       json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
 }
 
-static int append_out(struct symvirt *s, const char *buf, size_t len)
-{
-	if (s->out_len + len > s->out_cap) {
-		size_t cap = s->out_cap ? s->out_cap : 4096;
-		char *n;
+/* ---- commands -------------------------------------------------------------- */
 
-		while (cap < s->out_len + len)
-			cap *= 2;
-		n = realloc(s->out, cap);
-		if (!n)
-			return -1;
-		s->out = n;
-		s->out_cap = cap;
+static uint64_t send_cmd(struct symvirt *s, const char *command, json_object *args,
+			 symvirt_reply_fn fn, void *arg, struct kjconn_wait *w)
+{
+	if (s->c.failed || s->c.close_requested || !command) {
+		json_object_put(args);
+		return 0;
 	}
-	memcpy(s->out + s->out_len, buf, len);
-	s->out_len += len;
-	return 0;
+	return kjconn_send(&s->c, command, args, false, false, (void (*)(void))fn, arg, w);
 }
 
 uint64_t symvirt_send(struct symvirt *s, const char *command, json_object *args,
 		      symvirt_reply_fn fn, void *arg)
 {
-	json_object *msg;
-	struct sv_pending *p;
-	const char *text;
-	uint64_t id;
-
-	if (s->failed || !command) {
-		json_object_put(args);
-		return 0;
-	}
-	p = calloc(1, sizeof(*p));
-	msg = json_object_new_object();
-	if (!p || !msg) {
-		free(p);
-		json_object_put(msg);
-		json_object_put(args);
-		return 0;
-	}
-	id = s->next_id++;
-	json_object_object_add(msg, "execute", json_object_new_string(command));
-	if (args)
-		json_object_object_add(msg, "arguments", args);
-	json_object_object_add(msg, "id", json_object_new_int64((int64_t)id));
-	text = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
-	if (append_out(s, text, strlen(text)) < 0 || append_out(s, "\n", 1) < 0) {
-		json_object_put(msg);
-		free(p);
-		return 0;
-	}
-	json_object_put(msg);
-	p->id = id;
-	p->fn = fn;
-	p->arg = arg;
-	p->next = s->pending;
-	s->pending = p;
-	return id;
+	return send_cmd(s, command, args, fn, arg, NULL);
 }
 
 int symvirt_cancel(struct symvirt *s, uint64_t id)
 {
-	struct sv_pending *p = take_pending(s, id);
-
-	if (!p)
-		return -1;
-	/* Keep a callback-less entry so the late reply is dropped quietly. */
-	p->fn = NULL;
-	p->arg = NULL;
-	p->next = s->pending;
-	s->pending = p;
-	return 0;
+	return kjconn_cancel(&s->c, id) ? 0 : -1;
 }
 
 size_t symvirt_pending(const struct symvirt *s)
 {
 	size_t n = 0;
 
-	for (const struct sv_pending *p = s->pending; p; p = p->next)
-		if (p->fn)
+	for (const struct kjconn_cmd *p = s->c.head; p; p = p->next)
+		if (p->fn || p->wait)
 			n++;
 	return n;
 }
 
-static int do_write(struct symvirt *s, struct symvirt_error *err)
-{
-	while (s->out_len > 0) {
-		ssize_t n = send(s->fd, s->out, s->out_len, MSG_NOSIGNAL);
-
-		if (n < 0 && errno == ENOTSOCK)
-			n = write(s->fd, s->out, s->out_len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			set_err(err, SYMVIRT_E_IO, "write to %s: %s", s->name, strerror(errno));
-			return -1;
-		}
-		memmove(s->out, s->out + n, s->out_len - (size_t)n);
-		s->out_len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int do_read(struct symvirt *s, struct symvirt_error *err)
-{
-	char buf[16384];
-	struct kqmp_error ke;
-
-	for (;;) {
-		ssize_t n = read(s->fd, buf, sizeof(buf));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			set_err(err, SYMVIRT_E_IO, "read from %s: %s", s->name, strerror(errno));
-			return -1;
-		}
-		if (n == 0) {
-			set_err(err, SYMVIRT_E_IO, "%s closed the connection", s->name);
-			return -1;
-		}
-		if (kjson_reader_feed(s->reader, buf, (size_t)n, &ke) < 0) {
-			set_err(err, SYMVIRT_E_PROTOCOL, "from %s: %s", s->name, ke.desc);
-			return -1;
-		}
-		for (;;) {
-			json_object *msg = NULL;
-			int r = kjson_reader_next(s->reader, &msg, &ke);
-
-			if (r < 0) {
-				set_err(err, SYMVIRT_E_PROTOCOL, "from %s: %s", s->name, ke.desc);
-				return -1;
-			}
-			if (r == 0)
-				break;
-			handle_message(s, msg);
-			json_object_put(msg);
-		}
-	}
-}
-
 int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err)
 {
-	struct symvirt_error e;
+	struct kqmp_error e;
+	bool freed;
 
-	if (s->failed) {
+	if (s->c.failed) {
 		if (err)
 			*err = s->last;
 		return -1;
 	}
-	if (do_write(s, &e) < 0 || do_read(s, &e) < 0 || do_write(s, &e) < 0) {
-		fail(s, &e);
-		if (err)
-			*err = e;
+	if (kjconn_dispatch(&s->c, &e, &freed) < 0) {
+		sv_err(err, &e);
 		return -1;
 	}
 	return 0;
 }
 
-/* Polls and dispatches once, waiting at most until deadline (ms, monotonic). */
-static int wait_once(struct symvirt *s, int64_t deadline, struct symvirt_error *err)
+/* ---- blocking helpers ------------------------------------------------------ */
+
+static int64_t deadline_of(int timeout_ms)
 {
-	struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
-	int64_t left = deadline - now_ms();
-	int r;
-
-	if (left < 0)
-		left = 0;
-	if (symvirt_want_write(s))
-		pfd.events |= POLLOUT;
-	r = poll(&pfd, 1, (int)left);
-	if (r < 0 && errno != EINTR) {
-		set_err(err, SYMVIRT_E_IO, "poll on %s: %s", s->name, strerror(errno));
-		return -1;
-	}
-	return symvirt_dispatch(s, err);
-}
-
-struct sv_wait {
-	bool done;
-	json_object *ret;
-	struct symvirt_error err;
-};
-
-static void wait_cb(struct symvirt *s, json_object *ret, const struct symvirt_error *err,
-		    void *arg)
-{
-	struct sv_wait *w = arg;
-
-	(void)s;
-	/* symvirt_sync() may have several hellos answered in one read: the
-	 * first answer counts. */
-	if (w->done)
-		return;
-	w->done = true;
-	if (err)
-		w->err = *err;
-	else
-		w->ret = json_object_get(ret);
+	return kjconn_now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
 }
 
 int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 		    int timeout_ms, json_object **ret, struct symvirt_error *err)
 {
-	struct sv_wait w = { 0 };
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+	struct kjconn_wait w = { 0 };
+	int64_t deadline = deadline_of(timeout_ms);
+	struct kqmp_error e;
 	uint64_t id;
+	int r;
 
 	if (!command) {
 		json_object_put(args);
 		set_err(err, SYMVIRT_E_INVAL, "no command given");
 		return -1;
 	}
-	if (s->failed) {
+	if (s->c.failed) {
 		json_object_put(args);
 		if (err)
 			*err = s->last;
 		return -1;
 	}
-	id = symvirt_send(s, command, args, wait_cb, &w);
+	id = send_cmd(s, command, args, NULL, NULL, &w);
 	if (!id) {
-		set_err(err, SYMVIRT_E_NOMEM, "cannot queue '%s' for %s", command, s->name);
+		set_err(err, SYMVIRT_E_NOMEM, "cannot queue '%s' for %s", command, s->c.name);
 		return -1;
 	}
-	while (!w.done) {
-		if (now_ms() >= deadline) {
-			symvirt_cancel(s, id);
-			set_err(err, SYMVIRT_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
-				command, s->name, timeout_ms);
-			return -1;
-		}
-		if (wait_once(s, deadline, err) < 0 && !w.done)
-			return -1;
+	r = kjconn_wait(&s->c, &w, deadline, &e);
+	if (r == 1) {
+		symvirt_cancel(s, id);
+		set_err(err, SYMVIRT_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
+			command, s->c.name, timeout_ms);
+		return -1;
 	}
-	if (!w.ret && w.err.kind != SYMVIRT_OK) {
-		if (err)
-			*err = w.err;
+	if (r != 0) {
+		sv_err(err, &e);
+		return -1;
+	}
+	if (!w.ret && w.err.kind != KQMP_OK) {
+		sv_err(err, &w.err);
 		return -1;
 	}
 	if (ret)
@@ -641,13 +469,13 @@ static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error
 	    !json_object_object_get_ex(ret, "protocol", &v) ||
 	    !json_object_is_type(v, json_type_int)) {
 		set_err(err, SYMVIRT_E_PROTOCOL, "%s: hello's reply has no integer \"protocol\"",
-			s->name);
+			s->c.name);
 		return -1;
 	}
 	if (json_object_get_int64(v) != SYMVIRT_PROTOCOL_VERSION) {
 		set_err(err, SYMVIRT_E_PROTOCOL,
 			"%s speaks symvirt protocol %" PRId64 ", this client %d; install matching versions",
-			s->name, json_object_get_int64(v), SYMVIRT_PROTOCOL_VERSION);
+			s->c.name, json_object_get_int64(v), SYMVIRT_PROTOCOL_VERSION);
 		return -1;
 	}
 	return 0;
@@ -655,45 +483,70 @@ static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error
 
 #define MAX_HELLOS 64
 
+/* Sends hellos until one is answered: 0 (w done), 1 (timed out), -1 (err
+ * set), or KJCONN_STEP_FREED when a callback closed s. */
+static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
+				int timeout_ms, int retry_ms, uint64_t *ids,
+				size_t *nids, struct symvirt_error *err)
+{
+	int64_t start = kjconn_now_ms(), deadline = deadline_of(timeout_ms);
+	int64_t next_send = start;
+	struct kqmp_error e;
+
+	while (!w->done) {
+		int64_t t = kjconn_now_ms();
+		int r;
+
+		if (t >= deadline)
+			return 1;
+		if (t >= next_send && *nids < MAX_HELLOS) {
+			uint64_t id = send_cmd(s, "hello", NULL, NULL, NULL, w);
+
+			if (!id) {
+				if (s->c.failed && err)
+					*err = s->last;
+				else if (!s->c.failed)
+					set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+				return -1;
+			}
+			ids[(*nids)++] = id;
+			next_send = t + retry_ms;
+		}
+		r = kjconn_step(&s->c, *nids < MAX_HELLOS && next_send < deadline ?
+				next_send : deadline, &e);
+		if (r == KJCONN_STEP_FREED) {
+			sv_err(err, &e);
+			return r;
+		}
+		if (r < 0 && !w->done) {
+			sv_err(err, &e);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
 		 json_object **hello, struct symvirt_error *err)
 {
-	struct sv_wait w = { 0 };
+	struct kjconn_wait w = { 0 };
 	uint64_t ids[MAX_HELLOS];
 	size_t nids = 0;
-	int64_t start = now_ms(), deadline = start + (timeout_ms < 0 ? 0 : timeout_ms);
-	int64_t next_send = start;
-	int rc = -1;
+	int r, rc = -1;
 
 	if (retry_ms <= 0)
 		retry_ms = 500;
-	while (!w.done) {
-		int64_t t = now_ms();
-
-		if (t >= deadline) {
-			set_err(err, SYMVIRT_E_TIMEOUT,
-				"no agent answered on %s within %d ms (%zu hello sent); is kawarimi-agent running in the guest?",
-				s->name, timeout_ms, nids);
-			goto out;
-		}
-		if (t >= next_send && nids < MAX_HELLOS) {
-			uint64_t id = symvirt_send(s, "hello", NULL, wait_cb, &w);
-
-			if (!id) {
-				if (err)
-					*err = s->failed ? s->last : (struct symvirt_error){
-						.kind = SYMVIRT_E_NOMEM, .desc = "out of memory" };
-				goto out;
-			}
-			ids[nids++] = id;
-			next_send = t + retry_ms;
-		}
-		if (wait_once(s, next_send < deadline ? next_send : deadline, err) < 0 && !w.done)
-			goto out;
-	}
+	r = hello_until_answered(s, &w, timeout_ms, retry_ms, ids, &nids, err);
+	if (r == KJCONN_STEP_FREED)
+		return -1;
+	if (r == 1)
+		set_err(err, SYMVIRT_E_TIMEOUT,
+			"no agent answered on %s within %d ms (%zu hello sent); is kawarimi-agent running in the guest?",
+			s->c.name, timeout_ms, nids);
+	if (r != 0)
+		goto out;
 	if (!w.ret) {
-		if (err)
-			*err = w.err;
+		sv_err(err, &w.err);
 		goto out;
 	}
 	if (check_hello(s, w.ret, err) < 0) {
@@ -714,17 +567,21 @@ out:
 
 /* ---- events ---------------------------------------------------------------- */
 
+static void sv_event(struct symvirt_event *out, const struct kqmp_event *in)
+{
+	out->name = in->name;
+	out->data = in->data;
+	out->sec = in->sec;
+	out->usec = in->usec;
+}
+
 int symvirt_event_pop(struct symvirt *s, struct symvirt_event *ev)
 {
-	struct sv_evnode *n = s->ev_head;
+	struct kqmp_event e;
 
-	if (!n)
+	if (!kjconn_event_pop(&s->c, &e))
 		return 0;
-	s->ev_head = n->next;
-	if (!s->ev_head)
-		s->ev_tail = NULL;
-	*ev = n->ev;
-	free(n);
+	sv_event(ev, &e);
 	return 1;
 }
 
@@ -735,50 +592,36 @@ void symvirt_event_clear(struct symvirt_event *ev)
 	memset(ev, 0, sizeof(*ev));
 }
 
-/* Removes and returns the first queued event that matches, or NULL. */
-static struct sv_evnode *find_event(struct symvirt *s, const char *name,
-				    symvirt_event_match_fn match, void *arg)
-{
-	struct sv_evnode *prev = NULL;
-
-	for (struct sv_evnode *n = s->ev_head; n; prev = n, n = n->next) {
-		if (strcmp(n->ev.name, name) || (match && !match(n->ev.data, arg)))
-			continue;
-		if (prev)
-			prev->next = n->next;
-		else
-			s->ev_head = n->next;
-		if (s->ev_tail == n)
-			s->ev_tail = prev;
-		return n;
-	}
-	return NULL;
-}
-
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
 		       struct symvirt_event *ev, struct symvirt_error *err)
 {
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+	int64_t deadline = deadline_of(timeout_ms);
+	struct kqmp_event e;
+	struct kqmp_error ke;
 
 	if (!name || !ev) {
 		set_err(err, SYMVIRT_E_INVAL, "no event name or result given");
 		return -1;
 	}
 	for (;;) {
-		struct sv_evnode *n = find_event(s, name, match, arg);
-
-		if (n) {
-			*ev = n->ev;
-			free(n);
+		if (kjconn_event_take(&s->c, name, match, arg, &e)) {
+			sv_event(ev, &e);
 			return 0;
 		}
-		if (now_ms() >= deadline) {
+		if (kjconn_now_ms() >= deadline) {
 			set_err(err, SYMVIRT_E_TIMEOUT, "no %s event from %s within %d ms", name,
-				s->name, timeout_ms);
+				s->c.name, timeout_ms);
 			return -1;
 		}
-		if (wait_once(s, deadline, err) < 0)
+		if (s->c.failed) {
+			if (err)
+				*err = s->last;
 			return -1;
+		}
+		if (kjconn_step(&s->c, deadline, &ke) < 0) {
+			sv_err(err, &ke);
+			return -1;
+		}
 	}
 }

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kjconn: the connection core shared by the QMP client (kqmp.c) and the
+ * symvirt host client (symvirt/symvirt-client.c).
+ *
+ * Both speak "QMP-style" JSON over a stream fd: {"execute", "arguments",
+ * "id"} out, {"return"|"error", "id"} and {"event"} back.  The core owns
+ * what they have in common: the fd, the non-blocking write queue, the
+ * reader, the commands awaiting replies (in send order, matched by id),
+ * the event queue, failing every pending command when the connection dies,
+ * deferred close from callbacks, and one poll step towards a deadline.
+ *
+ * What differs stays in the front-end, reached through struct kjconn_ops:
+ * what a message means (the QMP greeting and qmp_capabilities handshake,
+ * symvirt's lenient replies), how a reply reaches the caller's typed
+ * callback, and the wording of I/O errors.  Front-ends embed struct kjconn
+ * and get back to themselves with kjconn_owner().
+ *
+ * Exported from libkawarimi-qmp for in-tree front-ends only; not installed.
+ */
+#ifndef KAWARIMI_JCONN_H
+#define KAWARIMI_JCONN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include "kawarimi-qmp.h"
+
+#define kjconn_owner(c, type, member) \
+	((type *)(void *)((char *)(c) - offsetof(type, member)))
+
+struct kjconn;
+
+/* A command awaiting its reply. */
+struct kjconn_cmd {
+	struct kjconn_cmd *next, *prev;
+	uint64_t id;
+	void (*fn)(void);	/* the front-end's callback; NULL once cancelled */
+	void *arg;
+	struct kjconn_wait *wait;	/* set: a blocking helper waits on it */
+	char *held;		/* text not yet queued (kjconn_send with hold) */
+	bool oob;
+	char name[];
+};
+
+/* What a blocking helper waits for; the first answer counts. */
+struct kjconn_wait {
+	bool done;
+	json_object *ret;	/* reference held */
+	struct kqmp_error err;
+};
+
+/* Why the core could not go on reading or writing. */
+enum kjconn_io {
+	KJCONN_WRITE,		/* write/send failed: errnum */
+	KJCONN_READ,		/* read failed: errnum */
+	KJCONN_EOF,		/* the peer closed the stream */
+	KJCONN_BAD_INPUT,	/* the reader failed: rerr */
+};
+
+struct kjconn_ops {
+	/* One message from the peer (borrowed). */
+	void (*message)(struct kjconn *c, json_object *msg);
+	/* Hands cmd's reply to its callback (cmd->fn is not NULL); exactly
+	 * one of ret / err is not NULL.  The core frees cmd afterwards. */
+	void (*deliver)(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+			const struct kqmp_error *err);
+	/* Must call kjconn_fail() with the front-end's wording. */
+	void (*io_failed)(struct kjconn *c, enum kjconn_io what, int errnum,
+			  const struct kqmp_error *rerr);
+	/* Optional: told once the connection failed (c->error set), before
+	 * the pending commands hear of it. */
+	void (*failed)(struct kjconn *c);
+	/* Calls the caller's typed log function (c->log_fn) with msg. */
+	void (*log)(struct kjconn *c, const char *msg);
+	/* Frees the front-end (its close function): a close requested from a
+	 * callback runs when dispatch unwinds. */
+	void (*destroy)(struct kjconn *c);
+	const char *dispatch_fn;	/* "kqmp_dispatch()", for messages */
+};
+
+struct kjconn_ev {
+	struct kjconn_ev *next;
+	struct kqmp_event ev;
+};
+
+struct kjconn {
+	int fd;
+	char *name;		/* for messages */
+	const struct kjconn_ops *ops;
+	bool failed;
+	bool close_requested;	/* close from a callback, or closing now */
+	bool not_socket;	/* a pipe/tty: write(), not send() */
+	int depth;		/* > 0 while dispatch runs callbacks */
+	uint64_t next_id;
+	struct kqmp_error error;	/* why it failed */
+	struct kjson_reader *rd;
+
+	char *obuf;
+	size_t opos, olen, ocap;
+
+	struct kjconn_cmd *head, *tail;
+	size_t npending;	/* cancelled ones included */
+
+	struct kjconn_ev *ev_head, *ev_tail;
+	size_t nevents;
+
+	void (*log_fn)(void);	/* the front-end's log callback type; NULL: none */
+	void *log_arg;
+};
+
+/* 0, or -1 on ENOMEM.  Adopts fd (closed by kjconn_destroy) but does not
+ * change its flags. */
+int kjconn_init(struct kjconn *c, int fd, const char *name, size_t max_msg,
+		uint64_t first_id, const struct kjconn_ops *ops);
+/* Fails the pending commands with err (if any remain), drops the events,
+ * closes the fd and frees what c holds (not c). */
+void kjconn_destroy(struct kjconn *c, const struct kqmp_error *err);
+/* The front-end's close: false while a callback runs (the close is then
+ * done when dispatch unwinds), else fails the pending commands with
+ * KQMP_E_CLOSED and fmt, destroys c and returns true: free the owner. */
+bool kjconn_close(struct kjconn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* 0, or -1 on ENOMEM. */
+int kjconn_set_name(struct kjconn *c, const char *name);
+
+/* Sets *err (if err is not NULL): kind, empty class, one-line desc. */
+void kjconn_vseterr(struct kqmp_error *err, enum kqmp_err_kind kind,
+		    const char *fmt, va_list ap);
+
+/* The connection is unusable from here on: records why (one line) and
+ * fails every pending command, in send order.  Queued events stay. */
+void kjconn_fail(struct kjconn *c, enum kqmp_err_kind kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A log line (one line; nothing when c->log_fn is NULL). */
+void kjconn_log(struct kjconn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Where connecting a unix socket failed. */
+enum kjconn_connect_step {
+	KJCONN_NO_PATH,		/* path NULL or empty */
+	KJCONN_PATH_TOO_LONG,	/* longer than sun_path allows (see max) */
+	KJCONN_SOCKET,		/* socket(): errno */
+	KJCONN_CONNECT,		/* connect(): errno */
+};
+/* A connected SOCK_STREAM | SOCK_CLOEXEC | type_flags unix socket, or -1
+ * with *step (and errno) saying where it failed.  *max: the longest path. */
+int kjconn_connect_unix(const char *path, int type_flags,
+			enum kjconn_connect_step *step, size_t *max);
+
+/* ---- commands ---------------------------------------------------------- */
+
+/* Queues {"execute" (or "exec-oob"): command, "arguments": args, "id"}
+ * plus a newline; with hold the text waits in cmd->held instead.  args
+ * (NULL or an object) is consumed.  The id, or 0 on ENOMEM.  The caller
+ * checks that it may send at all. */
+uint64_t kjconn_send(struct kjconn *c, const char *command, json_object *args,
+		     bool oob, bool hold, void (*fn)(void), void *arg,
+		     struct kjconn_wait *wait);
+/* Queues a command that no pending entry tracks (a handshake's, whose
+ * reply the front-end recognises by the id).  The id, or 0 on ENOMEM. */
+uint64_t kjconn_send_untracked(struct kjconn *c, const char *command,
+			       json_object *args);
+/* Appends raw bytes to the output queue.  0, or -1 on ENOMEM. */
+int kjconn_out_append(struct kjconn *c, const char *s, size_t len);
+bool kjconn_want_write(const struct kjconn *c);
+
+struct kjconn_cmd *kjconn_find(struct kjconn *c, uint64_t id);
+void kjconn_unlink(struct kjconn *c, struct kjconn_cmd *cmd);
+/* Delivers to an unlinked cmd (unless cancelled) and frees it. */
+void kjconn_finish(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+		   const struct kqmp_error *err);
+/* Forgets id's callback; the late reply is dropped.  false: not pending. */
+bool kjconn_cancel(struct kjconn *c, uint64_t id);
+
+/* ---- events ------------------------------------------------------------ */
+
+/* Queues a copy of name and a reference to data.  The queue length, or 0
+ * on ENOMEM (nothing queued). */
+size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
+			 int64_t sec, int64_t usec);
+/* 1: *ev filled (the caller owns it); 0: queue empty. */
+int kjconn_event_pop(struct kjconn *c, struct kqmp_event *ev);
+/* Takes the first queued event named name for which match (if not NULL)
+ * is true.  true: *ev filled. */
+bool kjconn_event_take(struct kjconn *c, const char *name,
+		       kqmp_event_match_fn match, void *arg, struct kqmp_event *ev);
+
+/* ---- driving it -------------------------------------------------------- */
+
+/* Writes, reads until the fd would block (ops->message per message),
+ * writes again.  0, or -1 with err: the connection failed (c->error),
+ * kind KQMP_E_INVAL when called from a callback, or KQMP_E_CLOSED when a
+ * callback closed the front-end, which *freed says is gone. */
+int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed);
+
+#define KJCONN_STEP_FREED	(-2)
+int64_t kjconn_now_ms(void);
+/* One poll (until deadline, ms on kjconn_now_ms()'s clock; < 0: none) and
+ * dispatch.  0: progress or nothing yet; 1: the deadline has passed (no
+ * poll); -1: failed (err; KQMP_E_CLOSED with c->error's text when it had
+ * failed before); KJCONN_STEP_FREED: a callback closed it and it is gone. */
+int kjconn_step(struct kjconn *c, int64_t deadline, struct kqmp_error *err);
+/* Records a reply in w (the first one counts); with neither ret nor err
+ * (a symvirt "return": null) w->ret stays NULL and w->err.kind KQMP_OK. */
+void kjconn_wait_done(struct kjconn_wait *w, json_object *ret,
+		      const struct kqmp_error *err);
+/* Steps until w is done: 0 (w filled), 1 deadline passed, else like
+ * kjconn_step(). */
+int kjconn_wait(struct kjconn *c, struct kjconn_wait *w, int64_t deadline,
+		struct kqmp_error *err);
+
+#endif
