@@ -10,6 +10,9 @@
 #      the ranks reconnect over verbs (resumed reply: path "verbs", verbs
 #      state "up"), counters grow again;
 #   5. the job stops and verifies every message (KWL_MPIJOB OK).
+# Alongside, kwv-devlist shows how libibverbs' device list behaves in one
+# process across the removal and the re-add (rxe0, none, rxe0 again, and
+# the new device opens with an ACTIVE port).
 # Uses the lab helper's scripts unchanged (tests/lab/lib.sh, lab/lab.sh).
 # Skips (77) in the ASan run, without root, or when the lab cannot be built.
 TEST_PREFIX=kwvlab
@@ -159,6 +162,13 @@ print("agent: verbs-ready", r.get("verbs-ready"), "link-wait-ms", r.get("link-wa
 	[ $rc = 0 ] || die "$1: resume failed: $(cat "$S"/kwv-resume-*.json)"
 }
 
+# push_file NODE HOSTPATH GUESTPATH: a file into the guest through its serial
+# console (raw tty, see kwv-push.py).
+push_file() {
+	python3 "$HERE/kwv-push.py" "$S/a-node$1.console" "$2" "$3" --timeout 120 &&
+		gexec "$1" -- "chmod +x $3" >/dev/null
+}
+
 no_uverbs_fds() { # WHAT
 	local n out
 	for n in $NODES; do
@@ -180,6 +190,12 @@ for n in $NODES; do
 	gexec "$n" -- 'ln -sf /lib64/ld-linux-x86-64.so.2 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2' ||
 		die "node$n: cannot link the dynamic loader"
 done
+
+DEVLIST=0
+if [ -x "$BUILD/tests/verbs/kwv-devlist" ] && push_file 1 "$BUILD/tests/verbs/kwv-devlist" /tmp/kwv-devlist; then
+	gexec 1 -- '/tmp/kwv-devlist 600 /tmp/kwv-devlist.open >/tmp/devlist.log 2>&1 </dev/null &' && DEVLIST=1
+fi
+[ $DEVLIST = 1 ] || fail "cannot run kwv-devlist in node1"
 
 log "start the MPI job across node1 and node2 (btl self,vader,kawarimi)"
 gexec 1 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbose 1 kwl-mpijob --seconds 100000 --stop-file /tmp/kwv.stop --interval-ms 20 --msg-kb 256 >/root/job.log 2>&1 </dev/null &' ||
@@ -216,6 +232,17 @@ resume_all "HCA back" '{"fabrics": ["verbs", "tcp"], "link-timeout-ms": 20000}'
 check_resumed verbs "HCA back"
 counters_grow "HCA back"
 job_progress "HCA back"
+
+if [ $DEVLIST = 1 ]; then
+	gexec 1 -- 'touch /tmp/kwv-devlist.open'
+	gexec 1 --timeout 30 -- 'i=0; until grep -q "KWV_DEVLIST END" /tmp/devlist.log; do i=$((i+1)); [ $i -gt 40 ] && exit 1; sleep 0.5; done' ||
+		fail "kwv-devlist did not finish"
+	out=$(gexec 1 -- 'cat /tmp/devlist.log')
+	log "one process's ibv_get_device_list across unplug and plug: $(grep -v END <<<"$out" | cut -d' ' -f2- | tr '\n' ';')"
+	seq=$(awk '$1 == "KWV_DEVLIST" && $2 ~ /^[0-9]/ { print $3 }' <<<"$out" | tr '\n' ' ')
+	[[ $seq == "rxe0 none rxe0 " ]] || fail "device list in one process: expected rxe0, none, rxe0; got '$seq'"
+	grep -q 'OPEN rxe0 port1 active' <<<"$out" || fail "the re-added rxe0 does not open with an ACTIVE port in the same process: $out"
+fi
 
 # 5. the verdict
 gexec 1 -- 'touch /tmp/kwv.stop'
