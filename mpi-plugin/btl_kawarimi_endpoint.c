@@ -159,6 +159,14 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why)
 	kw_log(1, "connection to peer rank %u (%s) broken: %s; %llu frames to resend",
 	       ep->vpid, s, why,
 	       (unsigned long long)(ep->tx_seq - (ep->tx_head ? ep->tx_head->hdr.seq : ep->tx_seq)));
+	/* The peer may hold frames our lost ACK was for: its kernel has
+	 * them acknowledged, so with nothing else to send it never sees the
+	 * break and waits for that ACK forever (ob1 holds back the next
+	 * pipeline fragments until their completion). Reconnect even with
+	 * nothing to resend: the HELLO carries our rx_next and settles it.
+	 * (A quiesce drains first; resume decides who reconnects then.) */
+	if (c->state == KW_CONN_UP && !ep->peer_gone && !ep->draining && kw.state == KW_RUNNING)
+		ep->heal = 1;
 	ep_detach(ep);
 	ep->reconnects++;
 	if (!ep->broken_since_ms)
@@ -425,6 +433,7 @@ static void conn_up(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c)
 	ep->tx_cursor = ep->tx_head;
 	ep->draining = ep->fin_sent = ep->fin_rcvd = 0;
 	ep->peer_quiesced = 0;
+	ep->heal = 0;
 	ep->broken_since_ms = 0;
 	ep->backoff_ms = 20;
 	ep->ncand = ep->cand_idx = 0;
@@ -792,12 +801,21 @@ void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	}
 	if (kw.state == KW_QUIESCING || kw.state == KW_QUIESCED || ep->peer_gone)
 		return;
-	if (!kw_ep_has_data(ep) && !ep->want_up)
+	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)
 		return;
-	if (ep->broken_since_ms && kw_ep_has_data(ep) &&
-	    now - ep->broken_since_ms > (uint64_t)kw.reconnect_timeout_ms) {
-		give_up(ep, now);
-		return;
+	if (ep->broken_since_ms && now - ep->broken_since_ms > (uint64_t)kw.reconnect_timeout_ms) {
+		if (kw_ep_has_data(ep)) {
+			give_up(ep, now);
+			return;
+		}
+		if (ep->heal && !ep->want_up) {
+			/* Nothing of ours is lost: the next send tries again. */
+			kw_log(1, "peer rank %u: no reconnection for %d ms; nothing to resend, "
+			       "waiting for traffic", ep->vpid, kw.reconnect_timeout_ms);
+			ep->heal = 0;
+			ep->broken_since_ms = 0;
+			return;
+		}
 	}
 	if (now < ep->next_attempt_ms || !ep->have_addrs)
 		return;
@@ -810,7 +828,7 @@ uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep)
 		return ep->ack_due_ms;
 	if (ep->failed || ep->conn || ep->peer_gone)
 		return UINT64_MAX;
-	if (!kw_ep_has_data(ep) && !ep->want_up)
+	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)
 		return UINT64_MAX;
 	return ep->next_attempt_ms;
 }
@@ -846,6 +864,7 @@ void kw_ep_force_close(struct mca_btl_base_endpoint_t *ep, const char *why)
 	if (ep->conn)
 		kw_ep_conn_broken(ep->conn, why);
 	ep->broken_since_ms = 0;
+	ep->heal = 0;	/* quiesced: resume decides who reconnects */
 }
 
 void kw_ep_push_locked(struct mca_btl_base_endpoint_t *ep)

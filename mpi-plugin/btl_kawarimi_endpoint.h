@@ -39,6 +39,7 @@ struct mca_btl_base_endpoint_t {
 	int peer_gone;			/* peer sent BYE (finalized) */
 	int was_up;			/* connected at the last quiesce */
 	int want_up;			/* resume: reconnect even without data */
+	int heal;			/* broke while up: reconnect even without data */
 	int upgraded;			/* resume cycle: tried the best pair */
 
 	struct kw_cand cand[KW_MAX_CAND];
