@@ -7,7 +7,7 @@ kwb-controller.py --dir D --nodes n0,n1 --scenario switch|cut --fast 10.77.1. --
 Node sockets are D/<node>.sock. Network changes are made by calling
 D/net.sh <action> (written by the test script).
 """
-import argparse, json, os, socket, subprocess, sys, time, select
+import argparse, json, os, re, socket, subprocess, sys, time, select
 
 
 def log(msg):
@@ -256,6 +256,36 @@ def scenario_cut(d, ranks, a, listeners):
     wait_paths(ranks, a.slow, "after losing the fast link unannounced", timeout=40)
 
 
+def wait_log(d, pattern, what, timeout):
+    """Waits until the application log (mpi.log) has a line matching pattern."""
+    end = time.monotonic() + timeout
+    rx = re.compile(pattern)
+    while time.monotonic() < end:
+        try:
+            with open(os.path.join(d, "mpi.log"), errors="replace") as f:
+                if any(rx.search(line) for line in f):
+                    log(f"log: {what}")
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.2)
+    raise Fail(f"{what}: not in the log within {timeout} s")
+
+
+def scenario_acklost(d, ranks, a, listeners):
+    """Rank 1's standalone ACK frames vanish on the fast link: only rank 1
+    sees its connection time out, with nothing of its own to resend, and
+    it must reconnect anyway, or the pair deadlocks."""
+    wait_paths(ranks, a.fast, "before the ACK loss")
+    net(d, "ack-loss")
+    wait_log(d, r"rank 1: connection to peer rank 0 .* broken: Connection timed out; "
+             r"0 frames", "rank 1 timed out with nothing to resend", 40)
+    # The HELLO passes the filter: the pair must be connected again.
+    wait_paths(ranks, a.fast, "after rank 1's ACKs were lost", timeout=20)
+    net(d, "ack-pass")
+    time.sleep(1.0)
+
+
 def scenario_giveup(d, ranks, a, listeners):
     """Every link between the nodes goes away for good: the BTL must give
     up after btl_kawarimi_reconnect_timeout_ms with an error naming the
@@ -270,7 +300,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--nodes", required=True)
-    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "giveup"])
+    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "acklost", "giveup"])
     ap.add_argument("--fast", required=True)
     ap.add_argument("--slow", required=True)
     ap.add_argument("--ranks-per-node", type=int, default=1)
@@ -286,7 +316,7 @@ def main():
     try:
         ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")),
                              a.ranks_per_node)
-        {"switch": scenario_switch, "cut": scenario_cut,
+        {"switch": scenario_switch, "cut": scenario_cut, "acklost": scenario_acklost,
          "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a, listeners)
         if a.scenario == "giveup":
             return 0

@@ -12,10 +12,16 @@
 #           then the link taken down and up, then the fast link deleted
 #           without a quiesce: healed by reconnect + resend (over slow at
 #           the end).
+#   acklost: on the fast link rank 1's standalone BTL ACK frames are
+#           dropped, everything else passes: rank 0's pipelined fragments
+#           are TCP-acked, so only rank 1's connection times out, with
+#           nothing of its own to resend. It must reconnect anyway, or
+#           rank 0 (ob1 waits for those completions) and rank 1 (waits
+#           for the next fragments) wait for each other forever.
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
-# Args: <component dir> <prog dir> <switch|cut|giveup>
+# Args: <component dir> <prog dir> <switch|switch4|cut|acklost|giveup>
 set -u
 . "$(dirname "$0")/lib.sh"
 kwb_init "$@"
@@ -83,6 +89,17 @@ fast-down) ip -n $N0 link del kwbf0 ;;
 slow-down) ip -n $N0 link del kwbs0 ;;
 cut) ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1 ;;
 link-flap) ip -n $N0 link set kwbf0 down; sleep 2; ip -n $N0 link set kwbf0 up ;;
+ack-loss)
+	# Only IPv4 segments of exactly 76 bytes (20 IP + 32 TCP with
+	# timestamps + a 24-byte BTL ACK frame) go to class 1:2, whose queue
+	# holds nothing: dropped. Data, HELLOs and TCP's own ACKs pass.
+	tc() { ip netns exec $N1 tc "\$@"; }
+	tc qdisc add dev kwbf1 root handle 1: htb default 1
+	tc class add dev kwbf1 parent 1: classid 1:1 htb rate 1gbit quantum 60000
+	tc class add dev kwbf1 parent 1: classid 1:2 htb rate 1gbit quantum 60000
+	tc qdisc add dev kwbf1 parent 1:2 handle 20: pfifo limit 0
+	tc filter add dev kwbf1 parent 1: prio 1 protocol ip u32 match u16 76 0xffff at 2 flowid 1:2 ;;
+ack-pass) ip netns exec $N1 tc qdisc del dev kwbf1 root ;;
 *) echo "net.sh: unknown action \$1" >&2; exit 2 ;;
 esac
 NET
@@ -110,6 +127,13 @@ if [ "$scen" = cut ] && ! ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1;
 	echo "SKIP: ss -K (sock_diag destroy) is not available in this kernel"
 	exit 77
 fi
+if [ "$scen" = acklost ] && ! { ip netns exec $N0 tc qdisc add dev kwbf0 root handle 1: htb &&
+	ip netns exec $N0 tc filter add dev kwbf0 parent 1: prio 1 protocol ip \
+		u32 match u16 0 0xffc0 at 2 flowid 1:1 &&
+	ip netns exec $N0 tc qdisc del dev kwbf0 root; } >/dev/null 2>&1; then
+	echo "SKIP: tc htb/u32 is not available in this kernel"
+	exit 77
+fi
 
 python3 "$here/kwb-controller.py" --dir "$d" --nodes n0,n1 --scenario "${scen%4}" \
 	--fast 10.77.1. --slow 10.77.2. --ranks-per-node $per_node &
@@ -132,7 +156,7 @@ apps() {
 }
 reconnect_ms=30000
 user_timeout_ms=10000
-[ "$scen" = cut ] && user_timeout_ms=3000
+[ "$scen" = cut ] || [ "$scen" = acklost ] && user_timeout_ms=3000
 if [ "$scen" = giveup ]; then
 	reconnect_ms=3000
 	user_timeout_ms=1500
@@ -184,6 +208,14 @@ if [ "$scen" = cut ]; then
 	cuts=$(grep -c "broken: .*frames to resend" "$d/mpi.log")
 	if [ "$cuts" -lt 3 ]; then
 		echo "FAIL: only $cuts broken connections logged; the cut did not take"
+		fail=1
+	fi
+fi
+if [ "$scen" = acklost ]; then
+	# The filter must really have broken the connection on rank 1's side.
+	if ! grep -q "rank 1: connection to peer rank 0 .* broken: Connection timed out; 0 frames" \
+		"$d/mpi.log"; then
+		echo "FAIL: rank 1's connection never timed out; the ACK loss did not take"
 		fail=1
 	fi
 fi
