@@ -34,6 +34,9 @@ CONFIGS=${KWV_CONFIGS:-kawarimi kw-window ucx openib}
 ACK=${KWV_ACK_TIMEOUT:-14}
 UCX_RC_TIMEOUT=$(awk -v n="$ACK" 'BEGIN { printf "%.0fus", 4.096 * 2 ^ n }')
 UCXDIR=/usr/lib/x86_64-linux-gnu/ucx
+# UCX's rc needs an auxiliary transport to wire up: ud_verbs (KWV_UCX_TLS
+# to try another, e.g. rc_verbs,tcp,self,sm).
+UCX_TLS=${KWV_UCX_TLS:-rc_verbs,ud_verbs,self,sm}
 
 say() { echo "[$(date +%T)] $*" >&2; }
 die() {
@@ -102,7 +105,7 @@ for c in $CONFIGS; do
 	# Debian's openib has only the udcm connection manager (no rdmacm),
 	# which does not do RoCE: expect "no cpcs for port" on rxe.
 	openib) run openib "--mca pml ob1 --mca btl self,vader,openib --mca btl_openib_allow_ib 1 --mca btl_openib_if_include rxe0 --mca btl_openib_warn_no_device_params_found 0 --mca btl_openib_ib_timeout $ACK" ;;
-	ucx) run ucx "--mca pml ucx --mca osc ^ucx -x UCX_NET_DEVICES=rxe0:1 -x UCX_TLS=rc_verbs,ud_verbs,self,sm -x UCX_IB_GID_INDEX=1 -x UCX_MODULE_DIR=$UCXDIR -x UCX_RC_TIMEOUT=$UCX_RC_TIMEOUT" ;;
+	ucx) run ucx "--mca pml ucx --mca osc ^ucx -x UCX_NET_DEVICES=rxe0:1 -x UCX_TLS=$UCX_TLS -x UCX_IB_GID_INDEX=1 -x UCX_MODULE_DIR=$UCXDIR -x UCX_RC_TIMEOUT=$UCX_RC_TIMEOUT" ;;
 	*) die "unknown configuration '$c'" ;;
 	esac
 done
