@@ -129,6 +129,11 @@ build_rootfs() { # DIR LIST
 	ln -s usr/lib64 "$r/lib64"
 	chmod 1777 "$r/tmp"
 	copy_packages "$r"
+	# Debian also has the loader under the multiarch directory; the BTL's
+	# private (dlmopen) copy of rdma-core resolves it there.
+	mkdir -p "$r/usr/lib/x86_64-linux-gnu"
+	[ -e "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ] ||
+		ln -s ../../lib64/ld-linux-x86-64.so.2 "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 	# Debian names these through alternatives, outside the package lists.
 	ln -sf orterun "$r/usr/bin/mpirun"
 	ln -sf orterun "$r/usr/bin/mpiexec"
