@@ -775,6 +775,17 @@ void kw_accept_conn(struct kw_conn *c, uint64_t now)
 	kw.conns = c;
 }
 
+/* How long the peer has been unreachable.  Callers pass the time their
+ * round started, and a break found later in that round stamps
+ * broken_since_ms with a fresher clock: count that as no time at all
+ * instead of letting the unsigned difference wrap to "forever". */
+static uint64_t outage_ms(const struct mca_btl_base_endpoint_t *ep, uint64_t now)
+{
+	if (!ep->broken_since_ms || now <= ep->broken_since_ms)
+		return 0;
+	return now - ep->broken_since_ms;
+}
+
 static void give_up(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 {
 	char r[24] = "?";
@@ -786,7 +797,7 @@ static void give_up(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	kw_err("giving up on peer rank %u (address %s, port %u): no connection for %llu ms "
 	       "with %llu frames unacknowledged (btl_kawarimi_reconnect_timeout_ms=%d)",
 	       ep->vpid, r, ep->peer_addrs.port,
-	       (unsigned long long)(now - ep->broken_since_ms),
+	       (unsigned long long)outage_ms(ep, now),
 	       (unsigned long long)(ep->tx_seq - ep->tx_head->hdr.seq), kw.reconnect_timeout_ms);
 	kw_app_notify();
 }
@@ -803,7 +814,7 @@ void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 		return;
 	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)
 		return;
-	if (ep->broken_since_ms && now - ep->broken_since_ms > (uint64_t)kw.reconnect_timeout_ms) {
+	if (outage_ms(ep, now) > (uint64_t)kw.reconnect_timeout_ms) {
 		if (kw_ep_has_data(ep)) {
 			give_up(ep, now);
 			return;
