@@ -383,6 +383,31 @@ static int64_t op_timeout(struct kwm_vm *vm, const struct kwm_op *op)
 	return vm->phase_deadline;
 }
 
+/* The bookkeeping every command shares, QMP or symvirt: journal it before
+ * it is taken, note what it changes, and wait for one reply at a time. */
+static struct kwm_ctx *op_begin(struct kwm_vm *vm, struct kwm_op *op, const char *who)
+{
+	struct kwm_ctx *c;
+
+	kwm_journal(vm->run, vm, who, op->cmd, op->args);
+	vm->facts |= op->fact;
+	c = ctx_new(vm, op->side);
+	vm->op_gen = c->gen;
+	vm->op_pending = true;
+	vm->op_deadline = op_timeout(vm, op);
+	return c;
+}
+
+/* The send consumed op->args either way; a refused send fails the op. */
+static void op_sent(struct kwm_vm *vm, struct kwm_op *op, bool ok, const char *why)
+{
+	op->args = NULL;
+	if (!ok) {
+		vm->op_pending = false;
+		op_error(vm, op, "", why);
+	}
+}
+
 static void send_qmp(struct kwm_vm *vm, struct kwm_op *op)
 {
 	struct kqmp *q = vm->qmp[op->side];
@@ -393,20 +418,9 @@ static void send_qmp(struct kwm_vm *vm, struct kwm_op *op)
 			 "not connected");
 		return;
 	}
-	kwm_journal(vm->run, vm, op->side == KWM_SRC ? "source" : "destination",
-		    op->cmd, op->args);
-	vm->facts |= op->fact;
-	c = ctx_new(vm, op->side);
-	vm->op_gen = c->gen;
-	vm->op_pending = true;
-	vm->op_deadline = op_timeout(vm, op);
-	if (!kqmp_send(q, op->cmd, op->args, qmp_reply, c)) {
-		op->args = NULL;
-		vm->op_pending = false;
-		op_error(vm, op, "", "the QMP connection has failed");
-		return;
-	}
-	op->args = NULL;
+	c = op_begin(vm, op, op->side == KWM_SRC ? "source" : "destination");
+	op_sent(vm, op, kqmp_send(q, op->cmd, op->args, qmp_reply, c) != 0,
+		"the QMP connection has failed");
 }
 
 static void send_agent(struct kwm_vm *vm, struct kwm_op *op)
@@ -418,20 +432,9 @@ static void send_agent(struct kwm_vm *vm, struct kwm_op *op)
 		op_error(vm, op, "", s ? "the symvirt connection is lost" : "no symvirt agent");
 		return;
 	}
-	kwm_journal(vm->run, vm, op->side == KWM_SRC ? "source-agent" : "destination-agent",
-		    op->cmd, op->args);
-	vm->facts |= op->fact;
-	c = ctx_new(vm, op->side);
-	vm->op_gen = c->gen;
-	vm->op_pending = true;
-	vm->op_deadline = op_timeout(vm, op);
-	if (!symvirt_send(s, op->cmd, op->args, agent_reply, c)) {
-		op->args = NULL;
-		vm->op_pending = false;
-		op_error(vm, op, "", "the symvirt connection has failed");
-		return;
-	}
-	op->args = NULL;
+	c = op_begin(vm, op, op->side == KWM_SRC ? "source-agent" : "destination-agent");
+	op_sent(vm, op, symvirt_send(s, op->cmd, op->args, agent_reply, c) != 0,
+		"the symvirt connection has failed");
 }
 
 void kwm_vm_step(struct kwm_vm *vm)
