@@ -95,6 +95,10 @@ static void ctl_try(uint64_t now)
 	json_object *args, *paths;
 
 	ctl.retry_ms = now + KW_CTL_RETRY_MS;
+	/* Open MPI may release the MCA string while this thread is still
+	 * retrying during finalize: no path, no attempt. */
+	if (!kw.agent_socket || !*kw.agent_socket)
+		return;
 	strcpy(sa.sun_path, kw.agent_socket);
 	ctl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (ctl.fd < 0 || connect(ctl.fd, (struct sockaddr *)&sa, sizeof(sa))) {
