@@ -71,6 +71,12 @@ struct kw_component {
 	struct kw_rfrag *rx_head, *rx_tail;
 	kw_frag_t *done_head, *done_tail;
 	atomic_int app_work;		/* non-zero: progress has work */
+	/* The network thread waits for the lock: the application's progress
+	 * loop stays off it until then. glibc mutexes are not fair, and a
+	 * progress loop taking the lock thousands of times a second kept the
+	 * thread (agent replies, reconnects) waiting for seconds on a loaded
+	 * 2-core machine. */
+	atomic_int net_waiting;
 	/* Application-thread receive: while the application keeps calling
 	 * progress, it reads ready connections itself (one epoll_wait per
 	 * call, like the tcp BTL's event loop) and the network thread leaves
@@ -120,6 +126,10 @@ uint64_t kw_now_ms(void);
 void kw_app_notify(void);
 int kw_app_active(uint64_t now);
 #define KW_APP_IDLE_MS 5
+/* Probing the best pair after an unannounced fall-back to a slower one:
+ * first after 1 s, then with doubling waits up to 10 s. */
+#define KW_PROBE_MIN_MS 1000
+#define KW_PROBE_MAX_MS 10000
 
 /* ctl.c: agent control socket and the quiesce/resume state machine */
 int kw_ctl_open(void);

@@ -256,7 +256,8 @@ static int app_receive(void)
 
 	int moved = 0;
 
-	if (pthread_mutex_trylock(&kw.lock))
+	if (atomic_load_explicit(&kw.net_waiting, memory_order_relaxed) ||
+	    pthread_mutex_trylock(&kw.lock))
 		return 0;
 	n = epoll_wait(kw.app_epfd, ev, 8, 0);
 	kw.defer_acks = 1;

@@ -21,7 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
 
 #include "btl_kawarimi_endpoint.h"
 
@@ -67,12 +71,16 @@ struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create)
 		return NULL;
 	ep->vpid = vpid;
 	ep->backoff_ms = 20;
+	ep->probe_fd = -1;
+	ep->probe_backoff_ms = KW_PROBE_MIN_MS;
 	kw.eps[vpid] = ep;
 	return ep;
 }
 
 void kw_ep_free(struct mca_btl_base_endpoint_t *ep)
 {
+	if (ep->probe_fd >= 0)
+		close(ep->probe_fd);
 	free(ep);
 }
 
@@ -437,6 +445,12 @@ static void conn_up(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c)
 	ep->broken_since_ms = 0;
 	ep->backoff_ms = 20;
 	ep->ncand = ep->cand_idx = 0;
+	/* Back on the best pair: the next flap starts probing afresh. A
+	 * slower pair keeps the backoff, so a best pair that answers probes
+	 * but not connections is not retried every second. */
+	if (on_best_path(ep))
+		ep->probe_backoff_ms = KW_PROBE_MIN_MS;
+	ep->probe_next_ms = c->up_ms + ep->probe_backoff_ms;
 	conn_str(c, s, sizeof(s));
 	kw_log(1, "peer rank %u: connected over %s (%s)", ep->vpid, s,
 	       c->initiator ? "we connected" : "peer connected");
@@ -802,14 +816,113 @@ static void give_up(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	kw_app_notify();
 }
 
+/* ---- returning to the best pair ------------------------------------- */
+
+static void probe_stop(struct mca_btl_base_endpoint_t *ep)
+{
+	if (ep->probe_fd >= 0)
+		close(ep->probe_fd);
+	ep->probe_fd = -1;
+}
+
+static void probe_start(struct mca_btl_base_endpoint_t *ep, uint64_t now)
+{
+	struct kw_cand cand[KW_MAX_CAND];
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int fd;
+
+	if (!kw_addrs_candidates(&kw.local, &ep->peer_addrs, cand, KW_MAX_CAND))
+		return;
+	/* Always TCP to the peer's listener, whatever the pair's fabric: a
+	 * verbs pair's addresses are IP addresses on the HCA (IPoIB, RoCE),
+	 * so this also tells when the HCA's network is back. */
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	sa.sin_addr.s_addr = cand[0].local.ip;
+	if (cand[0].local.ip && bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return;
+	}
+	sa.sin_addr.s_addr = cand[0].remote.ip;
+	sa.sin_port = htons(ep->peer_addrs.port);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
+		close(fd);
+		return;
+	}
+	ep->probe_fd = fd;
+	ep->probe_deadline_ms = now + kw.connect_timeout_ms;
+}
+
+/* 1: connected, 0: still trying, -1: failed. */
+static int probe_result(struct mca_btl_base_endpoint_t *ep, uint64_t now)
+{
+	struct pollfd p = { .fd = ep->probe_fd, .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	int e = 0;
+
+	if (poll(&p, 1, 0) <= 0)
+		return now < ep->probe_deadline_ms ? 0 : -1;
+	if (getsockopt(ep->probe_fd, SOL_SOCKET, SO_ERROR, &e, &len) || e)
+		return -1;
+	return 1;
+}
+
+/*
+ * A running connection off the best pair (the fast fabric flapped and the
+ * reconnect found only the slow one) probes the best pair with backoff and
+ * moves back once it answers. Only the lower rank of a pair probes, so the
+ * two ends do not race each other's switch. Quiesce and resume choose
+ * paths themselves.
+ */
+static void probe_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
+{
+	char l[24], r[24];
+	int rc;
+
+	if (kw.state != KW_RUNNING || ep->draining || kw.me.vpid > ep->vpid ||
+	    ep->conn->state != KW_CONN_UP || on_best_path(ep)) {
+		probe_stop(ep);
+		return;
+	}
+	if (ep->probe_fd < 0) {
+		if (now < ep->probe_next_ms)
+			return;
+		probe_start(ep, now);
+		/* Could not even start (the local address is gone): a failed
+		 * probe like any other. */
+		rc = ep->probe_fd < 0 ? -1 : 0;
+	} else {
+		rc = probe_result(ep, now);
+	}
+	if (!rc)
+		return;
+	probe_stop(ep);
+	ep->probe_backoff_ms = ep->probe_backoff_ms * 2 > KW_PROBE_MAX_MS ?
+			       KW_PROBE_MAX_MS : ep->probe_backoff_ms * 2;
+	ep->probe_next_ms = now + ep->probe_backoff_ms;
+	if (rc < 0)
+		return;
+	kw_ip_str(ep->conn->cand.local.ip, l, sizeof(l));
+	kw_ip_str(ep->conn->cand.remote.ip, r, sizeof(r));
+	kw_log(1, "peer rank %u: the best pair answers again; moving there from %s -> %s",
+	       ep->vpid, l, r);
+	ep_detach(ep);
+	ep->ncand = ep->cand_idx = 0;
+	ep->next_attempt_ms = now;
+}
+
 void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 {
 	if (ep->failed)
 		return;
 	if (ep->conn) {
 		ep_push(ep);
+		if (ep->conn)
+			probe_service(ep, now);
 		return;
 	}
+	probe_stop(ep);
 	if (kw.state == KW_QUIESCING || kw.state == KW_QUIESCED || ep->peer_gone)
 		return;
 	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)

@@ -42,6 +42,14 @@ struct mca_btl_base_endpoint_t {
 	int heal;			/* broke while up: reconnect even without data */
 	int upgraded;			/* resume cycle: tried the best pair */
 
+	/* Off the best pair while running (an unannounced fabric flap put
+	 * us on a slower one): a bare TCP connect to the best pair tells when
+	 * it is back, without touching the connection in use. */
+	int probe_fd;			/* -1: no probe in flight */
+	uint64_t probe_deadline_ms;
+	uint64_t probe_next_ms;
+	int probe_backoff_ms;
+
 	struct kw_cand cand[KW_MAX_CAND];
 	int ncand, cand_idx;
 	uint64_t next_attempt_ms;

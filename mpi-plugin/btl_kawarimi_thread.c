@@ -144,6 +144,15 @@ static int next_timeout(uint64_t now)
 	return t <= now ? 0 : (int)(t - now);
 }
 
+static void net_lock(void)
+{
+	if (!pthread_mutex_trylock(&kw.lock))
+		return;
+	atomic_store_explicit(&kw.net_waiting, 1, memory_order_relaxed);
+	pthread_mutex_lock(&kw.lock);
+	atomic_store_explicit(&kw.net_waiting, 0, memory_order_relaxed);
+}
+
 static void *thread_main(void *arg)
 {
 	struct pollfd *pfd = NULL;
@@ -195,7 +204,7 @@ static void *thread_main(void *arg)
 		pthread_mutex_unlock(&kw.lock);
 		if (poll(pfd, n, timeout) < 0 && errno != EINTR)
 			usleep(1000);
-		pthread_mutex_lock(&kw.lock);
+		net_lock();
 		if (pfd[0].revents) {
 			uint64_t v;
 
