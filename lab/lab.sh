@@ -23,6 +23,7 @@ P=${KWL_PREFIX:-kwl}
 STATE=${KWL_STATE:-/run/kawarimi-lab/$P}
 BUILD=${KAWARIMI_BUILD:-$REPO/build}
 BOOT_TIMEOUT=${KWL_BOOT_TIMEOUT:-180}
+DGRAM_QLEN=${KWL_DGRAM_QLEN:-512}
 
 NS_A=$P-a
 NS_B=$P-b
@@ -293,6 +294,17 @@ cmd_up() {
 		die "cannot create the WAN veth pair"
 	ip -n "$NS_A" link set lo up
 	ip -n "$NS_B" link set lo up
+	# The L2s are unix datagram sockets: a receiver's queue holds
+	# net.unix.max_dgram_qlen datagrams (10 by default), fixed when the
+	# socket is made, in its namespace. Ten frames was less than one verbs
+	# message of 16 KiB at rxe's 1 KiB MTU, so bursts lost their tail and
+	# RC waited for its retry timer. Hubs and QEMUs live in the site
+	# namespaces, where the queue is raised; the host keeps its setting.
+	local ns
+	for ns in "$NS_A" "$NS_B"; do
+		ip netns exec "$ns" sysctl -qw net.unix.max_dgram_qlen=$DGRAM_QLEN ||
+			die "cannot set net.unix.max_dgram_qlen in $ns"
+	done
 	ip -n "$NS_A" addr add $WAN_A/30 dev "$VETH_A"
 	ip -n "$NS_B" addr add $WAN_B/30 dev "$VETH_B"
 	ip -n "$NS_A" link set "$VETH_A" up
@@ -302,8 +314,8 @@ cmd_up() {
 	tc -n "$NS_B" qdisc add dev "$VETH_B" root tbf rate "$rate" burst 256kb latency 20ms
 
 	# The L2s: the cluster's (both sites) and site A's RDMA network.
-	spawn hub-cluster - "$BUILD/lab/kwl-hub" "$STATE/cluster.hub"
-	spawn hub-rdma - "$BUILD/lab/kwl-hub" "$STATE/rdma.hub"
+	spawn hub-cluster "$NS_A" "$BUILD/lab/kwl-hub" "$STATE/cluster.hub"
+	spawn hub-rdma "$NS_A" "$BUILD/lab/kwl-hub" "$STATE/rdma.hub"
 
 	# The WAN delay: each site dials the other's migration and NBD ports
 	# through a relay at 127.0.0.1 in its own namespace.
