@@ -31,37 +31,19 @@ comp=$builddir/mpi-plugin
 }
 [ "$(id -u)" = 0 ] || { echo "btl-bench: needs root for network namespaces" >&2; exit 2; }
 
+. "$(dirname "$0")/../tests/mpi-plugin/netns-lib.sh"
 A=kwbb-a B=kwbb-b M=kwbb-m
 tmp=$(mktemp -d /tmp/kwbb.XXXXXX)
 cleanup() {
-	local ns pid
-	for ns in $A $B $M; do
-		for pid in $(ip netns pids $ns 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-		ip netns del $ns 2>/dev/null
-	done
+	kwn_del $A $B $M
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-cleanup
-mkdir -p "$tmp"
+kwn_del $A $B $M
 set -e
-for ns in $A $B $M; do ip netns add $ns; ip -n $ns link set lo up; done
-ip link add kwbbd0 netns $A type veth peer name kwbbd1 netns $B
-ip -n $A addr add 10.77.9.1/24 dev kwbbd0
-ip -n $B addr add 10.77.9.2/24 dev kwbbd1
-ip -n $A link set kwbbd0 up
-ip -n $B link set kwbbd1 up
-ip -n $M link add kwbbbr type bridge
-ip -n $M addr add 10.77.10.1/24 dev kwbbbr
-ip -n $M link set kwbbbr up
-i=0
-for ns in $A $B; do
-	ip link add kwbbm$i netns $M type veth peer name kwbbm netns $ns
-	ip -n $M link set kwbbm$i master kwbbbr up
-	ip -n $ns addr add 10.77.10.$((i + 2))/24 dev kwbbm
-	ip -n $ns link set kwbbm up
-	i=$((i + 1))
-done
+kwn_add $A $B $M
+kwn_veth $A kwbbd0 $B kwbbd1 10.77.9
+kwn_mpirun_net $M kwbbm 10.77.10 $A $B
 set +e
 sleep 1
 

@@ -26,6 +26,7 @@
 # Args: <component dir> <prog dir> <switch|switch4|cut|acklost|giveup>
 set -u
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/netns-lib.sh"
 kwb_init "$@"
 scen=${KWB_ARGS[0]}
 # switch4: the switch scenario with two ranks per node (pairs across the
@@ -51,42 +52,22 @@ cleanup() {
 	[ -n "$ctl_pid" ] && kill "$ctl_pid" 2>/dev/null
 	[ -n "$mpi_pid" ] && kill "$mpi_pid" 2>/dev/null
 	sleep 0.2
-	for ns in $N0 $N1 $M; do
-		# Ranks still inside (a failed run) go with their namespace.
-		for pid in $(ip netns pids $ns 2>/dev/null); do
-			kill -9 "$pid" 2>/dev/null
-		done
-		ip netns del $ns 2>/dev/null
-	done
+	# Ranks still inside (a failed run) go with their namespace.
+	kwn_del $N0 $N1 $M
 	rm -rf "$d"
 }
 trap cleanup EXIT
-cleanup_start() {
-	local ns
-	for ns in $N0 $N1 $M; do
-		ip netns del $ns 2>/dev/null
-	done
-}
-cleanup_start
+kwn_del $N0 $N1 $M
 
 set -e
-for ns in $N0 $N1 $M; do
-	ip netns add $ns
-	ip -n $ns link set lo up
-done
+kwn_add $N0 $N1 $M
 cat >"$d/net.sh" <<NET
-#!/bin/sh
+#!/bin/bash
 # Network changes the controller asks for.
 set -e
-fast_up() {
-	ip link add kwbf0 netns $N0 type veth peer name kwbf1 netns $N1
-	ip -n $N0 addr add 10.77.1.1/24 dev kwbf0
-	ip -n $N1 addr add 10.77.1.2/24 dev kwbf1
-	ip -n $N0 link set kwbf0 up
-	ip -n $N1 link set kwbf1 up
-}
+. "$here/netns-lib.sh"
 case "\$1" in
-fast-up) fast_up ;;
+fast-up) kwn_veth $N0 kwbf0 $N1 kwbf1 10.77.1 ;;
 fast-down) ip -n $N0 link del kwbf0 ;;
 slow-down) ip -n $N0 link del kwbs0 ;;
 cut) ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1 ;;
@@ -109,22 +90,8 @@ esac
 NET
 chmod +x "$d/net.sh"
 "$d/net.sh" fast-up
-ip link add kwbs0 netns $N0 type veth peer name kwbs1 netns $N1
-ip -n $N0 addr add 10.77.2.1/24 dev kwbs0
-ip -n $N1 addr add 10.77.2.2/24 dev kwbs1
-ip -n $N0 link set kwbs0 up
-ip -n $N1 link set kwbs1 up
-ip -n $M link add kwbbr type bridge
-ip -n $M addr add 10.77.3.1/24 dev kwbbr
-ip -n $M link set kwbbr up
-i=0
-for ns in $N0 $N1; do
-	ip link add kwbm$i netns $M type veth peer name kwbm netns $ns
-	ip -n $M link set kwbm$i master kwbbr up
-	ip -n $ns addr add 10.77.3.$((i + 2))/24 dev kwbm
-	ip -n $ns link set kwbm up
-	i=$((i + 1))
-done
+kwn_veth $N0 kwbs0 $N1 kwbs1 10.77.2
+kwn_mpirun_net $M kwbm 10.77.3 $N0 $N1
 set +e
 
 if [ "$scen" = cut ] && ! ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1; then
