@@ -3,14 +3,13 @@
  * control lines (kw_ctl_parse), peer address lists from the modex
  * (kw_addrs_decode, then candidate selection), and frame streams from peers
  * (kw_hdr_check, kw_hello_parse). The first byte modulo 3 picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
- * main() replays the files or directories named on the command line.
+ * tests/fuzz-replay.c replays the files or directories named on the command
+ * line.
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "btl_kawarimi_ctl.h"
 #include "btl_kawarimi_proc.h"
@@ -68,51 +67,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	return 0;
 }
-
-#ifdef KW_FUZZ_REPLAY
-static void replay_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	static uint8_t buf[1 << 17];
-	size_t n;
-
-	if (!f) {
-		perror(path);
-		exit(1);
-	}
-	n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	LLVMFuzzerTestOneInput(buf, n);
-}
-
-int main(int argc, char *argv[])
-{
-	int count = 0;
-
-	for (int i = 1; i < argc; i++) {
-		struct stat st;
-		DIR *d;
-		struct dirent *e;
-
-		if (stat(argv[i], &st) || !S_ISDIR(st.st_mode)) {
-			replay_file(argv[i]);
-			count++;
-			continue;
-		}
-		d = opendir(argv[i]);
-		while (d && (e = readdir(d))) {
-			char p[4096];
-
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", argv[i], e->d_name);
-			replay_file(p);
-			count++;
-		}
-		if (d)
-			closedir(d);
-	}
-	printf("replayed %d inputs\n", count);
-	return count ? 0 : 1;
-}
-#endif

@@ -9,10 +9,9 @@
  *
  * Built with clang -Dfuzz=true it links libFuzzer (the qmp sources are
  * compiled into it, so they carry the coverage instrumentation); otherwise
- * main() below replays the files or directories named on the command line,
+ * tests/fuzz-replay.c replays the files or directories named on the command line,
  * so every test run pushes the seed corpus through the same checks.
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,48 +186,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	drive_connection(data, size, step, max, flags);
 	return 0;
 }
-
-#ifdef KQMP_FUZZ_REPLAY
-static int replay_file(const char *path)
-{
-	static uint8_t buf[1 << 16];
-	FILE *f = fopen(path, "rb");
-	size_t n;
-
-	if (!f) {
-		perror(path);
-		return 1;
-	}
-	n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	LLVMFuzzerTestOneInput(buf, n);
-	return 0;
-}
-
-int main(int argc, char *argv[])
-{
-	int files = 0, rc = 0;
-
-	for (int i = 1; i < argc; i++) {
-		DIR *d = opendir(argv[i]);
-		struct dirent *e;
-		char path[4096];
-
-		if (!d) {
-			rc |= replay_file(argv[i]);
-			files++;
-			continue;
-		}
-		while ((e = readdir(d))) {
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", argv[i], e->d_name);
-			rc |= replay_file(path);
-			files++;
-		}
-		closedir(d);
-	}
-	printf("replayed %d inputs\n", files);
-	return rc || files == 0;
-}
-#endif

@@ -3,11 +3,10 @@
  * Fuzz harness for what kawarimi-agent reads from the host and the ranks:
  * the line framer (around the shared kjson_reader), the envelope check,
  * the argument checks of every command in the agent's table and the checks
- * of rank replies.  libFuzzer under clang -Dfuzz=true; with gcc (built with
- * -DKWS_FUZZ_REPLAY) a program that replays the files of the seed corpus
- * directories or files given as arguments.
+ * of rank replies.  libFuzzer under clang -Dfuzz=true; with gcc, linked with
+ * tests/fuzz-replay.c, a program that replays the files of the seed
+ * corpus directories or files given as arguments.
  */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,67 +70,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sv_framer_free(f);
 	return 0;
 }
-
-#ifdef KWS_FUZZ_REPLAY
-static int replay_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long len;
-
-	if (!f)
-		return -1;
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	buf = malloc(len > 0 ? (size_t)len : 1);
-	if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) {
-		free(buf);
-		fclose(f);
-		return -1;
-	}
-	fclose(f);
-	LLVMFuzzerTestOneInput((const uint8_t *)buf, (size_t)len);
-	free(buf);
-	return 0;
-}
-
-int main(int argc, char *argv[])
-{
-	int files = 0;
-
-	for (int i = 1; i < argc; i++) {
-		DIR *d = opendir(argv[i]);
-		struct dirent *de;
-
-		if (!d) {
-			if (replay_file(argv[i]) < 0) {
-				fprintf(stderr, "cannot read %s\n", argv[i]);
-				return 1;
-			}
-			files++;
-			continue;
-		}
-		while ((de = readdir(d))) {
-			char path[4096];
-
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(path, sizeof(path), "%s/%s", argv[i], de->d_name);
-			if (replay_file(path) < 0) {
-				fprintf(stderr, "cannot read %s\n", path);
-				closedir(d);
-				return 1;
-			}
-			files++;
-		}
-		closedir(d);
-	}
-	if (!files) {
-		fprintf(stderr, "no corpus files replayed\n");
-		return 1;
-	}
-	printf("replayed %d corpus files\n", files);
-	return 0;
-}
-#endif
