@@ -50,6 +50,9 @@
 #define KWV_MAX_CTX 8
 #define KWV_MAX_NETDEVS 16
 #define KWV_WRID_CREDIT UINT64_MAX
+#define KWV_WRID_READ (UINT64_MAX - 1)
+/* Zero-copy frames a sender may have registered and not yet reported read. */
+#define KWV_ZC_OUT_MAX 32
 
 /* ---- the library, loaded per epoch ------------------------------------ */
 
@@ -169,6 +172,31 @@ struct kwv_conn {
 	/* the frame being reassembled */
 	struct kw_rfrag *cur;
 	struct kw_hdr cur_hdr;
+	/* zero-copy (docs/btl.md "Verbs path"): negotiated READ depth (0:
+	 * off on this connection), the descriptor being sent, and as sender
+	 * the registrations of frames the peer has not reported read yet
+	 * (FIFO: the peer reads them in order) */
+	uint32_t rd_depth;
+	int zc;
+	int out_desc;
+	unsigned char zdesc[sizeof(struct kw_hdr) + KWV_ZC_MAX_LEN];
+	struct {
+		struct ibv_mr *mr[KWV_ZC_MAX_SEGS];
+		int n;
+	} zo[KWV_ZC_OUT_MAX];
+	uint32_t zo_head, zo_n;
+	/* as receiver: the frame whose READs are in flight, its registration,
+	 * READs outstanding; messages that arrive meanwhile wait in held[]
+	 * (frames reach the reliability layer in order); READ completions
+	 * not reported to the sender yet */
+	struct kw_rfrag *zr;
+	struct ibv_mr *zr_mr;
+	uint32_t zr_reads;
+	struct kwv_held {
+		uint32_t slot, len, imm;
+	} *held;
+	uint32_t held_head, held_n;
+	uint32_t rd_owed;
 };
 
 static struct {
@@ -180,6 +208,7 @@ static struct {
 	int port_wait_ms;
 	int addr_timeout_ms;
 	int ack_timeout;
+	int rdma_min;
 
 	int loaded;
 	struct rdma_event_channel *lch;
@@ -198,6 +227,8 @@ static struct {
 	int uverbs_after_quiesce;
 	char why_off[300];
 	uint64_t epochs;
+	/* zero-copy counts over the process's life */
+	uint64_t zc_sent, zc_rcvd, zc_bytes_rcvd, zc_fallbacks, piped_sent;
 } V = {
 	.enable = 1,
 	.bufsize = 32768,
@@ -206,6 +237,7 @@ static struct {
 	.port_wait_ms = 10000,
 	.addr_timeout_ms = 2000,
 	.ack_timeout = 14,
+	.rdma_min = 65536,
 	.uverbs_after_quiesce = -1,
 };
 
@@ -569,16 +601,21 @@ void kw_verbs_register(void)
 	reg("verbs_ack_timeout", "RC local ACK timeout exponent (4.096 us * 2^N) before a "
 	    "packet is sent again; rdma_cm's default (about 1 s and more) turns every lost "
 	    "packet on a lossy RoCE link into a stall. 0: keep rdma_cm's", &V.ack_timeout);
+	reg("verbs_rdma_min", "Frames whose payload is at least this many bytes go zero-copy "
+	    "over the verbs path: the sender registers the payload memory and sends a "
+	    "descriptor, the receiver RDMA-READs it into the receive fragment. Smaller "
+	    "frames are copied through the registered send ring (pipelined copy). 0: never "
+	    "zero-copy", &V.rdma_min);
 }
 
 static int params_ok(void)
 {
 	if (V.bufsize < 1024 || V.bufsize > (1 << 22) || V.nrecv < 4 || V.nrecv > 4096 ||
-	    V.nsend < 2 || V.nsend > 4096) {
+	    V.nsend < 2 || V.nsend > 4096 || V.rdma_min < 0) {
 		snprintf(V.why_off, sizeof(V.why_off),
 			 "btl_kawarimi_verbs_buf_size=%d (1024..4194304), verbs_recv_bufs=%d "
-			 "(4..4096), verbs_send_bufs=%d (2..4096) out of range", V.bufsize,
-			 V.nrecv, V.nsend);
+			 "(4..4096), verbs_send_bufs=%d (2..4096), verbs_rdma_min=%d (>= 0) "
+			 "out of range", V.bufsize, V.nrecv, V.nsend, V.rdma_min);
 		kw_err("verbs path off: %s", V.why_off);
 		return 0;
 	}
@@ -662,6 +699,16 @@ json_object *kw_verbs_json(void)
 	json_object_object_add(o, "port-wait-ms", json_object_new_int64(V.waited_ms));
 	json_object_object_add(o, "uverbs-fds-after-quiesce",
 			       json_object_new_int(V.uverbs_after_quiesce));
+	json_object_object_add(o, "rdma-min", json_object_new_int(V.rdma_min));
+	json_object_object_add(o, "zero-copy-frames-sent", json_object_new_int64((int64_t)V.zc_sent));
+	json_object_object_add(o, "zero-copy-frames-received",
+			       json_object_new_int64((int64_t)V.zc_rcvd));
+	json_object_object_add(o, "zero-copy-bytes-received",
+			       json_object_new_int64((int64_t)V.zc_bytes_rcvd));
+	json_object_object_add(o, "zero-copy-fallbacks",
+			       json_object_new_int64((int64_t)V.zc_fallbacks));
+	json_object_object_add(o, "pipelined-frames-sent",
+			       json_object_new_int64((int64_t)V.piped_sent));
 	return o;
 }
 
@@ -693,13 +740,32 @@ static int conn_setup(struct kwv_conn *v, char *err, size_t errlen)
 	size_t rlen = (size_t)v->nrecv * v->bufsize, slen = (size_t)v->nsend * v->bufsize;
 	uint32_t i;
 
+	struct ibv_device_attr da;
+
 	note_ctx(v->id->verbs);
+	/* RDMA READs this side issues (zero-copy receive) and serves (zero-copy
+	 * send); the device's limits cap it, 0 turns zero-copy off here. */
+	v->rd_depth = 0;
+	if (!L.query_device(v->id->verbs, &da) && da.max_qp_rd_atom > 0 &&
+	    da.max_qp_init_rd_atom > 0) {
+		v->rd_depth = KWV_RD_DEPTH_MAX;
+		if ((uint32_t)da.max_qp_rd_atom < v->rd_depth)
+			v->rd_depth = (uint32_t)da.max_qp_rd_atom;
+		if ((uint32_t)da.max_qp_init_rd_atom < v->rd_depth)
+			v->rd_depth = (uint32_t)da.max_qp_init_rd_atom;
+	}
+	v->held = calloc(v->nrecv, sizeof(*v->held));
+	if (!v->held) {
+		snprintf(err, errlen, "no memory for %u receive records", v->nrecv);
+		return -1;
+	}
 	v->cc = L.create_comp_channel(v->id->verbs);
 	if (!v->cc || set_nonblock(v->cc->fd) || epoll_add(v->epfd, v->cc->fd)) {
 		snprintf(err, errlen, "completion channel: %s", strerror(errno));
 		return -1;
 	}
-	v->sq_depth = v->nsend + 8;
+	/* + the READs of one zero-copy frame */
+	v->sq_depth = v->nsend + 8 + KWV_ZC_MAX_SEGS;
 	v->cq = L.create_cq(v->id->verbs, (int)(v->nrecv + v->sq_depth), v, v->cc, 0);
 	if (!v->cq || ibv_req_notify_cq(v->cq, 0)) {
 		snprintf(err, errlen, "ibv_create_cq(%u): %s", v->nrecv + v->sq_depth,
@@ -744,6 +810,20 @@ static int conn_setup(struct kwv_conn *v, char *err, size_t errlen)
 	return 0;
 }
 
+/* Drops the registrations of the oldest n zero-copy frames sent. */
+static void zc_out_release(struct kwv_conn *v, uint32_t n)
+{
+	while (n-- && v->zo_n) {
+		int i;
+
+		for (i = 0; i < v->zo[v->zo_head].n; i++)
+			L.dereg_mr(v->zo[v->zo_head].mr[i]);
+		v->zo[v->zo_head].n = 0;
+		v->zo_head = (v->zo_head + 1) % KWV_ZC_OUT_MAX;
+		v->zo_n--;
+	}
+}
+
 static void conn_release(struct kwv_conn *v)
 {
 	if (v->released)
@@ -762,6 +842,11 @@ static void conn_release(struct kwv_conn *v)
 		L.dereg_mr(v->rmr);
 	if (v->smr)
 		L.dereg_mr(v->smr);
+	/* The QP is gone: no READ can touch these any more. */
+	zc_out_release(v, v->zo_n);
+	if (v->zr_mr)
+		L.dereg_mr(v->zr_mr);
+	v->zr_mr = NULL;
 	if (v->id)
 		L.destroy_id(v->id);
 	if (v->ch)
@@ -815,6 +900,7 @@ static void make_pdata(struct kwv_conn *v, enum kwv_pdata_kind kind, uint32_t ds
 		.bufsize = v ? v->bufsize : 0,
 		.posted = v ? v->nrecv : 0,
 		.rx_next = v && v->c.ep ? v->c.ep->rx_next : 0,
+		.rd_depth = v ? v->rd_depth : 0,
 	};
 
 	kwv_pdata_encode(&p, buf, KWV_PDATA_LEN);
@@ -854,10 +940,21 @@ static int v_listen(uint16_t port, uint16_t *bound, char *err, size_t errlen)
 	return 0;
 }
 
+static void log_zc(const char *when)
+{
+	kw_log(1, "%s: verbs zero-copy frames sent %llu, received %llu (%llu bytes), fallbacks "
+	       "%llu; pipelined frames sent %llu (rdma_min %d)", when,
+	       (unsigned long long)V.zc_sent, (unsigned long long)V.zc_rcvd,
+	       (unsigned long long)V.zc_bytes_rcvd, (unsigned long long)V.zc_fallbacks,
+	       (unsigned long long)V.piped_sent, V.rdma_min);
+}
+
 static void v_release(void)
 {
 	lib_unload();
 	V.loaded = 0;
+	if (V.epochs)
+		log_zc("finalize");
 }
 
 static void v_quiesce(void)
@@ -869,6 +966,7 @@ static void v_quiesce(void)
 	V.uverbs_after_quiesce = count_uverbs_fds();
 	kw_log(1, "quiesce: verbs resources released; %d /dev/infiniband/uverbs* descriptors "
 	       "left in this process", V.uverbs_after_quiesce);
+	log_zc("quiesce");
 }
 
 static int v_resume(char *err, size_t errlen)
@@ -893,7 +991,8 @@ static void reject(struct rdma_cm_id *id, uint32_t src, unsigned reason)
 	L.destroy_id(id);
 }
 
-static struct kw_conn *accept_one(struct rdma_cm_id *id, const struct kwv_pdata *p)
+static struct kw_conn *accept_one(struct rdma_cm_id *id, const struct kwv_pdata *p,
+				  uint8_t req_init, uint8_t req_resp)
 {
 	unsigned char pd[KWV_PDATA_LEN];
 	struct rdma_conn_param cp;
@@ -937,7 +1036,11 @@ static struct kw_conn *accept_one(struct rdma_cm_id *id, const struct kwv_pdata 
 	make_pdata(v, KWV_PD_ACCEPT, p->src_vpid, 0, pd);
 	set_ack_timeout(id);
 	conn_param(&cp, pd);
-	cp.responder_resources = cp.initiator_depth = 0;
+	/* READs: we serve at most what the initiator issues and issue at most
+	 * what it serves. */
+	cp.responder_resources = (uint8_t)(v->rd_depth < req_init ? v->rd_depth : req_init);
+	cp.initiator_depth = (uint8_t)(v->rd_depth < req_resp ? v->rd_depth : req_resp);
+	v->zc = p->rd_depth && cp.responder_resources && cp.initiator_depth;
 	if (L.accept(id, &cp)) {
 		snprintf(err, sizeof(err), "rdma_accept: %s", strerror(errno));
 		goto fail;
@@ -973,6 +1076,7 @@ static struct kw_conn *v_accept(void)
 		struct rdma_cm_id *id = ev->id;
 		enum rdma_cm_event_type type = ev->event;
 		struct kwv_pdata p;
+		uint8_t req_init, req_resp;
 		char err[256];
 		int bad;
 
@@ -983,13 +1087,15 @@ static struct kw_conn *v_accept(void)
 		}
 		bad = kwv_pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len,
 				       KWV_PD_CONNECT, &p, err, sizeof(err));
+		req_init = ev->param.conn.initiator_depth;
+		req_resp = ev->param.conn.responder_resources;
 		L.ack_cm_event(ev);
 		if (bad) {
 			kw_err("verbs: connect request refused: %s", err);
 			reject(id, 0, KWV_REJ_BAD);
 			continue;
 		}
-		return accept_one(id, &p);
+		return accept_one(id, &p, req_init, req_resp);
 	}
 	return NULL;
 }
@@ -1065,6 +1171,7 @@ static int connect_event(struct kwv_conn *v, struct rdma_cm_event *ev)
 		make_pdata(v, KWV_PD_CONNECT, v->c.ep ? v->c.ep->vpid : UINT32_MAX, 0, pd);
 		set_ack_timeout(v->id);
 		conn_param(&cp, pd);
+		cp.responder_resources = cp.initiator_depth = (uint8_t)v->rd_depth;
 		return L.connect(v->id, &cp) ? -errno : -EINPROGRESS;
 	case RDMA_CM_EVENT_ESTABLISHED:
 		if (kwv_pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len,
@@ -1081,8 +1188,11 @@ static int connect_event(struct kwv_conn *v, struct rdma_cm_event *ev)
 		v->peer_posted = p.posted;
 		kwv_credit_init(&v->cr, p.posted, v->nrecv);
 		v->established = 1;
-		kw_log(5, "verbs: connected to rank %u (its rx_next %llu, %u credits, inline %u)",
-		       p.src_vpid, (unsigned long long)p.rx_next, p.posted, v->max_inline);
+		/* The acceptor answered with min(its, ours) both ways. */
+		v->zc = v->rd_depth && p.rd_depth;
+		kw_log(5, "verbs: connected to rank %u (its rx_next %llu, %u credits, inline %u, "
+		       "zero-copy %s)", p.src_vpid, (unsigned long long)p.rx_next, p.posted,
+		       v->max_inline, v->zc ? "on" : "off");
 		return 0;
 	case RDMA_CM_EVENT_REJECTED:
 		if (ev->param.conn.private_data_len &&
@@ -1115,10 +1225,12 @@ static int v_connect_done(struct kw_conn *c)
 
 /* ---- data ------------------------------------------------------------------------------ */
 
-static int post_send(struct kwv_conn *v, void *buf, uint32_t len, uint64_t wr_id, int credit_only)
+static int post_send(struct kwv_conn *v, void *buf, uint32_t len, uint64_t wr_id, int credit_only,
+		     int desc)
 {
 	struct ibv_sge sge = { .addr = (uintptr_t)buf, .length = len, .lkey = v->smr->lkey };
 	struct ibv_send_wr wr, *bad;
+	uint32_t done = v->rd_owed < KWV_IMM_DONE_MAX ? v->rd_owed : KWV_IMM_DONE_MAX;
 	int rc;
 
 	memset(&wr, 0, sizeof(wr));
@@ -1127,10 +1239,11 @@ static int post_send(struct kwv_conn *v, void *buf, uint32_t len, uint64_t wr_id
 	wr.send_flags = IBV_SEND_SIGNALED | (len && len <= v->max_inline ? IBV_SEND_INLINE : 0);
 	wr.sg_list = len ? &sge : NULL;
 	wr.num_sge = len ? 1 : 0;
-	wr.imm_data = htonl(kwv_credit_take(&v->cr, credit_only));
+	wr.imm_data = htonl(kwv_imm_encode(kwv_credit_take(&v->cr, credit_only), done, desc));
 	rc = ibv_post_send(v->id->qp, &wr, &bad);
 	if (rc)
 		return -rc;
+	v->rd_owed -= done;
 	v->sq_out++;
 	return 0;
 }
@@ -1170,20 +1283,100 @@ static int push(struct kwv_conn *v)
 		unsigned char *buf = v->sbuf + (size_t)slot * v->bufsize;
 		uint32_t n = fill_chunk(v, buf);
 
-		rc = post_send(v, buf, n, slot, 0);
+		rc = post_send(v, buf, n, slot, 0, v->out_desc);
 		if (rc)
 			return rc;
+		v->out_desc = 0;
 		v->s_head = (slot + 1) % v->nsend;
 		v->slots_used++;
 	}
-	if (kwv_credit_want_update(&v->cr) && v->sq_out < v->sq_depth)
-		return post_send(v, NULL, 0, KWV_WRID_CREDIT, 1);
+	/* A credit update when returns are due, or READ completions to
+	 * report (btl_kawarimi_verbs_proto.h). */
+	if (kwv_credit_want_report(&v->cr, v->rd_owed) && v->sq_out < v->sq_depth)
+		return post_send(v, NULL, 0, KWV_WRID_CREDIT, 1, 0);
 	return 0;
+}
+
+/*
+ * Zero-copy send: registers the payload after the header (small leading
+ * pieces, such as ob1's header, go inline in the descriptor) and queues
+ * the descriptor as the connection's next message. The memory stays valid
+ * until the frame is acknowledged (path contract), and the peer reports
+ * the READs done before it acknowledges the frame, so the registrations
+ * are dropped in time (zc_out_release). Returns 0, or -1 to send the frame
+ * by pipelined copy instead.
+ */
+static int zc_prepare(struct kwv_conn *v, const struct iovec *iov, int cnt, size_t payload)
+{
+	unsigned char inl[KWV_ZC_INLINE_MAX];
+	struct kwv_zc z;
+	struct kw_hdr h;
+	int i, n, slot;
+
+	if (!v->zc || !V.rdma_min || payload < (size_t)V.rdma_min ||
+	    v->zo_n >= KWV_ZC_OUT_MAX || cnt < 2 || iov[0].iov_len != sizeof(h))
+		return -1;
+	memcpy(&h, iov[0].iov_base, sizeof(h));
+	if (h.type != KW_FRAME_DATA || h.len != payload)
+		return -1;
+	memset(&z, 0, sizeof(z));
+	slot = (int)((v->zo_head + v->zo_n) % KWV_ZC_OUT_MAX);
+	v->zo[slot].n = 0;
+	for (i = 1; i < cnt; i++) {
+		if (!iov[i].iov_len)
+			continue;
+		if (!z.nseg && z.inline_len + iov[i].iov_len <= KWV_ZC_INLINE_MAX) {
+			memcpy(inl + z.inline_len, iov[i].iov_base, iov[i].iov_len);
+			z.inline_len += (uint32_t)iov[i].iov_len;
+			continue;
+		}
+		if (z.nseg == KWV_ZC_MAX_SEGS || iov[i].iov_len > UINT32_MAX)
+			goto fallback;
+		{
+			struct ibv_mr *mr = L.reg_mr(v->id->pd, iov[i].iov_base, iov[i].iov_len,
+						     IBV_ACCESS_REMOTE_READ);
+
+			if (!mr) {
+				if (!V.zc_fallbacks)
+					kw_log(1, "verbs: cannot register %zu bytes for a "
+					       "zero-copy send (%s); such frames go by pipelined "
+					       "copy", iov[i].iov_len, strerror(errno));
+				goto fallback;
+			}
+			v->zo[slot].mr[v->zo[slot].n++] = mr;
+			z.seg[z.nseg].addr = (uintptr_t)iov[i].iov_base;
+			z.seg[z.nseg].rkey = mr->rkey;
+			z.seg[z.nseg].len = (uint32_t)iov[i].iov_len;
+			z.nseg++;
+		}
+	}
+	if (!z.nseg)
+		goto fallback;
+	z.inline_data = inl;
+	memcpy(v->zdesc, &h, sizeof(h));
+	n = kwv_zc_encode(&z, v->zdesc + sizeof(h), sizeof(v->zdesc) - sizeof(h));
+	if (n < 0 || sizeof(h) + (size_t)n > v->bufsize)
+		goto fallback;
+	v->zo_n++;
+	v->out[0].iov_base = v->zdesc;
+	v->out[0].iov_len = sizeof(h) + (size_t)n;
+	v->out_cnt = 1;
+	v->out_left = v->out[0].iov_len;
+	v->out_desc = 1;
+	V.zc_sent++;
+	return 0;
+fallback:
+	V.zc_fallbacks++;
+	for (i = 0; i < v->zo[slot].n; i++)
+		L.dereg_mr(v->zo[slot].mr[i]);
+	v->zo[slot].n = 0;
+	return -1;
 }
 
 static int v_send(struct kw_conn *c, const struct iovec *iov, int cnt)
 {
 	struct kwv_conn *v = vc(c);
+	size_t payload = 0;
 	int i, j;
 
 	if (v->released)
@@ -1192,6 +1385,13 @@ static int v_send(struct kw_conn *c, const struct iovec *iov, int cnt)
 		return -EAGAIN;
 	if (cnt > 4)
 		return -EINVAL;
+	for (i = 1; i < cnt; i++)
+		payload += iov[i].iov_len;
+	v->out_idx = 0;
+	v->out_off = 0;
+	c->frames_out++;
+	if (payload && !zc_prepare(v, iov, cnt, payload))
+		return push(v);
 	v->out_left = 0;
 	for (i = 0, j = 0; i < cnt; i++)
 		if (iov[i].iov_len) {
@@ -1199,9 +1399,8 @@ static int v_send(struct kw_conn *c, const struct iovec *iov, int cnt)
 			v->out_left += iov[i].iov_len;
 		}
 	v->out_cnt = j;
-	v->out_idx = 0;
-	v->out_off = 0;
-	c->frames_out++;
+	if (payload > v->bufsize)
+		V.piped_sent++;
 	return push(v);
 }
 
@@ -1219,6 +1418,11 @@ static void v_poll_events(const struct kw_conn *c, struct pollfd *p)
 {
 	p->fd = ((const struct kwv_conn *)c)->epfd;
 	p->events = POLLIN;
+}
+
+static uint32_t peer_vpid(const struct kwv_conn *v)
+{
+	return v->c.ep ? v->c.ep->vpid : UINT32_MAX;
 }
 
 /* One received chunk: the start of a frame (header first) or the next
@@ -1262,25 +1466,113 @@ static int rx_chunk(struct kwv_conn *v, const unsigned char *data, uint32_t len,
 	return 0;
 }
 
-static int on_recv(struct kwv_conn *v, const struct ibv_wc *wc)
+/*
+ * A zero-copy descriptor arrived: the frame's receive fragment is
+ * registered and READ from the sender's memory; the frame is delivered
+ * when the READs complete (zc_read_done), and until then later messages
+ * of this connection wait (held[]).
+ */
+static int zc_start(struct kwv_conn *v, const unsigned char *data, uint32_t len)
 {
-	uint32_t slot = (uint32_t)wc->wr_id, imm;
+	struct kw_rfrag *r;
+	struct kwv_zc z;
+	struct kw_hdr h;
+	char err[256];
+	uint64_t off;
+	uint32_t i;
+
+	if (v->cur || !v->zc || len < sizeof(h)) {
+		kw_err("verbs: unexpected zero-copy descriptor from rank %u (%s); dropping the "
+		       "connection", peer_vpid(v), v->cur ? "in the middle of a frame" :
+		       !v->zc ? "zero-copy was not negotiated" : "shorter than a frame header");
+		return -EPROTO;
+	}
+	memcpy(&h, data, sizeof(h));
+	if (kwv_zc_decode(data + sizeof(h), len - (uint32_t)sizeof(h), h.len, &z, err,
+			  sizeof(err))) {
+		kw_err("verbs: bad message from rank %u: %s; dropping the connection",
+		       peer_vpid(v), err);
+		return -EPROTO;
+	}
+	if (h.type != KW_FRAME_DATA) {
+		kw_err("verbs: zero-copy descriptor from rank %u for a frame of type %u (only "
+		       "DATA frames go zero-copy); dropping the connection", peer_vpid(v), h.type);
+		return -EPROTO;
+	}
+	r = kw_conn_rx_alloc(&v->c, &h);
+	if (!r)
+		return -EPROTO;
+	memcpy(r->data, z.inline_data, z.inline_len);
+	r->filled = h.len;
+	v->zr_mr = L.reg_mr(v->id->pd, r->data, h.len, IBV_ACCESS_LOCAL_WRITE);
+	if (!v->zr_mr) {
+		kw_err("verbs: cannot register %u bytes to READ a frame from rank %u: %s",
+		       h.len, peer_vpid(v), strerror(errno));
+		kw_rfrag_free(r);
+		return -ENOMEM;
+	}
+	v->zr = r;
+	off = z.inline_len;
+	for (i = 0; i < z.nseg; i++) {
+		struct ibv_sge sge = {
+			.addr = (uintptr_t)(r->data + off),
+			.length = z.seg[i].len,
+			.lkey = v->zr_mr->lkey,
+		};
+		struct ibv_send_wr wr, *bad;
+		int rc;
+
+		memset(&wr, 0, sizeof(wr));
+		wr.wr_id = KWV_WRID_READ;
+		wr.opcode = IBV_WR_RDMA_READ;
+		wr.send_flags = IBV_SEND_SIGNALED;
+		wr.sg_list = &sge;
+		wr.num_sge = 1;
+		wr.wr.rdma.remote_addr = z.seg[i].addr;
+		wr.wr.rdma.rkey = z.seg[i].rkey;
+		rc = ibv_post_send(v->id->qp, &wr, &bad);
+		if (rc) {
+			kw_err("verbs: posting a READ of %u bytes from rank %u: %s", z.seg[i].len,
+			       peer_vpid(v), strerror(rc));
+			return -rc;	/* v_close frees zr, conn_release its MR */
+		}
+		v->sq_out++;
+		v->zr_reads++;
+		off += z.seg[i].len;
+	}
+	return 0;
+}
+
+/* A message that arrived in receive buffer slot: credits and READ
+ * reports first, then the frame data. */
+static int rx_msg(struct kwv_conn *v, uint32_t slot, uint32_t byte_len, uint32_t imm)
+{
+	uint32_t done = kwv_imm_done(imm);
 	struct kw_rfrag *r = NULL;
 	struct kw_hdr h;
 	int rc = 0, ctl = 0;
 
-	if (!(wc->wc_flags & IBV_WC_WITH_IMM) || slot >= v->nrecv)
+	if (done > v->zo_n) {
+		kw_err("verbs: rank %u reports %u zero-copy frames read, %u were outstanding; "
+		       "dropping the connection", peer_vpid(v), done, v->zo_n);
 		return -EPROTO;
-	imm = ntohl(wc->imm_data);
-	if (wc->byte_len)
-		rc = rx_chunk(v, v->rbuf + (size_t)slot * v->bufsize, wc->byte_len, &r, &h, &ctl);
+	}
+	zc_out_release(v, done);
+	if (imm & KWV_IMM_DESC)
+		rc = zc_start(v, v->rbuf + (size_t)slot * v->bufsize, byte_len);
+	else if (byte_len)
+		rc = rx_chunk(v, v->rbuf + (size_t)slot * v->bufsize, byte_len, &r, &h, &ctl);
 	if (rc)
 		return rc;
-	if (post_recv(v, slot))
+	if (post_recv(v, slot)) {
+		if (r)
+			kw_rfrag_free(r);
 		return -EIO;
-	if (kwv_credit_received(&v->cr, imm, v->peer_posted)) {
-		kw_err("verbs: peer returned %u credits with %u already held of %u posted; "
-		       "dropping the connection", imm, v->cr.credits, v->peer_posted);
+	}
+	if (kwv_credit_received(&v->cr, kwv_imm_credits(imm), v->peer_posted)) {
+		kw_err("verbs: rank %u returned %u credits with %u already held of %u posted; "
+		       "dropping the connection", peer_vpid(v), kwv_imm_credits(imm),
+		       v->cr.credits, v->peer_posted);
 		if (r)
 			kw_rfrag_free(r);
 		return -EPROTO;
@@ -1290,6 +1582,68 @@ static int on_recv(struct kwv_conn *v, const struct ibv_wc *wc)
 		return kw_conn_frame_in(&v->c, &h, r);
 	}
 	return 0;
+}
+
+/* Messages held back while a READ was in flight, in arrival order, until
+ * the next descriptor starts READs again. */
+static int rx_held(struct kwv_conn *v)
+{
+	while (v->held_n && !v->zr && !v->released && !v->c.close_me) {
+		struct kwv_held m = v->held[v->held_head];
+		int rc;
+
+		v->held_head = (v->held_head + 1) % v->nrecv;
+		v->held_n--;
+		rc = rx_msg(v, m.slot, m.len, m.imm);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int on_recv(struct kwv_conn *v, const struct ibv_wc *wc)
+{
+	uint32_t slot = (uint32_t)wc->wr_id;
+
+	if (!(wc->wc_flags & IBV_WC_WITH_IMM) || slot >= v->nrecv)
+		return -EPROTO;
+	if (v->zr || v->held_n) {
+		/* at most nrecv receives can be outstanding */
+		if (v->held_n >= v->nrecv)
+			return -EPROTO;
+		v->held[(v->held_head + v->held_n) % v->nrecv] = (struct kwv_held) {
+			.slot = slot, .len = wc->byte_len, .imm = ntohl(wc->imm_data),
+		};
+		v->held_n++;
+		return 0;
+	}
+	return rx_msg(v, slot, wc->byte_len, ntohl(wc->imm_data));
+}
+
+static int zc_read_done(struct kwv_conn *v)
+{
+	struct kw_rfrag *r = v->zr;
+	struct kw_hdr h;
+	int rc;
+
+	if (!r || !v->zr_reads)
+		return -EPROTO;
+	if (--v->zr_reads)
+		return 0;
+	L.dereg_mr(v->zr_mr);
+	v->zr_mr = NULL;
+	v->zr = NULL;
+	/* Reported before anything this frame causes goes back (the ack
+	 * included), so the sender drops its registration first. */
+	v->rd_owed++;
+	V.zc_rcvd++;
+	V.zc_bytes_rcvd += r->hdr.len;
+	h = r->hdr;
+	v->c.frames_in++;
+	rc = kw_conn_frame_in(&v->c, &h, r);
+	if (rc)
+		return rc;
+	return rx_held(v);
 }
 
 static int drain_cq(struct kwv_conn *v)
@@ -1307,15 +1661,18 @@ static int drain_cq(struct kwv_conn *v)
 			}
 			if (wc[i].opcode & IBV_WC_RECV) {
 				rc = on_recv(v, &wc[i]);
-				if (rc)
-					return rc;
-				if (v->released || v->c.close_me)
-					return 0;
-				continue;
+			} else {
+				v->sq_out--;
+				rc = 0;
+				if (wc[i].wr_id == KWV_WRID_READ)
+					rc = zc_read_done(v);
+				else if (wc[i].wr_id != KWV_WRID_CREDIT)
+					v->slots_used--;
 			}
-			v->sq_out--;
-			if (wc[i].wr_id != KWV_WRID_CREDIT)
-				v->slots_used--;
+			if (rc)
+				return rc;
+			if (v->released || v->c.close_me)
+				return 0;
 		}
 	}
 	return n < 0 ? -EIO : 0;
@@ -1383,6 +1740,9 @@ static void v_close(struct kw_conn *c)
 		close(v->epfd);
 	if (v->cur)
 		kw_rfrag_free(v->cur);
+	if (v->zr)
+		kw_rfrag_free(v->zr);	/* its READs died with the QP */
+	free(v->held);
 	free(v->rbuf);
 	free(v->sbuf);
 	free(v);

@@ -42,6 +42,11 @@ void kwv_credit_init(struct kwv_credit *k, uint32_t posted, uint32_t my_posted);
 int kwv_credit_can_data(const struct kwv_credit *k);
 /* Is a credit-only message due (and possible)? */
 int kwv_credit_want_update(const struct kwv_credit *k);
+/* Is a credit-only message due, counting READ completions to report
+ * (rd_owed)? Those go like data, never with the reserved credit: the
+ * deadlock argument above stays as it is, and the message makes its
+ * receiver owe one return only (no ping-pong). */
+int kwv_credit_want_report(const struct kwv_credit *k, uint32_t rd_owed);
 /* Account one message being posted; returns the immediate value to put in
  * it (the returns it carries). */
 uint32_t kwv_credit_take(struct kwv_credit *k, int credit_only);
@@ -63,7 +68,11 @@ static inline uint32_t kwv_chunks(size_t len, size_t bufsize)
  * accepted, plus the receive buffers posted (the initial credits).
  */
 #define KWV_PDATA_MAGIC 0x4b575631u	/* "KWV1" */
-#define KWV_PDATA_VERSION 1
+/* 2: the immediate data is split (kwv_imm_*), zero-copy descriptors,
+ * rd_depth in the private data. */
+#define KWV_PDATA_VERSION 2
+/* Most RDMA READs one side asks to have in flight (rd_depth). */
+#define KWV_RD_DEPTH_MAX 16
 
 enum kwv_pdata_kind {
 	KWV_PD_CONNECT = 1,	/* initiator -> acceptor */
@@ -90,9 +99,10 @@ struct kwv_pdata {
 	uint32_t bufsize;	/* bytes per receive buffer */
 	uint32_t posted;	/* receive buffers posted: initial credits */
 	uint64_t rx_next;	/* sender's next expected sequence number */
+	uint32_t rd_depth;	/* RDMA READs it serves and issues; 0: no zero-copy */
 };
 
-#define KWV_PDATA_LEN 36
+#define KWV_PDATA_LEN 40
 _Static_assert(KWV_PDATA_LEN <= 56, "private data must fit an IB CM REQ");
 
 int kwv_pdata_encode(const struct kwv_pdata *p, void *buf, size_t len);
@@ -100,5 +110,67 @@ int kwv_pdata_encode(const struct kwv_pdata *p, void *buf, size_t len);
 int kwv_pdata_decode(const void *buf, size_t len, enum kwv_pdata_kind want,
 		     struct kwv_pdata *p, char *err, size_t errlen);
 const char *kwv_reject_str(unsigned reason);
+
+/*
+ * Immediate data (protocol 2): the credits handed back (bits 0..16, at most
+ * 65536 buffers are posted), the zero-copy frames whose READs completed
+ * since the last message (bits 17..30: the sender may drop their
+ * registrations), and bit 31: this message is a zero-copy descriptor.
+ */
+#define KWV_IMM_CREDIT_BITS 17
+#define KWV_IMM_DONE_MAX ((1u << 14) - 1)
+#define KWV_IMM_DESC (1u << 31)
+
+static inline uint32_t kwv_imm_encode(uint32_t credits, uint32_t done, int desc)
+{
+	return (credits & ((1u << KWV_IMM_CREDIT_BITS) - 1)) |
+	       (done & KWV_IMM_DONE_MAX) << KWV_IMM_CREDIT_BITS | (desc ? KWV_IMM_DESC : 0);
+}
+
+static inline uint32_t kwv_imm_credits(uint32_t imm)
+{
+	return imm & ((1u << KWV_IMM_CREDIT_BITS) - 1);
+}
+
+static inline uint32_t kwv_imm_done(uint32_t imm)
+{
+	return (imm >> KWV_IMM_CREDIT_BITS) & KWV_IMM_DONE_MAX;
+}
+
+/*
+ * Zero-copy descriptor: a message with KWV_IMM_DESC carries the frame's
+ * 24-byte header, then this: the first inline_len payload bytes follow the
+ * segment list, the rest of the payload is in nseg pieces of the sender's
+ * registered memory, in order, which the receiver RDMA-READs.
+ */
+#define KWV_ZC_MAGIC 0x4b575a43u	/* "KWZC" */
+#define KWV_ZC_MAX_SEGS 3
+#define KWV_ZC_INLINE_MAX 256
+
+struct kwv_zc_seg {
+	uint64_t addr;
+	uint32_t rkey;
+	uint32_t len;
+};
+
+struct kwv_zc {
+	uint32_t nseg;
+	uint32_t inline_len;
+	const unsigned char *inline_data;	/* decode: points into the buffer */
+	struct kwv_zc_seg seg[KWV_ZC_MAX_SEGS];
+};
+
+#define KWV_ZC_FIXED 8
+#define KWV_ZC_SEG_LEN 16
+#define KWV_ZC_MAX_LEN (KWV_ZC_FIXED + KWV_ZC_MAX_SEGS * KWV_ZC_SEG_LEN + KWV_ZC_INLINE_MAX)
+
+/* Writes the descriptor (after the frame header) into buf; returns its
+ * length, or -1 when it does not fit or is malformed. */
+int kwv_zc_encode(const struct kwv_zc *z, void *buf, size_t len);
+/* Parses what follows the frame header in a descriptor message of len
+ * bytes, for a frame of frame_len payload bytes. Returns 0, or -1 with err
+ * naming the field and quoting its value (network input). */
+int kwv_zc_decode(const void *buf, size_t len, uint32_t frame_len, struct kwv_zc *z,
+		  char *err, size_t errlen);
 
 #endif

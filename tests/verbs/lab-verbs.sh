@@ -2,20 +2,25 @@
 # tests/verbs/lab-verbs.sh: the kawarimi BTL's verbs path on the lab's
 # soft-RoCE "HCAs" (issue 7), in one run:
 #   1. an MPI job across two node VMs runs over verbs (agent status shows
-#      path "verbs", rxe0's hw_counters grow);
+#      path "verbs", rxe0's hw_counters grow); its 256 KiB messages take
+#      the zero-copy path (btl_kawarimi_verbs_rdma_min 65536: the receiver
+#      RDMA-READs them), counted in the "verbs" object of the resumed reply;
 #   2. quiesce both ranks -> no /dev/infiniband/uverbs* descriptor in any
 #      process -> device_del of both HCAs completes;
 #   3. resume -> the ranks reconnect over TCP (virtio-net), the job goes on;
 #   4. quiesce, HCAs plugged back, rxe0 recreated by the guest, resume ->
 #      the ranks reconnect over verbs (resumed reply: path "verbs", verbs
 #      state "up"), counters grow again;
-#   5. the job stops and verifies every message (KWL_MPIJOB OK).
+#   5. the job stops and verifies every message (KWL_MPIJOB OK), and each
+#      rank's zero-copy totals at finalize exceed those of step 4's resume
+#      (zero-copy again after the return).
 # Alongside, kwv-devlist shows how libibverbs' device list behaves in one
 # process across the removal and the re-add (rxe0, none, rxe0 again, and
 # the new device opens with an ACTIVE port).
 # Uses the lab helper's scripts unchanged (tests/lab/lib.sh, lab/lab.sh).
 # Skips (77) in the ASan run, without root, or when the lab cannot be built.
-TEST_PREFIX=kwvlab
+# TEST_PREFIX from the environment lets two checkouts run it side by side.
+TEST_PREFIX=${TEST_PREFIX:-kwvlab}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=${KAWARIMI_SOURCE:?}
 if [ "${KAWARIMI_SANITIZE:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
@@ -70,13 +75,15 @@ wait_log_paths() { # KIND WHAT
 	return 1
 }
 
-# The resumed replies (S/kwv-resume-N.json): every rank's paths are KIND.
-check_resumed() { # KIND WHAT
+# The resumed replies (S/kwv-resume-N.json): every rank's paths are KIND;
+# with ZC, every rank has sent and received zero-copy frames (the counts in
+# its "verbs" object, over the process's life).
+check_resumed() { # KIND WHAT [ZC]
 	local n out
 	for n in $NODES; do
-		out=$(python3 - "$1" "$S/kwv-resume-$n.json" <<'PY'
+		out=$(python3 - "$1" "$S/kwv-resume-$n.json" "${3:-}" <<'PY'
 import json, sys
-kind, path = sys.argv[1:]
+kind, path, zc = sys.argv[1:]
 r = json.load(open(path))
 ranks = r.get("ranks", [])
 paths = [p for k in ranks for p in k.get("paths", [])]
@@ -89,6 +96,10 @@ for k in ranks:
     v = k.get("verbs", {})
     if kind == "verbs" and v.get("state") != "up":
         print("rank %s reports the verbs path %s" % (k.get("rank"), v)); sys.exit(1)
+    if zc and not (v.get("zero-copy-frames-sent", 0) > 0 and
+                   v.get("zero-copy-frames-received", 0) > 0):
+        print("rank %s sent or received no zero-copy frame over verbs: %s" %
+              (k.get("rank"), v)); sys.exit(1)
 PY
 ) || fail "$2: node$n: $out: $(cat "$S/kwv-resume-$n.json")"
 	done
@@ -198,7 +209,7 @@ fi
 [ $DEVLIST = 1 ] || fail "cannot run kwv-devlist in node1"
 
 log "start the MPI job across node1 and node2 (btl self,vader,kawarimi)"
-gexec 1 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbose 1 kwl-mpijob --seconds 100000 --stop-file /tmp/kwv.stop --interval-ms 20 --msg-kb 256 >/root/job.log 2>&1 </dev/null &' ||
+gexec 1 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbose 1 --mca btl_kawarimi_verbs_rdma_min 65536 kwl-mpijob --seconds 100000 --stop-file /tmp/kwv.stop --interval-ms 20 --msg-kb 256 >/root/job.log 2>&1 </dev/null &' ||
 	die "cannot start the job"
 
 # 1. on verbs
@@ -217,7 +228,8 @@ done
 
 # 3. TCP over virtio-net
 resume_all "without HCA" '{"fabrics": ["verbs", "tcp"], "link-timeout-ms": 3000}'
-check_resumed tcp "without HCA"
+# the 256 KiB messages went zero-copy before the unplug
+check_resumed tcp "without HCA" zc
 job_progress "without HCA"
 
 # 4. back to verbs
@@ -251,5 +263,20 @@ gexec 1 --timeout 150 -- 'i=0; until grep -q KWL_MPIJOB /root/job.log; do i=$((i
 out=$(gexec 1 -- 'cat /root/job.log')
 grep -q 'KWL_MPIJOB OK ranks=2' <<<"$out" || fail "the job did not verify: $(grep KWL_MPIJOB <<<"$out")"
 log "$(grep KWL_MPIJOB <<<"$out")"
+# Zero-copy after the return too: each rank's totals at finalize exceed
+# those of the "HCA back" resume (nothing went zero-copy over TCP).
+gexec 1 --timeout 40 -- 'i=0; until [ "$(grep -c "finalize: verbs zero-copy" /root/job.log)" -ge 2 ]; do i=$((i+1)); [ $i -gt 60 ] && exit 1; sleep 0.5; done' ||
+	fail "no zero-copy totals from both ranks at finalize"
+out=$(gexec 1 -- 'cat /root/job.log')
+for n in $NODES; do
+	before=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ranks"][0]["verbs"]["zero-copy-frames-received"])' "$S/kwv-resume-$n.json" 2>/dev/null)
+	rank=$((n - 1))
+	after=$(grep "rank $rank: finalize: verbs zero-copy" <<<"$out" | sed -n 's/.*received \([0-9]*\) .*/\1/p' | tail -1)
+	if [ -n "$before" ] && [ -n "$after" ] && [ "$after" -gt "$before" ]; then
+		log "rank $rank: zero-copy frames received $before before the HCA came back, $after at the end"
+	else
+		fail "rank $rank: no zero-copy frame after the HCA came back (received '$before' at resume, '$after' at the end)"
+	fi
+done
 grep 'btl:kawarimi' <<<"$out" | grep -E 'verbs path|connected over|resumed after' | head -20
 finish

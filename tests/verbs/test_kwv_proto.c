@@ -4,7 +4,11 @@
  * times: a receive buffer must exist for every message that arrives (no
  * RNR) and traffic must never stall (no credit deadlock). Private data:
  * round trip of identity and the 64-bit resume sequence number, and every
- * kind of bad input refused with a message that quotes it.
+ * kind of bad input refused with a message that quotes it. Zero-copy:
+ * the immediate data's fields, the descriptor's round trip and every bad
+ * descriptor refused naming its field, and in the simulation every READ
+ * completion reported back to the sender (its registrations dropped)
+ * without stalls or credit-only ping-pong.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +35,7 @@ static int failures;
 struct msg {
 	uint32_t imm;
 	int data;
+	int zc;		/* a zero-copy descriptor: the receiver READs */
 };
 
 struct peer {
@@ -39,6 +44,10 @@ struct peer {
 	uint32_t free_bufs;	/* posted and not yet consumed */
 	long to_send;		/* data messages the application still has */
 	long got;		/* data messages received */
+	long sent;		/* data messages sent */
+	long zc_out;		/* zero-copy frames sent, not reported read */
+	long zc_sent;
+	uint32_t rd_owed;	/* READs done, not reported yet */
 	struct msg q[MAXQ];	/* in flight towards the other peer */
 	int qh, qt;
 };
@@ -51,15 +60,33 @@ static unsigned rnd(void)
 	return (rnd_state >> 16) & 0x7fff;
 }
 
+static uint32_t take(struct peer *p, int credit_only, int zc)
+{
+	uint32_t done = p->rd_owed, c = kwv_credit_take(&p->k, credit_only);
+
+	p->rd_owed = 0;
+	return kwv_imm_encode(c, done, zc);
+}
+
+/* zc_every: every Nth data message is a zero-copy descriptor (0: none). */
+static int zc_every;
+
 static void push(struct peer *p)
 {
 	while (p->to_send > 0 && kwv_credit_can_data(&p->k)) {
-		p->q[p->qt].imm = kwv_credit_take(&p->k, 0);
+		int zc = zc_every && p->sent % zc_every == 0;
+
+		p->q[p->qt].imm = take(p, 0, zc);
+		p->q[p->qt].zc = zc;
 		p->q[p->qt++].data = 1;
+		p->zc_out += zc;
+		p->zc_sent += zc;
+		p->sent++;
 		p->to_send--;
 	}
-	if (kwv_credit_want_update(&p->k)) {
-		p->q[p->qt].imm = kwv_credit_take(&p->k, 1);
+	if (kwv_credit_want_report(&p->k, p->rd_owed)) {
+		p->q[p->qt].imm = take(p, 1, 0);
+		p->q[p->qt].zc = 0;
 		p->q[p->qt++].data = 0;
 	}
 }
@@ -78,10 +105,15 @@ static int deliver(struct peer *src, struct peer *dst)
 	dst->free_bufs--;
 	/* processed, buffer re-posted, then the returns it carries */
 	dst->free_bufs++;
-	CHECK(!kwv_credit_received(&dst->k, m.imm, src->posted),
-	      "credit return %u rejected (credits %u, posted %u)", m.imm, dst->k.credits,
-	      src->posted);
+	CHECK(!!(m.imm & KWV_IMM_DESC) == m.zc, "descriptor flag lost in the immediate data");
+	CHECK(kwv_imm_done(m.imm) <= dst->zc_out, "%u READs reported, %ld outstanding",
+	      kwv_imm_done(m.imm), dst->zc_out);
+	dst->zc_out -= kwv_imm_done(m.imm);
+	CHECK(!kwv_credit_received(&dst->k, kwv_imm_credits(m.imm), src->posted),
+	      "credit return %u rejected (credits %u, posted %u)", kwv_imm_credits(m.imm),
+	      dst->k.credits, src->posted);
 	dst->got += m.data;
+	dst->rd_owed += m.zc;	/* the READ completes at once here */
 	push(dst);
 	return 1;
 }
@@ -118,9 +150,15 @@ static void sim(const char *name, uint32_t ra, uint32_t rb, long na, long nb, in
 	CHECK(b.got == na && a.got == nb, "%s: stalled: A->B %ld of %ld, B->A %ld of %ld "
 	      "(credits A %u B %u, owed A %u B %u)", name, b.got, na, a.got, nb, a.k.credits,
 	      b.k.credits, a.k.owed, b.k.owed);
-	CHECK(a.k.credit_msgs + b.k.credit_msgs <= (uint64_t)(na + nb),
-	      "%s: %llu + %llu credit-only messages for %ld data messages (ping-pong?)", name,
-	      (unsigned long long)a.k.credit_msgs, (unsigned long long)b.k.credit_msgs, na + nb);
+	CHECK(!a.zc_out && !b.zc_out && !a.rd_owed && !b.rd_owed,
+	      "%s: zero-copy frames never reported read: A %ld B %ld (owed A %u B %u)", name,
+	      a.zc_out, b.zc_out, a.rd_owed, b.rd_owed);
+	/* At most one report per zero-copy frame on top: a report never
+	 * causes another (no ping-pong). */
+	CHECK(a.k.credit_msgs + b.k.credit_msgs <= (uint64_t)(na + nb + a.zc_sent + b.zc_sent),
+	      "%s: %llu + %llu credit-only messages for %ld data messages, %ld zero-copy "
+	      "(ping-pong?)", name, (unsigned long long)a.k.credit_msgs,
+	      (unsigned long long)b.k.credit_msgs, na + nb, a.zc_sent + b.zc_sent);
 	printf("ok %s: %ld + %ld data messages, %llu + %llu credit-only\n", name, na, nb,
 	       (unsigned long long)a.k.credit_msgs, (unsigned long long)b.k.credit_msgs);
 }
@@ -204,16 +242,117 @@ static void test_pdata(void)
 	      !strcmp(kwv_reject_str(99), "unknown reason"), "reject reasons");
 }
 
+/* ---- zero-copy ---------------------------------------------------------------- */
+
+static void test_imm(void)
+{
+	uint32_t imm = kwv_imm_encode(65536, 5, 1);
+
+	CHECK(kwv_imm_credits(imm) == 65536 && kwv_imm_done(imm) == 5 && (imm & KWV_IMM_DESC),
+	      "immediate data round trip: %08x", imm);
+	imm = kwv_imm_encode(0, KWV_IMM_DONE_MAX, 0);
+	CHECK(kwv_imm_credits(imm) == 0 && kwv_imm_done(imm) == KWV_IMM_DONE_MAX &&
+	      !(imm & KWV_IMM_DESC), "largest done count: %08x", imm);
+}
+
+static void test_zc(void)
+{
+	static const unsigned char inl[40] = "ob1 match header and so on";
+	struct kwv_zc in = { .nseg = 2, .inline_len = sizeof(inl), .inline_data = inl,
+			     .seg = { { 0x7f0000001000ull, 0x1234, 262144 },
+				      { 0x7f0000100000ull, 0x99, 7 } } }, out;
+	unsigned char buf[KWV_ZC_MAX_LEN + 16];
+	uint32_t total = sizeof(inl) + 262144 + 7;
+	char err[256];
+	int n;
+
+	n = kwv_zc_encode(&in, buf, sizeof(buf));
+	CHECK(n == KWV_ZC_FIXED + 2 * KWV_ZC_SEG_LEN + (int)sizeof(inl), "encoded %d bytes", n);
+	CHECK(kwv_zc_encode(&in, buf, (size_t)n - 1) == -1, "short buffer refused");
+	CHECK(!kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)), "decode: %s", err);
+	CHECK(out.nseg == 2 && out.inline_len == sizeof(inl) &&
+	      !memcmp(out.inline_data, inl, sizeof(inl)) && out.seg[0].addr == in.seg[0].addr &&
+	      out.seg[0].rkey == 0x1234 && out.seg[0].len == 262144 && out.seg[1].len == 7 &&
+	      out.seg[1].addr == in.seg[1].addr && out.seg[1].rkey == 0x99,
+	      "descriptor round trip");
+	CHECK(kwv_zc_decode(buf, (size_t)n, total + 1, &out, err, sizeof(err)) &&
+	      strstr(err, "frame header's len is"), "length mismatch: %s", err);
+	CHECK(kwv_zc_decode(buf, (size_t)n - 1, total, &out, err, sizeof(err)) &&
+	      strstr(err, "nseg 2 and inline_len 40"), "truncated: %s", err);
+	CHECK(kwv_zc_decode(buf, 5, total, &out, err, sizeof(err)) && strstr(err, "5 bytes"),
+	      "shorter than the fixed part: %s", err);
+	CHECK(kwv_zc_decode(NULL, 0, total, &out, err, sizeof(err)) && strstr(err, "0 bytes"),
+	      "none: %s", err);
+	buf[0] ^= 1;
+	CHECK(kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)) &&
+	      strstr(err, "field magic is 0x4b575a42"), "bad magic: %s", err);
+	buf[0] ^= 1;
+	buf[4] = 4;
+	CHECK(kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)) &&
+	      strstr(err, "field nseg is 4"), "too many segments: %s", err);
+	buf[4] = 0;
+	CHECK(kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)) &&
+	      strstr(err, "field nseg is 0"), "no segment: %s", err);
+	buf[4] = 2;
+	buf[6] = 0x01;
+	buf[7] = 0x01;
+	CHECK(kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)) &&
+	      strstr(err, "field inline_len is 257"), "inline too long: %s", err);
+	in.seg[1].len = 0;
+	n = kwv_zc_encode(&in, buf, sizeof(buf));
+	CHECK(kwv_zc_decode(buf, (size_t)n, total - 7, &out, err, sizeof(err)) &&
+	      strstr(err, "segment 1: field len is 0"), "empty segment: %s", err);
+	in.seg[1].len = 7;
+	in.seg[1].addr = UINT64_MAX - 3;
+	n = kwv_zc_encode(&in, buf, sizeof(buf));
+	CHECK(kwv_zc_decode(buf, (size_t)n, total, &out, err, sizeof(err)) &&
+	      strstr(err, "wrapping"), "address wraps: %s", err);
+	in.nseg = 4;
+	CHECK(kwv_zc_encode(&in, buf, sizeof(buf)) == -1, "encode refuses 4 segments");
+}
+
+static void test_pdata_rd(void)
+{
+	struct kwv_pdata in = {
+		.kind = KWV_PD_ACCEPT, .bufsize = 32768, .posted = 32, .rd_depth = 16,
+	}, out;
+	unsigned char buf[64];
+	char err[256];
+
+	kwv_pdata_encode(&in, buf, sizeof(buf));
+	CHECK(!kwv_pdata_decode(buf, KWV_PDATA_LEN, KWV_PD_ACCEPT, &out, err, sizeof(err)) &&
+	      out.rd_depth == 16, "rd_depth round trip: %s", err);
+	in.rd_depth = KWV_RD_DEPTH_MAX + 1;
+	kwv_pdata_encode(&in, buf, sizeof(buf));
+	CHECK(kwv_pdata_decode(buf, KWV_PDATA_LEN, KWV_PD_ACCEPT, &out, err, sizeof(err)) &&
+	      strstr(err, "field rd_depth is 17"), "rd_depth too large: %s", err);
+	/* a version 1 peer (36 bytes, no rd_depth) is refused by version */
+	buf[4] = 1;
+	CHECK(kwv_pdata_decode(buf, KWV_PDATA_LEN, KWV_PD_ACCEPT, &out, err, sizeof(err)) &&
+	      strstr(err, "version 1, expected"), "old version: %s", err);
+}
+
 int main(void)
 {
 	test_credit_basics();
 	test_pdata();
+	test_imm();
+	test_zc();
+	test_pdata_rd();
 	sim("one-way, 32/32 buffers", 32, 32, 20000, 0, 2);
 	sim("one-way, tiny pools 3/3", 3, 3, 20000, 0, 2);
 	sim("two-way, 32/16 buffers", 32, 16, 15000, 15000, 2);
 	sim("one-way, replies lag (4:1)", 32, 32, 20000, 0, 5);
 	sim("two-way, tiny pools 3/5, lag", 3, 5, 10000, 7000, 3);
 	sim("two-way, 4/4, replies lag (6:1)", 4, 4, 5000, 5000, 7);
+	/* zero-copy: READ completions reported back with the credits */
+	zc_every = 1;
+	sim("zero-copy only, one-way, 32/32", 32, 32, 20000, 0, 2);
+	sim("zero-copy only, one-way, tiny pools 3/3, lag", 3, 3, 20000, 0, 5);
+	sim("zero-copy only, two-way, 3/5, lag", 3, 5, 10000, 7000, 3);
+	zc_every = 3;
+	sim("every 3rd zero-copy, two-way, 32/16", 32, 16, 15000, 15000, 2);
+	sim("every 3rd zero-copy, two-way, 4/4, lag (6:1)", 4, 4, 5000, 5000, 7);
 	if (failures) {
 		printf("%d check(s) failed\n", failures);
 		return 1;
