@@ -10,8 +10,14 @@
 #                GID index 1 (rxe's IPv4-mapped GID)
 #   openib       pml ob1, btl self,vader,openib (if it runs on rxe)
 #   kawarimi     pml ob1, btl self,vader,kawarimi: the verbs path, defaults
-#   kw-copy      the same with btl_kawarimi_verbs_rdma_min 0: large frames
-#                by the pipelined copy through the send ring, no RDMA READ
+#                (btl_kawarimi_verbs_rdma_min 0: large frames by the
+#                pipelined copy through the registered send ring)
+#   kw-zcopy     the same with btl_kawarimi_verbs_rdma_min KWV_RDMA_MIN
+#                (default 32768: every frame larger than one 32 KiB buffer
+#                goes zero-copy, the receiver RDMA-READs it)
+#   kw-copy      btl_kawarimi_verbs_rdma_min 0 named explicitly (the same
+#                as kawarimi while that is the default; not in the default
+#                set)
 #   kw-tcp       kawarimi with btl_kawarimi_verbs=0 over the same NIC
 #                (reference, not in the default set)
 #
@@ -30,7 +36,8 @@ export KAWARIMI_BUILD=$BUILD KWL_PREFIX=${KWL_PREFIX:-kwvbench}
 export KWL_STATE=/run/kawarimi-lab/$KWL_PREFIX
 OUT=${KWV_OUT:-$BUILD/bench-verbs}
 MAX_LOG=${KWV_MAX_LOG:-16}
-CONFIGS=${KWV_CONFIGS:-rc-pingpong ucx openib kawarimi kw-copy}
+CONFIGS=${KWV_CONFIGS:-rc-pingpong ucx openib kawarimi kw-zcopy}
+RDMA_MIN=${KWV_RDMA_MIN:-32768}
 TIMEOUT=${KWV_TIMEOUT:-1800}
 # The RC ACK timeout (4.096 us * 2^N) of every verbs transport alike: rxe
 # resends a lost packet only when this timer fires, so on a lossy L2 the
@@ -138,14 +145,15 @@ for c in $CONFIGS; do
 	case $c in
 	rc-pingpong) run rc-pingpong "sh /tmp/rc-pingpong.sh node2 $MAX_LOG rxe0 1" ;;
 	kawarimi) run kawarimi "$(pingpong "$KW")" ;;
-	kw-copy)
+	kw-copy | kw-zcopy)
 		# Open MPI ignores an unknown --mca name: a build without the
 		# parameter would measure the defaults under this name.
 		if grep -q verbs_rdma_min "$BUILD/mpi-plugin/mca_btl_kawarimi.so"; then
-			run kw-copy "$(pingpong "$KW --mca btl_kawarimi_verbs_rdma_min 0")"
+			[ "$c" = kw-copy ] && min=0 || min=$RDMA_MIN
+			run "$c" "$(pingpong "$KW --mca btl_kawarimi_verbs_rdma_min $min")"
 		else
-			say "kw-copy: not run, this build has no btl_kawarimi_verbs_rdma_min"
-			echo "kw-copy: not run, this build has no btl_kawarimi_verbs_rdma_min" >"$OUT/kw-copy.txt"
+			say "$c: not run, this build has no btl_kawarimi_verbs_rdma_min"
+			echo "$c: not run, this build has no btl_kawarimi_verbs_rdma_min" >"$OUT/$c.txt"
 		fi
 		;;
 	kw-tcp) run kw-tcp "$(pingpong "--mca pml ob1 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbs 0 --mca btl_kawarimi_if_include 10.71.0.0/24")" ;;
@@ -157,8 +165,10 @@ for c in $CONFIGS; do
 	*) die "unknown configuration '$c'" ;;
 	esac
 done
-for c in kawarimi kw-copy; do
-	[ -f "$OUT/$c.txt" ] && grep -h 'connected over' "$OUT/$c.txt" | head -2 | sed "s/^/$c: /" >&2
+# Which path and which large-message scheme each kawarimi run took (the
+# BTL's verbose log: connection lines, zero-copy and pipelined frame counts).
+for c in kawarimi kw-zcopy kw-copy; do
+	[ -f "$OUT/$c.txt" ] && grep -hE 'connected over|zero-copy frames' "$OUT/$c.txt" | sed "s/^/$c: /" >&2
 done
 [ -f "$OUT/ucx.txt" ] && grep -h 'ep_cfg' "$OUT/ucx.txt" | sort -u | sed 's/^/ucx: /' >&2
 {
@@ -185,7 +195,7 @@ for c in configs:
         data[c] = {int(l.split()[0]): (float(l.split()[2]), float(l.split()[3]))
                    for l in open(p)}
 own = [c for c in ("ucx", "openib") if c in data]
-mine = [c for c in ("kawarimi", "kw-copy") if c in data]
+mine = [c for c in ("kawarimi", "kw-zcopy", "kw-copy") if c in data]
 cols = [c for c in configs if c in data]
 sizes = [0] + [1 << k for k in range(max_log + 1)]
 fmt = lambda v, f: "-" if v is None or math.isnan(v) else f % v
