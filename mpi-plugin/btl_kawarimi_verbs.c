@@ -217,6 +217,7 @@ static struct {
 	int addr_timeout_ms;
 	int ack_timeout;
 	int rdma_min;
+	int fault_read;
 
 	int loaded;
 	struct rdma_event_channel *lch;
@@ -236,7 +237,7 @@ static struct {
 	char why_off[300];
 	uint64_t epochs;
 	/* zero-copy counts over the process's life */
-	uint64_t zc_sent, zc_rcvd, zc_bytes_rcvd, zc_fallbacks, piped_sent;
+	uint64_t zc_sent, zc_rcvd, zc_bytes_rcvd, zc_fallbacks, piped_sent, zc_started;
 } V = {
 	.enable = 1,
 	.bufsize = 32768,
@@ -614,6 +615,12 @@ void kw_verbs_register(void)
 	    "descriptor, the receiver RDMA-READs it into the receive fragment. Smaller "
 	    "frames are copied through the registered send ring (pipelined copy). 0: never "
 	    "zero-copy", &V.rdma_min);
+	(void)mca_base_component_var_register(&kw.super.btl_version, "verbs_fault_read",
+					      "Testing only: break the connection right after "
+					      "posting the READs of every Nth zero-copy frame "
+					      "received (tests/verbs/lab-verbs.sh); 0: never",
+					      MCA_BASE_VAR_TYPE_INT, NULL, 0, 0, OPAL_INFO_LVL_9,
+					      MCA_BASE_VAR_SCOPE_READONLY, &V.fault_read);
 }
 
 static int params_ok(void)
@@ -1535,6 +1542,7 @@ static int zc_start(struct kwv_conn *v, const unsigned char *data, uint32_t len)
 	struct kwv_zc z;
 	struct kw_hdr h;
 	char err[256];
+	int rc;
 
 	if (v->cur || !v->zc || len < sizeof(h)) {
 		kw_err("verbs: unexpected zero-copy descriptor from rank %u (%s); dropping the "
@@ -1572,7 +1580,13 @@ static int zc_start(struct kwv_conn *v, const unsigned char *data, uint32_t len)
 	v->zr_seg = 0;
 	v->zr_seg_off = 0;
 	v->zr_off = z.inline_len;
-	return zc_post_reads(v);
+	rc = zc_post_reads(v);
+	if (!rc && V.fault_read > 0 && ++V.zc_started % (uint64_t)V.fault_read == 0) {
+		kw_log(1, "verbs: fault injection (btl_kawarimi_verbs_fault_read): breaking the "
+		       "connection to rank %u with a READ in flight", peer_vpid(v));
+		return -ECONNABORTED;
+	}
+	return rc;
 }
 
 /* A message that arrived in receive buffer slot: credits and READ
@@ -1769,6 +1783,10 @@ static void v_close(struct kw_conn *c)
 			V.nlive--;
 			break;
 		}
+	if (v->zr || v->zo_n)
+		kw_log(1, "verbs: connection to rank %u closed with zero-copy frames in flight "
+		       "(%s%u sent, not reported read); the reliability layer resends them",
+		       peer_vpid(v), v->zr ? "one being read, " : "", v->zo_n);
 	if (L.h_cm)
 		conn_release(v);
 	if (v->epfd >= 0)
