@@ -617,8 +617,9 @@ void kw_verbs_register(void)
 	    "zero-copy", &V.rdma_min);
 	(void)mca_base_component_var_register(&kw.super.btl_version, "verbs_fault_read",
 					      "Testing only: break the connection right after "
-					      "posting the READs of every Nth zero-copy frame "
-					      "received (tests/verbs/lab-verbs.sh); 0: never",
+					      "posting the READs of the Nth zero-copy frame this "
+					      "process receives, once (tests/verbs/lab-verbs.sh); "
+					      "0: never",
 					      MCA_BASE_VAR_TYPE_INT, NULL, 0, 0, OPAL_INFO_LVL_9,
 					      MCA_BASE_VAR_SCOPE_READONLY, &V.fault_read);
 }
@@ -1581,7 +1582,7 @@ static int zc_start(struct kwv_conn *v, const unsigned char *data, uint32_t len)
 	v->zr_seg_off = 0;
 	v->zr_off = z.inline_len;
 	rc = zc_post_reads(v);
-	if (!rc && V.fault_read > 0 && ++V.zc_started % (uint64_t)V.fault_read == 0) {
+	if (!rc && V.fault_read > 0 && ++V.zc_started == (uint64_t)V.fault_read) {
 		kw_log(1, "verbs: fault injection (btl_kawarimi_verbs_fault_read): breaking the "
 		       "connection to rank %u with a READ in flight", peer_vpid(v));
 		return -ECONNABORTED;

@@ -6,9 +6,9 @@
 #      the zero-copy path (btl_kawarimi_verbs_rdma_min 65536: the receiver
 #      RDMA-READs them), counted in the "verbs" object of the resumed reply;
 #   1b. node2's rxe netdev down for 3 s: the connection breaks, the ranks
-#      reconnect, the job goes on; and btl_kawarimi_verbs_fault_read 50
-#      breaks it with a READ in flight every 50th zero-copy frame (the
-#      frame is resent, the job still verifies every message);
+#      reconnect, the job goes on; and btl_kawarimi_verbs_fault_read 30
+#      has broken it with a READ in flight at each rank's 30th zero-copy
+#      frame (resent; the job still verifies every message);
 #   2. quiesce both ranks -> no /dev/infiniband/uverbs* descriptor in any
 #      process -> device_del of both HCAs completes;
 #   3. resume -> the ranks reconnect over TCP (virtio-net), the job goes on;
@@ -213,7 +213,7 @@ fi
 [ $DEVLIST = 1 ] || fail "cannot run kwv-devlist in node1"
 
 log "start the MPI job across node1 and node2 (btl self,vader,kawarimi)"
-gexec 1 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbose 1 --mca btl_kawarimi_verbs_rdma_min 65536 --mca btl_kawarimi_verbs_fault_read 50 kwl-mpijob --seconds 100000 --stop-file /tmp/kwv.stop --interval-ms 20 --msg-kb 256 >/root/job.log 2>&1 </dev/null &' ||
+gexec 1 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,kawarimi --mca btl_kawarimi_verbose 1 --mca btl_kawarimi_verbs_rdma_min 65536 --mca btl_kawarimi_verbs_fault_read 30 kwl-mpijob --seconds 100000 --stop-file /tmp/kwv.stop --interval-ms 20 --msg-kb 256 >/root/job.log 2>&1 </dev/null &' ||
 	die "cannot start the job"
 
 # 1. on verbs
@@ -231,8 +231,9 @@ job_progress "after the link flap"
 out=$(gexec 1 -- 'grep -E "broken|zero-copy frames in flight" /root/job.log')
 grep -q "broken" <<<"$out" || fail "the link flap broke no connection: $(gexec 1 -- 'tail -20 /root/job.log')"
 log "link flap: $(tr '\n' ';' <<<"$out" | cut -c1-600)"
-# btl_kawarimi_verbs_fault_read 50 broke a connection with a READ in flight
-# (every 50th zero-copy frame a rank receives): the frame was resent.
+# btl_kawarimi_verbs_fault_read 30 broke a connection with a READ in flight
+# (at the 30th zero-copy frame each rank received, seconds into the job,
+# so the pair is connected again before the quiesce): the frame was resent.
 grep -q "closed with zero-copy frames in flight (one being read" <<<"$out" ||
 	fail "no connection closed with a zero-copy READ in flight (btl_kawarimi_verbs_fault_read)"
 
