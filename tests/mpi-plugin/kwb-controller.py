@@ -14,6 +14,12 @@ def log(msg):
     print(f"[controller {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# How long a rank may take to answer a command that needs no network work.
+# Generous: it catches a rank that stopped answering, not a slow machine
+# (CI's 2 cores also run TCG guests; a 5 s limit failed there once).
+STATUS_TIMEOUT = 20
+
+
 class Fail(Exception):
     pass
 
@@ -52,8 +58,14 @@ class Rank:
         return self.next_id
 
     def reply(self, cid, timeout):
+        t0 = time.monotonic()
         for m in self.lines(timeout):
             if m.get("id") == cid:
+                took = time.monotonic() - t0
+                if took > 2:
+                    # Not a failure (a loaded machine stalls processes),
+                    # but worth seeing when a run fails later.
+                    log(f"{self.node}: slow reply to command {cid}: {took:.1f} s")
                 return m
             log(f"{self.node}: unexpected message {m}")
         raise Fail(f"{self.node}: no reply to command {cid} within {timeout} s")
@@ -121,7 +133,7 @@ def wait_paths(ranks, prefix, what, timeout=30):
     """Polls status until every rank reports all its paths on prefix."""
     end = time.monotonic() + timeout
     while True:
-        reps = all_cmd(ranks, "status", None, 5)
+        reps = all_cmd(ranks, "status", None, STATUS_TIMEOUT)
         ok = all(m.get("return", {}).get("paths") and
                  all(p["local"].startswith(prefix) for p in m["return"]["paths"])
                  for _, m in reps)
@@ -144,7 +156,7 @@ def quiesce(ranks, deadline_ms=5000):
             if not isinstance(ret.get(k), int):
                 raise Fail(f"{r.node}: quiesce reply lacks {k}: {m}")
         log(f"{r.node}: quiesced: {json.dumps(ret)} (reply after {m['_elapsed']:.3f} s)")
-    st = all_cmd(ranks, "status", None, 5)
+    st = all_cmd(ranks, "status", None, STATUS_TIMEOUT)
     for r, m in st:
         if m.get("return", {}).get("state") != "quiesced" or m["return"].get("paths"):
             raise Fail(f"{r.node}: status after quiesce: {m}")
@@ -178,7 +190,7 @@ def protocol_errors(ranks):
     ]
     for msg, cls in cases:
         r.send(msg)
-        m = r.reply(msg["id"], 5)
+        m = r.reply(msg["id"], STATUS_TIMEOUT)
         if m.get("error", {}).get("class") != cls:
             raise Fail(f"{r.node}: {msg} answered {m}, expected class {cls}")
     log("protocol errors answered as documented")
