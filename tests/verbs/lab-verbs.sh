@@ -140,15 +140,22 @@ counters_grow() { # WHAT
 	done
 }
 
-quiesce_all() { # WHAT
+agent_all() { # COMMAND ARGS-JSON: on every node at once, replies in
+	# S/kwv-COMMAND-N.json; fails if any node's command failed
 	local n pids=() rc=0
 	for n in $NODES; do
-		agent "$n" quiesce '{"deadline-ms": 30000}' >"$S/kwv-quiesce-$n.json" 2>&1 &
+		agent "$n" "$1" "$2" >"$S/kwv-$1-$n.json" 2>&1 &
 		pids+=($!)
 	done
 	for n in "${pids[@]}"; do
 		wait "$n" || rc=1
 	done
+	return $rc
+}
+
+quiesce_all() { # WHAT
+	local n rc=0
+	agent_all quiesce '{"deadline-ms": 30000}' || rc=1
 	for n in $NODES; do
 		[ $rc = 0 ] || echo "node$n: $(cat "$S/kwv-quiesce-$n.json")"
 	done
@@ -157,14 +164,8 @@ quiesce_all() { # WHAT
 }
 
 resume_all() { # WHAT ARGS-JSON -> S/kwv-resume-N.json
-	local n pids=() rc=0
-	for n in $NODES; do
-		agent "$n" resume "$2" >"$S/kwv-resume-$n.json" 2>&1 &
-		pids+=($!)
-	done
-	for n in "${pids[@]}"; do
-		wait "$n" || rc=1
-	done
+	local n rc=0
+	agent_all resume "$2" || rc=1
 	for n in $NODES; do
 		log "$1: node$n resumed: $(python3 -c '
 import json, sys
