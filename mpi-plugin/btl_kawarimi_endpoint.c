@@ -970,6 +970,11 @@ void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep)
 	 * set was_up then: keep it, or this rank would not reconnect. */
 	if (ep->conn && ep->conn->state == KW_CONN_UP)
 		ep->was_up = 1;
+	/* Broken and healing when the quiesce came (a flap, a cut): the pair
+	 * was in use and must be reconnected at resume like one that was up,
+	 * or the resumed reply shows no path until traffic needs one. */
+	if (ep->heal || (ep->conn && ep->conn->state != KW_CONN_UP))
+		ep->was_up = 1;
 	if (ep->conn && ep->conn->state != KW_CONN_UP) {
 		/* An attempt in progress: abandon it, resume starts afresh. */
 		ep->conn->close_me = 1;
