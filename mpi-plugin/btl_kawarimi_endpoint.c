@@ -23,8 +23,6 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include "btl_kawarimi_endpoint.h"
@@ -828,29 +826,14 @@ static void probe_stop(struct mca_btl_base_endpoint_t *ep)
 static void probe_start(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 {
 	struct kw_cand cand[KW_MAX_CAND];
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	int fd;
+	int err;
 
 	if (!kw_addrs_candidates(&kw.local, &ep->peer_addrs, cand, KW_MAX_CAND))
 		return;
 	/* Always TCP to the peer's listener, whatever the pair's fabric: a
 	 * verbs pair's addresses are IP addresses on the HCA (IPoIB, RoCE),
 	 * so this also tells when the HCA's network is back. */
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	sa.sin_addr.s_addr = cand[0].local.ip;
-	if (cand[0].local.ip && bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return;
-	}
-	sa.sin_addr.s_addr = cand[0].remote.ip;
-	sa.sin_port = htons(ep->peer_addrs.port);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
-		close(fd);
-		return;
-	}
-	ep->probe_fd = fd;
+	ep->probe_fd = kw_tcp_dial(cand[0].local.ip, cand[0].remote.ip, ep->peer_addrs.port, &err);
 	ep->probe_deadline_ms = now + kw.connect_timeout_ms;
 }
 
@@ -858,14 +841,10 @@ static void probe_start(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 static int probe_result(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 {
 	struct pollfd p = { .fd = ep->probe_fd, .events = POLLOUT };
-	socklen_t len = sizeof(int);
-	int e = 0;
 
 	if (poll(&p, 1, 0) <= 0)
 		return now < ep->probe_deadline_ms ? 0 : -1;
-	if (getsockopt(ep->probe_fd, SOL_SOCKET, SO_ERROR, &e, &len) || e)
-		return -1;
-	return 1;
+	return kw_tcp_dial_result(ep->probe_fd) ? -1 : 1;
 }
 
 /*

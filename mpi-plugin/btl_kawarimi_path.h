@@ -87,6 +87,11 @@ struct kw_conn {
 };
 
 extern const struct kw_path_ops kw_tcp_path;
+/* A non-blocking TCP connect from local_ip (0: any) to remote_ip:port;
+ * the descriptor, or -1 with *err set. Then kw_tcp_dial_result: 0 when
+ * connected, -EINPROGRESS or -errno. Also used by the best-pair probe. */
+int kw_tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err);
+int kw_tcp_dial_result(int fd);
 extern const struct kw_path_ops kw_verbs_path;	/* btl_kawarimi_verbs.c */
 
 /* Upper-layer hooks the paths call. rx_alloc checks the header and

@@ -144,34 +144,56 @@ static struct kw_conn *tcp_accept(void)
 	return &t->c;
 }
 
-static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
+int kw_tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
-	struct kw_tcp_conn *t;
 	int fd;
 
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		*err = errno;
-		return NULL;
+		return -1;
 	}
-	if (cand->local.ip) {
+	if (local_ip) {
 		/* Bind the source so the stream leaves over the chosen fabric
 		 * even when routing would prefer another interface. */
-		sa.sin_addr.s_addr = cand->local.ip;
+		sa.sin_addr.s_addr = local_ip;
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 			*err = errno;
 			close(fd);
-			return NULL;
+			return -1;
 		}
 	}
-	sa.sin_addr.s_addr = cand->remote.ip;
-	sa.sin_port = htons(cand->port);
+	sa.sin_addr.s_addr = remote_ip;
+	sa.sin_port = htons(port);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS) {
 		*err = errno;
 		close(fd);
-		return NULL;
+		return -1;
 	}
+	return fd;
+}
+
+int kw_tcp_dial_result(int fd)
+{
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len))
+		return -errno;
+	if (e == EINPROGRESS)
+		return -EINPROGRESS;
+	return -e;
+}
+
+static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
+{
+	struct kw_tcp_conn *t;
+	int fd;
+
+	fd = kw_tcp_dial(cand->local.ip, cand->remote.ip, cand->port, err);
+	if (fd < 0)
+		return NULL;
 	t = conn_new(fd);
 	if (!t) {
 		*err = ENOMEM;
@@ -186,14 +208,7 @@ static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
 
 static int tcp_connect_done(struct kw_conn *c)
 {
-	int e = 0;
-	socklen_t len = sizeof(e);
-
-	if (getsockopt(tc(c)->fd, SOL_SOCKET, SO_ERROR, &e, &len))
-		return -errno;
-	if (e == EINPROGRESS)
-		return -EINPROGRESS;
-	return -e;
+	return kw_tcp_dial_result(tc(c)->fd);
 }
 
 static int flush_out(struct kw_tcp_conn *t)
