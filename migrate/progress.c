@@ -61,6 +61,8 @@ static void clear_block(struct kwm_run *r)
 	for (int i = 0; i < r->drawn_lines; i++)
 		up += r->drawn_len[i] > cols ? (r->drawn_len[i] + cols - 1) / cols : 1;
 	printf("\r\033[%dA\033[J", up);
+	/* Before a message goes to stderr, which is not buffered. */
+	fflush(stdout);
 	r->drawn_lines = 0;
 }
 
@@ -169,13 +171,22 @@ static double pct(uint64_t done, uint64_t total)
 	return total ? 100.0 * (double)done / (double)total : 0;
 }
 
+/* A VM idle when the run has ended has nothing left to do (its last
+ * phase was not finish: --keep-source, a plan). */
+static bool vm_over(const struct kwm_vm *vm)
+{
+	return vm->state == KWM_VM_DONE || (vm->state == KWM_VM_IDLE && vm->run->ended);
+}
+
 static const char *vm_state_word(const struct kwm_vm *vm)
 {
 	switch (vm->state) {
 	case KWM_VM_BUSY: return "";
 	case KWM_VM_FAILED: return " FAILED";
-	case KWM_VM_DONE: return vm->rolled_back ? " rolled back" : " done";
-	default: return " waiting";
+	default:
+		if (!vm_over(vm))
+			return " waiting";
+		return vm->rolled_back ? " rolled back" : " done";
 	}
 }
 
@@ -228,7 +239,7 @@ static void draw(struct kwm_run *r)
 	if ((int)r->nvms + 2 > rows)
 		shown = rows > 3 ? (size_t)rows - 3 : 0;
 	for (size_t i = 0; i < r->nvms; i++) {
-		done += r->vms[i].state == KWM_VM_DONE;
+		done += vm_over(&r->vms[i]);
 		moving += kwm_vm_inflight(&r->vms[i]);
 		if (i < shown)
 			vm_line(r, cols, &r->vms[i]);
