@@ -12,6 +12,7 @@ KAWARIMI_PACKAGES=(
 	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
 	# the operator's toolbox: plots, man pages, completion, packages
 	gnuplot-nox tmux scdoc man-db bash-completion zsh
+	debhelper dpkg-dev lintian systemd udev
 	# the lab's guests
 	linux-image-amd64 busybox-static dropbear-bin openssh-client
 )

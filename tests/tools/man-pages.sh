@@ -9,7 +9,7 @@ SRC=${SRC:?set by meson}
 command -v man >/dev/null || { echo "SKIP: man not installed"; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for p in kawarimi.8 kawarimi-cluster.5 kawarimi-agent.8 kawarimi-btl.7; do
+for p in kawarimi.8 kawarimi-cluster.5 kawarimi-agent.8 kawarimi-btl.7 kawarimi-pingpong.1; do
 	[ -s "$MANDIR/$p" ] || fail "$p was not built"
 	out=$(MANWIDTH=80 man --warnings -l "$MANDIR/$p" 2>&1 >/dev/null)
 	[ -z "$out" ] || fail "$p: man warns: $out"
@@ -30,5 +30,9 @@ for s in $subs; do
 done
 for v in $(grep -oE '^[a-z]+\)' "$SRC/lab/lab.sh" | tr -d ')'); do
 	grep -qF "*$v*" "$page" || fail "kawarimi.8 does not name the lab verb '$v'"
+done
+# kawarimi-pingpong(1): every option its usage line names.
+for o in $(grep -A3 '^static void usage' "$SRC/bench/kawarimi-pingpong.c" | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+	grep -qF -- "*$o*" "$SRC/man/kawarimi-pingpong.1.scd" || fail "kawarimi-pingpong.1 does not document '$o'"
 done
 echo PASS
