@@ -34,9 +34,10 @@ struct kw_ctl {
 	char *buf;
 	size_t len;
 	int next_id;
-	/* the command in progress (quiesce or resume) */
+	/* the command in progress (quiesce, resume, or peers while running) */
 	json_object *pending_id;
 	uint64_t start_ms, deadline_ms;
+	int peers_pending;		/* the pending command is a `peers` */
 };
 
 static struct kw_ctl ctl = { .fd = -1 };
@@ -198,6 +199,15 @@ static json_object *paths_json(void)
 	return arr;
 }
 
+/* Our address list as the coordinator passes it to the other ranks. */
+static void add_addrs(json_object *ret)
+{
+	char hex[KW_ADDRS_HEX_MAX];
+
+	if (!kw_addrs_hex(&kw.local, hex, sizeof(hex)))
+		json_object_object_add(ret, "addrs", json_object_new_string(hex));
+}
+
 static void reply_error(json_object *id, const char *cls, const char *desc)
 {
 	kw_log(1, "agent command failed: %s: %s", cls, desc);
@@ -290,6 +300,8 @@ static int all_closed(void)
 
 /* ---- resume ------------------------------------------------------------ */
 
+static void resume_finish(uint64_t now, int keep);
+
 static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 {
 	char err[256];
@@ -319,6 +331,10 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 	ctl.start_ms = now;
 	ctl.deadline_ms = now + (m->link_timeout_ms > 0 ? m->link_timeout_ms :
 				 kw.resume_timeout_ms);
+	/* The agent gives up on us at its own deadline: answer before it,
+	 * with whatever is connected by then. */
+	if (m->deadline_ms >= 0 && now + m->deadline_ms < ctl.deadline_ms)
+		ctl.deadline_ms = now + m->deadline_ms;
 	for (v = 0; v < kw.neps; v++) {
 		struct mca_btl_base_endpoint_t *ep = kw.eps[v];
 
@@ -333,6 +349,11 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 		ep->want_up = ep->was_up && !ep->peer_gone && kw.me.vpid < ep->vpid;
 	}
 	kw_wake();
+	/* "wait": false: the coordinator hands every rank its peers' new
+	 * addresses next (`peers`) and waits for the connections there; this
+	 * answer only has to carry our own addresses, at once. */
+	if (m->wait == 0)
+		resume_finish(now, 1);
 }
 
 static int resume_settled(uint64_t now)
@@ -354,23 +375,33 @@ static int resume_settled(uint64_t now)
 	return 1;
 }
 
-static void resume_finish(uint64_t now)
+/* The pairs that were up at the quiesce are settled: forget which they
+ * were.  Unless `peers` still comes (keep), in which case the lower rank
+ * of each goes on reconnecting and `peers` waits for them. */
+static void reconnect_done(int keep)
 {
-	json_object *ret = json_object_new_object();
 	uint32_t i;
 
 	for (i = 0; i < kw.neps; i++)
-		if (kw.eps[i]) {
+		if (kw.eps[i] && !keep) {
 			if (kw.eps[i]->was_up && (!kw.eps[i]->conn ||
 						  kw.eps[i]->conn->state != KW_CONN_UP))
-				kw_log(1, "resume: peer rank %u not reconnected yet; it will "
+				kw_log(1, "peer rank %u not reconnected yet; it will "
 				       "reconnect when traffic needs it", i);
 			kw.eps[i]->want_up = 0;
 			kw.eps[i]->was_up = 0;
 		}
+}
+
+static void resume_finish(uint64_t now, int keep)
+{
+	json_object *ret = json_object_new_object();
+
+	reconnect_done(keep);
 	kw.state = KW_RUNNING;
 	json_object_object_add(ret, "state", json_object_new_string("resumed"));
 	json_object_object_add(ret, "paths", paths_json());
+	add_addrs(ret);
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
 	json_object_object_add(ret, "verbs", kw_verbs_json());
 	kw_log(1, "resumed after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
@@ -392,14 +423,113 @@ static void status_reply(json_object *id)
 
 	json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
 	json_object_object_add(ret, "paths", paths_json());
+	add_addrs(ret);
 	ctl_write(kw_ctl_fmt_return(id, ret));
+}
+
+/* ---- peers ------------------------------------------------------------- */
+
+/*
+ * The coordinator's list of where the other ranks are now, gathered from
+ * their `resume` replies.  A pair need not reach the other end over the
+ * network the move took away to learn its new addresses: they come
+ * through the agents (the control plane), and each pair reconnects over
+ * whatever both ends have now.  Only peers this rank has an endpoint for
+ * are touched; a rank number is never used to allocate.
+ */
+static int peers_apply(const struct kw_ctl_msg *m, uint64_t now)
+{
+	int updated = 0, i;
+
+	for (i = 0; i < m->npeers; i++) {
+		const struct kw_peer_addrs *p = &m->peers[i];
+		struct mca_btl_base_endpoint_t *ep;
+
+		if (p->rank == kw.me.vpid || !(ep = kw_ep_get(p->rank, 0)))
+			continue;
+		if (ep->have_addrs && ep->peer_addrs.port == p->addrs.port &&
+		    ep->peer_addrs.n == p->addrs.n &&
+		    !memcmp(ep->peer_addrs.a, p->addrs.a, p->addrs.n * sizeof(p->addrs.a[0])))
+			continue;
+		ep->peer_addrs = p->addrs;
+		ep->have_addrs = 1;
+		updated++;
+		kw_log(2, "peer rank %u: %u address(es) from the coordinator", p->rank, p->addrs.n);
+		/* An attempt towards an address the peer no longer has would
+		 * only time out: start over on the new list now. */
+		if (ep->conn && ep->conn->state != KW_CONN_UP && ep->conn->initiator) {
+			ep->conn->close_me = 1;
+			ep->conn->ep = NULL;
+			ep->conn = NULL;
+		}
+		ep->ncand = ep->cand_idx = 0;
+		ep->next_attempt_ms = now;
+		ep->backoff_ms = 20;
+		ep->broken_since_ms = 0;
+		/* Up, but maybe not on the best pair the new list offers. */
+		ep->probe_next_ms = now;
+		ep->probe_backoff_ms = KW_PROBE_MIN_MS;
+	}
+	return updated;
+}
+
+static void peers_finish(uint64_t now)
+{
+	json_object *ret = json_object_new_object();
+
+	reconnect_done(0);
+	ctl.peers_pending = 0;
+	json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
+	json_object_object_add(ret, "paths", paths_json());
+	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
+	kw_log(1, "peers: settled after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
+	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
+					      JSON_C_TO_STRING_PLAIN));
+	if (ctl.pending_gen == ctl.gen)
+		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	else
+		json_object_put(ret);
+	json_object_put(ctl.pending_id);
+	ctl.pending_id = NULL;
+}
+
+static void peers_start(struct kw_ctl_msg *m, uint64_t now)
+{
+	int updated = peers_apply(m, now);
+
+	kw_log(1, "peers: %d of %d address lists changed", updated, m->npeers);
+	kw_wake();
+	/* Not running (a quiesce or resume is under way), or more lists to
+	 * come: nothing to wait for here. */
+	if (kw.state != KW_RUNNING || m->wait == 0) {
+		json_object *ret = json_object_new_object();
+
+		json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
+		json_object_object_add(ret, "paths", paths_json());
+		json_object_object_add(ret, "updated", json_object_new_int(updated));
+		ctl_write(kw_ctl_fmt_return(m->id, ret));
+		return;
+	}
+	ctl.pending_id = json_object_get(m->id);
+	ctl.pending_gen = ctl.gen;
+	ctl.start_ms = now;
+	ctl.deadline_ms = now + (m->deadline_ms >= 0 ? m->deadline_ms : kw.resume_timeout_ms);
+	ctl.peers_pending = 1;
 }
 
 static void handle(struct kw_ctl_msg *m, uint64_t now)
 {
 	char desc[128];
 
+	/* A quiesce or resume overtakes a `peers` still waiting for its
+	 * connections: that one answers with what is up now. */
+	if (ctl.peers_pending && m->kind != KW_CTL_STATUS && m->kind != KW_CTL_REPLY &&
+	    m->kind != KW_CTL_EVENT)
+		peers_finish(now);
 	switch (m->kind) {
+	case KW_CTL_PEERS:
+		peers_start(m, now);
+		return;
 	case KW_CTL_QUIESCE:
 		if (kw.state == KW_QUIESCED) {
 			/* Already there: answer again, nothing to drain. */
@@ -497,7 +627,10 @@ void kw_ctl_service(uint64_t now)
 			quiesce_finish(now, 1);
 	} else if (kw.state == KW_RESUMING) {
 		if (resume_settled(now) || now >= ctl.deadline_ms)
-			resume_finish(now);
+			resume_finish(now, 0);
+	} else if (ctl.peers_pending) {
+		if (resume_settled(now) || now >= ctl.deadline_ms)
+			peers_finish(now);
 	}
 }
 
@@ -505,7 +638,7 @@ uint64_t kw_ctl_next_timer(void)
 {
 	if (ctl.enabled && ctl.fd < 0)
 		return ctl.retry_ms;
-	if (kw.state == KW_QUIESCING || kw.state == KW_RESUMING)
+	if (kw.state == KW_QUIESCING || kw.state == KW_RESUMING || ctl.peers_pending)
 		return ctl.deadline_ms;
 	return UINT64_MAX;
 }

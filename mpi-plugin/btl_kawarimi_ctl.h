@@ -11,13 +11,20 @@
 
 #include <json-c/json.h>
 
+#include "btl_kawarimi_proc.h"
+
 #define KW_CTL_MAX_LINE 65536
 #define KW_CTL_MAX_FABRICS 8
+/* Entries in one `peers` command (a line of 64 KiB holds about 250). */
+#define KW_CTL_MAX_PEERS 1024
+/* An address list as hex: twice the bytes of its encoding. */
+#define KW_ADDRS_HEX_MAX (2 * (12 + KW_MAX_ADDRS * 24) + 1)
 
 enum kw_ctl_kind {
 	KW_CTL_QUIESCE = 1,
 	KW_CTL_RESUME,
 	KW_CTL_STATUS,
+	KW_CTL_PEERS,
 	KW_CTL_REPLY,		/* return/error for one of our commands */
 	KW_CTL_EVENT,		/* ignored */
 };
@@ -28,11 +35,20 @@ struct kw_fabric_hint {
 	char addr[64];
 };
 
+/* One peer's current address list, from the coordinator (`peers`). */
+struct kw_peer_addrs {
+	uint32_t rank;
+	struct kw_addrs addrs;
+};
+
 struct kw_ctl_msg {
 	enum kw_ctl_kind kind;
 	json_object *id;		/* reference held; NULL if absent */
 	int64_t deadline_ms;		/* quiesce; -1 when absent */
 	int64_t link_timeout_ms;	/* resume; -1 when absent */
+	int wait;			/* resume, peers: -1 when absent, else 0/1 */
+	int npeers;			/* peers */
+	struct kw_peer_addrs *peers;	/* malloc'd; kw_ctl_msg_clear frees */
 	int nfabrics;
 	struct kw_fabric_hint fabrics[KW_CTL_MAX_FABRICS];
 	int is_error;			/* reply */
@@ -54,5 +70,10 @@ void kw_ctl_msg_clear(struct kw_ctl_msg *m);
 char *kw_ctl_fmt_return(json_object *id, json_object *ret);
 char *kw_ctl_fmt_error(json_object *id, const char *eclass, const char *desc);
 char *kw_ctl_fmt_command(const char *name, json_object *args, int id);
+
+/* An address list as the hex string of its wire encoding (the modex blob),
+ * as `resume` and `status` replies carry it: out has KW_ADDRS_HEX_MAX
+ * bytes. Returns 0 or -1. */
+int kw_addrs_hex(const struct kw_addrs *a, char *out, size_t len);
 
 #endif

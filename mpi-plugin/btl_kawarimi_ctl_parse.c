@@ -109,12 +109,108 @@ static int parse_fabrics(json_object *args, struct kw_ctl_msg *m,
 	return 0;
 }
 
+static int get_bool(json_object *args, const char *name, int *out,
+		    const char **eclass, char *err, size_t errlen)
+{
+	json_object *v;
+
+	*out = -1;
+	if (!args || !json_object_object_get_ex(args, name, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean))
+		return fail(eclass, INVALID, err, errlen, "\"%s\" must be true or false, got %s",
+			    name, jstr(v));
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* One `peers` entry: {"rank": N, "addrs": HEX}. */
+static int parse_peer(json_object *e, struct kw_peer_addrs *p,
+		      const char **eclass, char *err, size_t errlen)
+{
+	static const char *const members[] = { "rank", "addrs", NULL };
+	unsigned char blob[KW_ADDRS_HEX_MAX / 2];
+	char why[200];
+	json_object *r, *a;
+	const char *hex;
+	size_t n, i;
+
+	if (!json_object_is_type(e, json_type_object))
+		return fail(eclass, INVALID, err, errlen,
+			    "peers entries must be objects {\"rank\", \"addrs\"}, got %s%s", jstr(e), "");
+	if (only_members(e, members, "a peers entry", eclass, err, errlen))
+		return -1;
+	if (!json_object_object_get_ex(e, "rank", &r) || !json_object_is_type(r, json_type_int) ||
+	    json_object_get_int64(r) < 0 || json_object_get_int64(r) > INT32_MAX)
+		return fail(eclass, INVALID, err, errlen,
+			    "peers entry %s needs \"rank\", an integer 0..2147483647%s", jstr(e), "");
+	if (!json_object_object_get_ex(e, "addrs", &a) || !json_object_is_type(a, json_type_string))
+		return fail(eclass, INVALID, err, errlen,
+			    "peers entry %s needs \"addrs\", a hex string%s", jstr(e), "");
+	hex = json_object_get_string(a);
+	n = (size_t)json_object_get_string_len(a);
+	if (n % 2 || n / 2 > sizeof(blob))
+		return fail(eclass, INVALID, err, errlen,
+			    "peers entry %s: \"addrs\" must be an even number of hex digits, "
+			    "at most %s", jstr(e), "792");
+	for (i = 0; i < n / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return fail(eclass, INVALID, err, errlen,
+				    "peers entry %s: \"addrs\" has a character that is not a "
+				    "lowercase hex digit%s", jstr(e), "");
+		blob[i] = (unsigned char)(hi << 4 | lo);
+	}
+	if (kw_addrs_decode(blob, n / 2, &p->addrs, why, sizeof(why)))
+		return fail(eclass, INVALID, err, errlen, "peers entry %s: %s", jstr(r), why);
+	p->rank = (uint32_t)json_object_get_int64(r);
+	return 0;
+}
+
+static int parse_peers(json_object *args, struct kw_ctl_msg *m,
+		       const char **eclass, char *err, size_t errlen)
+{
+	json_object *arr;
+	size_t i, n;
+
+	if (!args || !json_object_object_get_ex(args, "ranks", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		return fail(eclass, INVALID, err, errlen,
+			    "peers needs \"ranks\", an array of {\"rank\", \"addrs\"}%s%s", "", "");
+	n = json_object_array_length(arr);
+	if (n > KW_CTL_MAX_PEERS)
+		return fail(eclass, INVALID, err, errlen,
+			    "\"ranks\" has more than %s entries; send them in several peers "
+			    "commands%s", "1024", "");
+	m->peers = calloc(n ? n : 1, sizeof(*m->peers));
+	if (!m->peers)
+		return fail(eclass, "GenericError", err, errlen, "out of memory%s%s", "", "");
+	for (i = 0; i < n; i++) {
+		if (parse_peer(json_object_array_get_idx(arr, i), &m->peers[i], eclass, err, errlen))
+			return -1;
+		m->npeers++;
+	}
+	return 0;
+}
+
 static int parse_command(json_object *o, struct kw_ctl_msg *m,
 			 const char **eclass, char *err, size_t errlen)
 {
 	static const char *const top[] = { "execute", "arguments", "id", NULL };
 	static const char *const q_args[] = { "deadline-ms", NULL };
-	static const char *const r_args[] = { "fabrics", "link-timeout-ms", NULL };
+	static const char *const r_args[] = { "fabrics", "link-timeout-ms", "deadline-ms",
+					      "wait", NULL };
+	static const char *const p_args[] = { "ranks", "deadline-ms", "wait", NULL };
 	static const char *const none[] = { NULL };
 	json_object *ex, *args = NULL;
 	const char *name;
@@ -140,9 +236,20 @@ static int parse_command(json_object *o, struct kw_ctl_msg *m,
 		m->kind = KW_CTL_RESUME;
 		if (args && only_members(args, r_args, "resume arguments", eclass, err, errlen))
 			return -1;
-		if (get_ms(args, "link-timeout-ms", &m->link_timeout_ms, eclass, err, errlen))
+		if (get_ms(args, "link-timeout-ms", &m->link_timeout_ms, eclass, err, errlen) ||
+		    get_ms(args, "deadline-ms", &m->deadline_ms, eclass, err, errlen) ||
+		    get_bool(args, "wait", &m->wait, eclass, err, errlen))
 			return -1;
 		return parse_fabrics(args, m, eclass, err, errlen);
+	}
+	if (!strcmp(name, "peers")) {
+		m->kind = KW_CTL_PEERS;
+		if (args && only_members(args, p_args, "peers arguments", eclass, err, errlen))
+			return -1;
+		if (get_ms(args, "deadline-ms", &m->deadline_ms, eclass, err, errlen) ||
+		    get_bool(args, "wait", &m->wait, eclass, err, errlen))
+			return -1;
+		return parse_peers(args, m, eclass, err, errlen);
 	}
 	if (!strcmp(name, "status")) {
 		m->kind = KW_CTL_STATUS;
@@ -194,6 +301,7 @@ int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
 
 	memset(m, 0, sizeof(*m));
 	m->deadline_ms = m->link_timeout_ms = m->version = -1;
+	m->wait = -1;
 	*eclass = INVALID;
 	if (len > KW_CTL_MAX_LINE)
 		return fail(eclass, INVALID, err, errlen, "line of %s bytes exceeds %s",
@@ -251,6 +359,22 @@ void kw_ctl_msg_clear(struct kw_ctl_msg *m)
 {
 	json_object_put(m->id);
 	m->id = NULL;
+	free(m->peers);
+	m->peers = NULL;
+	m->npeers = 0;
+}
+
+int kw_addrs_hex(const struct kw_addrs *a, char *out, size_t len)
+{
+	unsigned char blob[KW_ADDRS_HEX_MAX / 2];
+	int n = kw_addrs_encode(a, blob, sizeof(blob)), i;
+
+	if (n < 0 || (size_t)n * 2 + 1 > len)
+		return -1;
+	for (i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", blob[i]);
+	out[2 * n] = '\0';
+	return 0;
 }
 
 static char *line_of(json_object *o)

@@ -54,6 +54,17 @@ static const struct sv_argspec args_resume[] = {
 	{ "hook-timeout-ms", SV_INT, false, 1, 600000 },
 	{ "rescan", SV_BOOL, false, 0, 0 },
 	{ "deadline-ms", SV_INT, false, 1, 3600000 },
+	{ "wait", SV_BOOL, false, 0, 0 },
+	{ .name = NULL }
+};
+
+/* Entries {"jobid", "rank", "addrs"}; a 64 KiB line holds about 250. */
+#define PEERS_MAX 1024
+
+static const struct sv_argspec args_peers[] = {
+	{ "ranks", SV_OBJLIST, true, 0, PEERS_MAX },
+	{ "deadline-ms", SV_INT, false, 1, 3600000 },
+	{ "wait", SV_BOOL, false, 0, 0 },
 	{ .name = NULL }
 };
 
@@ -71,6 +82,7 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 static json_object *cmd_status(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_quiesce(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *args, json_object *id);
+static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_register(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_unregister(struct agent *a, struct rank *from, json_object *args, json_object *id);
 
@@ -82,6 +94,7 @@ const struct agent_command agent_commands[] = {
 	{ "status", LEG_HOST, args_status, cmd_status },
 	{ "quiesce", LEG_HOST, args_quiesce, cmd_quiesce },
 	{ "resume", LEG_HOST, args_resume, cmd_resume },
+	{ "peers", LEG_HOST, args_peers, cmd_peers },
 	{ "register", LEG_RANK, args_register, cmd_register },
 	{ "unregister", LEG_RANK, args_none, cmd_unregister },
 	{ .name = NULL }
@@ -421,10 +434,19 @@ static void note_rank_answer(struct agent *a, struct rank *r, const char *cmd,
 	bool for_op = r->op_member && !r->op_answered &&
 		      ((a->op.kind == OP_QUIESCE && a->op.phase == PH_RANKS && !strcmp(cmd, "quiesce")) ||
 		       ((a->op.phase == PH_ROLLBACK ||
-			 (a->op.kind == OP_RESUME && a->op.phase == PH_RANKS)) && !strcmp(cmd, "resume")));
+			 (a->op.kind == OP_RESUME && a->op.phase == PH_RANKS)) && !strcmp(cmd, "resume")) ||
+		       (a->op.kind == OP_PEERS && !strcmp(cmd, "peers")));
 
 	if (!strcmp(cmd, "quiesce") && ret)
 		r->state = RS_QUIESCED;
+	if (!strcmp(cmd, "peers") && ret) {
+		json_object *paths = NULL;
+
+		if (json_object_object_get_ex(ret, "paths", &paths)) {
+			json_object_put(r->paths_chosen);
+			r->paths_chosen = json_object_get(paths);
+		}
+	}
 	if (!strcmp(cmd, "resume")) {
 		if (ret) {
 			json_object *paths = NULL;
@@ -575,12 +597,50 @@ static json_object *current_fabrics(struct agent *a, bool *verbs_ready)
 	return f;
 }
 
+/*
+ * Each member rank's return (less its "state"), for the reply to the
+ * host; the first rank that failed or did not answer sets fail.
+ */
+static json_object *member_returns(struct agent *a, const char *cmd, const char *failed,
+				   struct sv_err *fail)
+{
+	json_object *ranks = json_object_new_array();
+	char who[200];
+
+	for (struct rank *r = a->ranks; r; r = r->next) {
+		json_object *o;
+
+		if (!r->registered || !r->op_member)
+			continue;
+		o = rank_event_data(r);
+		if (r->op_ret) {
+			json_object_object_foreach(r->op_ret, k, v)
+				if (strcmp(k, "state"))
+					json_object_object_add(o, k, json_object_get(v));
+		} else if (!fail->cls[0]) {
+			describe_rank(r, who, sizeof(who));
+			if (r->op_answered)
+				sv_err_set(fail, "RankError", "%s %s: %s: %s",
+					   who, failed, r->op_err.cls, r->op_err.desc);
+			else
+				sv_err_set(fail, "Timeout", "%s did not answer %s within %" PRId64 " ms",
+					   who, cmd, sv_arg_int(a->op.args, "deadline-ms", DEFAULT_DEADLINE_MS));
+		}
+		json_object_array_add(ranks, o);
+	}
+	return ranks;
+}
+
 static void send_resume(struct agent *a, struct rank *r, json_object *fabrics, int64_t link_ms)
 {
 	json_object *args = json_object_new_object();
 
 	json_object_object_add(args, "fabrics", json_object_get(fabrics));
 	json_object_object_add(args, "link-timeout-ms", json_object_new_int64(link_ms));
+	/* The rank answers with what it has before we give up on it. */
+	json_object_object_add(args, "deadline-ms", json_object_new_int64(rank_deadline_ms(a)));
+	if (sv_arg(a->op.args, "wait"))
+		json_object_object_add(args, "wait", json_object_get(sv_arg(a->op.args, "wait")));
 	r->state = RS_RESUMING;
 	agent_to_rank(a, r, "resume", args);
 }
@@ -891,31 +951,10 @@ static void resume_ranks(struct agent *a)
 static void resume_done(struct agent *a)
 {
 	struct op *op = &a->op;
-	json_object *ret = json_object_new_object(), *ranks = json_object_new_array();
+	json_object *ret = json_object_new_object();
 	struct sv_err fail = { .cls = "" };
-	char who[200];
+	json_object *ranks = member_returns(a, "resume", "could not resume", &fail);
 
-	for (struct rank *r = a->ranks; r; r = r->next) {
-		json_object *o;
-
-		if (!r->registered || !r->op_member)
-			continue;
-		o = rank_event_data(r);
-		if (r->op_ret) {
-			json_object_object_foreach(r->op_ret, k, v)
-				if (strcmp(k, "state"))
-					json_object_object_add(o, k, json_object_get(v));
-		} else if (!fail.cls[0]) {
-			describe_rank(r, who, sizeof(who));
-			if (r->op_answered)
-				sv_err_set(&fail, "RankError", "%s could not resume: %s: %s",
-					   who, r->op_err.cls, r->op_err.desc);
-			else
-				sv_err_set(&fail, "Timeout", "%s did not answer resume within %" PRId64 " ms",
-					   who, sv_arg_int(op->args, "deadline-ms", DEFAULT_DEADLINE_MS));
-		}
-		json_object_array_add(ranks, o);
-	}
 	a->state = AS_RUNNING;
 	if (fail.cls[0]) {
 		json_object_put(ret);
@@ -991,6 +1030,125 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 	return NULL;
 }
 
+/* ---- peers ------------------------------------------------------------------------ */
+
+/*
+ * Where every rank of the cluster is now, gathered by the coordinator
+ * from the `resume` replies of all agents: each local rank gets the
+ * entries of its own job, so a pair reconnects over whatever both ends
+ * have now, even when the network the move took away was the only one
+ * they knew each other by.
+ */
+static json_object *peers_for(json_object *all, struct rank *r)
+{
+	json_object *mine = json_object_new_array();
+
+	for (size_t i = 0; i < json_object_array_length(all); i++) {
+		json_object *e = json_object_array_get_idx(all, i), *j, *n, *ad, *o;
+
+		json_object_object_get_ex(e, "jobid", &j);
+		json_object_object_get_ex(e, "rank", &n);
+		json_object_object_get_ex(e, "addrs", &ad);
+		if (strcmp(json_object_get_string(j), r->jobid) || json_object_get_int64(n) == r->rank)
+			continue;
+		o = json_object_new_object();
+		json_object_object_add(o, "rank", json_object_get(n));
+		json_object_object_add(o, "addrs", json_object_get(ad));
+		json_object_array_add(mine, o);
+	}
+	return mine;
+}
+
+static json_object *check_peer_entries(json_object *all, json_object *id)
+{
+	static const char *const members[] = { "jobid", "rank", "addrs", NULL };
+	struct sv_err e = { .cls = "" };
+
+	for (size_t i = 0; i < json_object_array_length(all) && !e.cls[0]; i++) {
+		json_object *x = json_object_array_get_idx(all, i), *v;
+
+		json_object_object_foreach(x, k, val) {
+			bool known = false;
+
+			(void)val;
+			for (size_t m = 0; members[m]; m++)
+				known = known || !strcmp(k, members[m]);
+			if (!known) {
+				sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] has an unknown member \"%.64s\"; "
+					   "entries are {\"jobid\", \"rank\", \"addrs\"}", i, k);
+				break;
+			}
+		}
+		if (e.cls[0])
+			break;
+		if (!json_object_object_get_ex(x, "jobid", &v) || !json_object_is_type(v, json_type_string) ||
+		    json_object_get_string_len(v) < 1 || json_object_get_string_len(v) > 128)
+			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"jobid\", a string of 1 to 128 bytes", i);
+		else if (!json_object_object_get_ex(x, "rank", &v) || !json_object_is_type(v, json_type_int) ||
+			 json_object_get_int64(v) < 0 || json_object_get_int64(v) > INT32_MAX)
+			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"rank\", an integer 0..2147483647", i);
+		else if (!json_object_object_get_ex(x, "addrs", &v) || !sv_valid_addrs(v))
+			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"addrs\", a rank's address list "
+				   "as its resume reply gave it (lowercase hex, at most %d characters)", i, SV_ADDRS_MAX);
+	}
+	return e.cls[0] ? sv_reply_error(&e, id) : NULL;
+}
+
+static void peers_done(struct agent *a)
+{
+	struct op *op = &a->op;
+	json_object *ret = json_object_new_object();
+	struct sv_err fail = { .cls = "" };
+	json_object *ranks = member_returns(a, "peers", "could not take the peers' addresses", &fail);
+
+	if (fail.cls[0]) {
+		json_object_put(ret);
+		json_object_put(ranks);
+		op_reply(a, sv_reply_error(&fail, op->id));
+		return;
+	}
+	json_object_object_add(ret, "ranks", ranks);
+	json_object_object_add(ret, "gone", json_object_get(op->gone));
+	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(agent_now_ms() - op->start));
+	op_reply(a, sv_reply_return(ret, op->id));
+}
+
+static void peers_step(struct agent *a)
+{
+	if (!op_waiting(a) || agent_now_ms() >= a->op.deadline)
+		peers_done(a);
+}
+
+static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id)
+{
+	json_object *all = sv_arg(args, "ranks"), *bad = check_peer_entries(all, id);
+
+	(void)from;
+	if (bad)
+		return bad;
+	if (a->op.kind != OP_NONE)
+		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
+			      a->op.kind == OP_QUIESCE ? "quiesce" : a->op.kind == OP_RESUME ? "resume" : "peers");
+	op_begin(a, OP_PEERS, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
+	for (struct rank *r = a->ranks; r; r = r->next) {
+		json_object *rargs;
+
+		if (!r->registered)
+			continue;
+		rargs = json_object_new_object();
+		json_object_object_add(rargs, "ranks", peers_for(all, r));
+		json_object_object_add(rargs, "deadline-ms", json_object_new_int64(rank_deadline_ms(a)));
+		if (sv_arg(args, "wait"))
+			json_object_object_add(rargs, "wait", json_object_get(sv_arg(args, "wait")));
+		r->op_member = true;
+		agent_to_rank(a, r, "peers", rargs);
+	}
+	agent_log(a, LOG_NOTICE, "peers: %zu address list(s) to %zu rank(s)",
+		  json_object_array_length(all), op_waiting(a));
+	peers_step(a);
+	return NULL;
+}
+
 /* ---- driving ---------------------------------------------------------------------- */
 
 void agent_op_step(struct agent *a)
@@ -1000,6 +1158,8 @@ void agent_op_step(struct agent *a)
 		quiesce_step(a);
 	else if (a->op.kind == OP_RESUME)
 		resume_step(a);
+	else if (a->op.kind == OP_PEERS)
+		peers_step(a);
 }
 
 static int64_t op_timer(struct agent *a)
@@ -1011,6 +1171,7 @@ static int64_t op_timer(struct agent *a)
 	case OP_NONE:
 		return 0;
 	case OP_QUIESCE:
+	case OP_PEERS:
 		return op->deadline;
 	case OP_RESUME:
 		break;

@@ -93,7 +93,7 @@ struct rank {
 
 enum agent_state { AS_RUNNING, AS_QUIESCING, AS_QUIESCED, AS_RESUMING };
 
-enum op_kind { OP_NONE, OP_QUIESCE, OP_RESUME };
+enum op_kind { OP_NONE, OP_QUIESCE, OP_RESUME, OP_PEERS };
 enum op_phase { PH_HOOK, PH_LINK, PH_RANKS, PH_ROLLBACK };
 
 struct op {

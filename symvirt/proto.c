@@ -276,7 +276,47 @@ static int check_one(const struct sv_argspec *s, json_object *v, struct sv_err *
 		return 0;
 	case SV_STRLIST:
 		return check_strlist(s, v, e);
+	case SV_OBJLIST:
+		if (!json_object_is_type(v, json_type_array) ||
+		    json_object_array_length(v) > (size_t)s->max) {
+			sv_err_set(e, "InvalidParameter", "\"%s\" must be an array of at most %" PRId64
+				   " objects, not %s", s->name, s->max, quote(v, q, sizeof(q)));
+			return -1;
+		}
+		for (size_t k = 0; k < json_object_array_length(v); k++)
+			if (!json_object_is_type(json_object_array_get_idx(v, k), json_type_object)) {
+				sv_err_set(e, "InvalidParameter", "\"%s\"[%zu] must be an object, not %s",
+					   s->name, k, quote(json_object_array_get_idx(v, k), q, sizeof(q)));
+				return -1;
+			}
+		return 0;
 	}
+	return -1;
+}
+
+bool sv_valid_addrs(json_object *v)
+{
+	const char *s;
+	int n;
+
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	s = json_object_get_string(v);
+	n = json_object_get_string_len(v);
+	if (n < 2 || n % 2 || n > SV_ADDRS_MAX || strspn(s, "0123456789abcdef") != (size_t)n)
+		return false;
+	return true;
+}
+
+static int want_addrs(json_object *ret, struct sv_err *e)
+{
+	json_object *v;
+	char q[100];
+
+	if (!json_object_object_get_ex(ret, "addrs", &v) || sv_valid_addrs(v))
+		return 0;
+	sv_err_set(e, "ProtocolError", "the rank's \"addrs\" must be lowercase hex of at most %d "
+		   "characters, not %s", SV_ADDRS_MAX, quote(v, q, sizeof(q)));
 	return -1;
 }
 
@@ -426,8 +466,12 @@ int sv_check_rank_return(const char *command, json_object *ret, struct sv_err *e
 		       want_int(ret, "elapsed-ms", false, e) < 0 ? -1 : 0;
 	if (!strcmp(command, "resume"))
 		return want_state(ret, resumed, e) < 0 || want_paths(ret, e) < 0 ||
+		       want_addrs(ret, e) < 0 ||
 		       want_int(ret, "elapsed-ms", false, e) < 0 ? -1 : 0;
 	if (!strcmp(command, "status"))
+		return want_state(ret, any, e) < 0 || want_paths(ret, e) < 0 ||
+		       want_addrs(ret, e) < 0 ? -1 : 0;
+	if (!strcmp(command, "peers"))
 		return want_state(ret, any, e) < 0 || want_paths(ret, e) < 0 ? -1 : 0;
 	return 0;
 }

@@ -10,6 +10,10 @@ D/net.sh <action> (written by the test script).
 import argparse, json, os, re, socket, subprocess, sys, time, select
 
 
+# The network that appears during the move in the peers scenario.
+NEW = "10.77.4."
+
+
 def log(msg):
     print(f"[controller {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -187,6 +191,11 @@ def protocol_errors(ranks):
          "InvalidParameter"),
         ({"execute": "quiesce", "arguments": {"bogus": 1}, "id": 3}, "InvalidParameter"),
         ({"execute": "frobnicate", "id": 4}, "CommandNotFound"),
+        ({"execute": "peers", "arguments": {"ranks": [{"rank": 1, "addrs": "zz"}]}, "id": 5},
+         "InvalidParameter"),
+        ({"execute": "peers", "arguments": {"ranks": [{"rank": 1, "addrs": "00" * 12}]},
+          "id": 6}, "InvalidParameter"),
+        ({"execute": "resume", "arguments": {"wait": "no"}, "id": 7}, "InvalidParameter"),
     ]
     for msg, cls in cases:
         r.send(msg)
@@ -229,6 +238,41 @@ def scenario_switch(d, ranks, a, listeners):
         raise Fail("the computation ended before the quiesce was answered; "
                    "the measurement does not show a quiesce during computation")
     resume(ranks, a.fast, "resumed after the computation quiesce", "fast")
+
+
+def scenario_peers(d, ranks, a, listeners):
+    """Every network the pair knew each other by goes away during the
+    quiesce and a new one comes: only the addresses handed over the control
+    plane (`peers`) let them find each other again."""
+    wait_paths(ranks, a.fast, "before the move")
+    quiesce(ranks)
+    net(d, "fast-down")
+    net(d, "slow-down")
+    net(d, "new-up")
+    reps = all_cmd(ranks, "resume", {"fabrics": [{"name": "tcp", "ifname": "kwbn",
+                                                  "addr": NEW + "0"}],
+                                     "link-timeout-ms": 15000, "deadline-ms": 10000,
+                                     "wait": False}, 5)
+    entries = []
+    for r, m in reps:
+        ret = m.get("return", {})
+        if ret.get("state") != "resumed" or not isinstance(ret.get("addrs"), str):
+            raise Fail(f"{r.node}: resume with wait false: {m}")
+        if m["_elapsed"] > 3:
+            raise Fail(f"{r.node}: resume with wait false answered after {m['_elapsed']:.1f} s, "
+                       "not at once")
+        log(f"{r.node}: resumed at once ({m['_elapsed'] * 1000:.0f} ms), addrs {ret['addrs'][:40]}...")
+        entries.append({"rank": r.info["rank"], "addrs": ret["addrs"]})
+    # The old addresses lead nowhere: without the new ones nothing connects.
+    time.sleep(2)
+    for r, m in all_cmd(ranks, "status", None, STATUS_TIMEOUT):
+        if m.get("return", {}).get("paths"):
+            raise Fail(f"{r.node}: connected before it was told the new addresses: {m}")
+    log("no pair connects over the vanished networks (as expected)")
+    preps = all_cmd(ranks, "peers", {"ranks": entries, "deadline-ms": 15000}, 20)
+    check_paths(preps, NEW, "after peers")
+    for r, m in preps:
+        log(f"{r.node}: peers answered after {m['_elapsed'] * 1000:.0f} ms")
 
 
 def restart_agent(d, ranks, listeners):
@@ -320,7 +364,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--nodes", required=True)
-    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "acklost", "giveup"])
+    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "acklost", "giveup", "peers"])
     ap.add_argument("--fast", required=True)
     ap.add_argument("--slow", required=True)
     ap.add_argument("--ranks-per-node", type=int, default=1)
@@ -337,7 +381,7 @@ def main():
         ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")),
                              a.ranks_per_node)
         {"switch": scenario_switch, "cut": scenario_cut, "acklost": scenario_acklost,
-         "giveup": scenario_giveup}[a.scenario](a.dir, ranks, a, listeners)
+         "giveup": scenario_giveup, "peers": scenario_peers}[a.scenario](a.dir, ranks, a, listeners)
         if a.scenario == "giveup":
             return 0
     except Exception as e:  # any failure must still stop the application

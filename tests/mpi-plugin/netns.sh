@@ -20,10 +20,15 @@
 #           nothing of its own to resend. It must reconnect anyway, or
 #           rank 0 (ob1 waits for those completions) and rank 1 (waits
 #           for the next fragments) wait for each other forever.
+#   peers:  during the quiesce both networks the ranks know each other by
+#           go away and a new one comes; resume with "wait": false
+#           answers at once with each rank's new addresses, nothing
+#           connects over the old ones, and `peers` (the addresses over
+#           the control plane) reconnects the pair on the new network.
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
-# Args: <component dir> <prog dir> <switch|switch4|cut|acklost|giveup>
+# Args: <component dir> <prog dir> <switch|switch4|cut|acklost|giveup|peers>
 set -u
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/netns-lib.sh"
@@ -70,6 +75,7 @@ case "\$1" in
 fast-up) kwn_veth $N0 kwbf0 $N1 kwbf1 10.77.1 ;;
 fast-down) ip -n $N0 link del kwbf0 ;;
 slow-down) ip -n $N0 link del kwbs0 ;;
+new-up) kwn_veth $N0 kwbn0 $N1 kwbn1 10.77.4 ;;
 cut) ip netns exec $N0 ss -K dst 10.77.1.2 >/dev/null 2>&1 ;;
 link-flap) ip -n $N0 link set kwbf0 down; sleep 2; ip -n $N0 link set kwbf0 up ;;
 link-down) ip -n $N0 link set kwbf0 down ;;
@@ -135,7 +141,7 @@ fi
 ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
 	timeout 180 mpirun --oversubscribe --mca pml ob1 --mca btl self,kawarimi \
 	--mca oob_tcp_if_include 10.77.3.0/24 \
-	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24 \
+	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24,10.77.4.0/24 \
 	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms ${KWB_MPIRUN_EXTRA:-} \
 	$(apps) >"$d/mpi.log" 2>&1 &
 mpi_pid=$!
