@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * kawarimi-pingpong: IMB-MPI1 PingPong, same method and output format
  * (sizes 0 and 2^0..2^22, repetitions min(1000, max(1, 40 MiB / size)),
@@ -10,14 +11,23 @@
  *                   runs for --duration seconds or --rounds rounds
  *                   (neither: until killed)
  *   --max-log N     largest size 2^N (default 22)
+ *   --plot OUT.png  draw it with gnuplot: bandwidth against size, or
+ *                   against time with --continuous (rank 0 also writes
+ *                   its output to OUT.txt, the data and script beside)
+ *   --report R.json mark a migration's phases and blackouts on the
+ *                   --continuous picture (docs/report.md)
+ *   --from SAVED    no MPI: draw --plot from a saved output
  * Ranks 0 and 1 ping-pong; further ranks wait in the barrier.
  */
 #include <mpi.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "report.h"
 
 #define OVERALL_VOL (40 * 1048576L)
 #define WARMUP 2
@@ -27,6 +37,30 @@ static long csize = 4096, round_ms = 100;
 static double duration;
 static long max_rounds;
 static long errors;
+static const char *plot, *report_file, *from;
+static FILE *tee;		/* OUT.txt with --plot */
+
+/* Rank 0's output, on stdout and, with --plot, in OUT.txt. */
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	if (tee) {
+		va_start(ap, fmt);
+		vfprintf(tee, fmt, ap);
+		va_end(ap);
+	}
+}
+
+static void say_flush(void)
+{
+	fflush(stdout);
+	if (tee)
+		fflush(tee);
+}
 
 static unsigned char pat(long rep, size_t i)
 {
@@ -74,16 +108,16 @@ static void exchange(unsigned char *s, unsigned char *r, size_t n, long rep)
 
 static void header(void)
 {
-	printf("#---------------------------------------------------\n");
-	printf("# kawarimi-pingpong (IMB-MPI1 PingPong method and format)\n");
-	printf("#---------------------------------------------------\n");
-	printf("#---------------------------------------------------\n");
-	printf("# Benchmarking PingPong \n");
-	printf("# #processes = 2 \n");
+	say("#---------------------------------------------------\n");
+	say("# kawarimi-pingpong (IMB-MPI1 PingPong method and format)\n");
+	say("#---------------------------------------------------\n");
+	say("#---------------------------------------------------\n");
+	say("# Benchmarking PingPong \n");
+	say("# #processes = 2 \n");
 	if (nprocs > 2)
-		printf("# ( %d additional processes waiting in MPI_Barrier)\n", nprocs - 2);
-	printf("#---------------------------------------------------\n");
-	printf("       #bytes #repetitions      t[usec]   Mbytes/sec\n");
+		say("# ( %d additional processes waiting in MPI_Barrier)\n", nprocs - 2);
+	say("#---------------------------------------------------\n");
+	say("       #bytes #repetitions      t[usec]   Mbytes/sec\n");
 }
 
 static void imb(unsigned char *s, unsigned char *r)
@@ -110,8 +144,8 @@ static void imb(unsigned char *s, unsigned char *r)
 			exchange(s, r, n, 2 * i);
 		t = (MPI_Wtime() - t0) / (2.0 * reps) * 1e6;
 		if (rank == 0)
-			printf(" %12zu %12ld %12.2f %12.2f\n", n, reps, t, n ? n / t : 0.0);
-		fflush(stdout);
+			say(" %12zu %12ld %12.2f %12.2f\n", n, reps, t, n ? n / t : 0.0);
+		say_flush();
 	}
 }
 
@@ -136,7 +170,7 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 	long rep = 0;
 
 	if (rank == 0)
-		printf("# continuous PingPong, %ld bytes, rounds of %ld ms\n"
+		say("# continuous PingPong, %ld bytes, rounds of %ld ms\n"
 		       "# timestamp                   round  exchanges  t_avg[usec]  t_max[usec]"
 		       "   Mbytes/sec\n", csize, round_ms);
 	for (long round = 0;; round++) {
@@ -161,9 +195,9 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 			char ts[40];
 
 			timestamp(ts, sizeof(ts));
-			printf("%s %7ld %10ld %12.2f %12.2f %12.2f\n", ts, round, cnt, elapsed, tmax,
+			say("%s %7ld %10ld %12.2f %12.2f %12.2f\n", ts, round, cnt, elapsed, tmax,
 			       csize / elapsed);
-			fflush(stdout);
+			say_flush();
 		}
 		go = !(duration > 0 && MPI_Wtime() - start >= duration) &&
 		     !(max_rounds > 0 && round + 1 >= max_rounds);
@@ -176,7 +210,57 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kawarimi-pingpong [--check] [--max-log N] "
-		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]]\n");
+		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]]\n"
+		"                         [--plot OUT.png [--report R.json]]\n"
+		"       kawarimi-pingpong --from SAVED --plot OUT.png [--report R.json]   (no MPI)\n");
+}
+
+/* --plot: the picture from OUT.txt (or --from), with --report's phases. */
+static int draw(const char *saved)
+{
+	json_object *rep = NULL;
+	char err[1024], base[4096];
+	int rc = 0;
+
+	if (report_file && !(rep = kwm_report_load(report_file, err, sizeof(err)))) {
+		fprintf(stderr, "kawarimi-pingpong: --report: %s\n", err);
+		return 1;
+	}
+	if (kwm_plot_pingpong(saved, rep, plot, err, sizeof(err))) {
+		fprintf(stderr, "kawarimi-pingpong: %s\n", err);
+		rc = 1;
+	} else {
+		kwm_plot_base(plot, base, sizeof(base));
+		fprintf(stderr, "kawarimi-pingpong: wrote %s (script %s.gp, data %s-*.dat)\n",
+			plot, base, base);
+	}
+	json_object_put(rep);
+	return rc;
+}
+
+/* Options that need no MPI: checked before MPI_Init so that --from runs
+ * without mpirun. Returns -1 on a bad one. */
+static int plot_options(int argc, char **argv)
+{
+	char base[4096];
+
+	for (int i = 1; i + 1 < argc; i++) {
+		if (!strcmp(argv[i], "--plot"))
+			plot = argv[++i];
+		else if (!strcmp(argv[i], "--report"))
+			report_file = argv[++i];
+		else if (!strcmp(argv[i], "--from"))
+			from = argv[++i];
+	}
+	if (plot && kwm_plot_base(plot, base, sizeof(base))) {
+		fprintf(stderr, "kawarimi-pingpong: --plot '%s': name a .png file\n", plot);
+		return -1;
+	}
+	if ((report_file || from) && !plot) {
+		fprintf(stderr, "kawarimi-pingpong: --report and --from go with --plot OUT.png\n");
+		return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -185,6 +269,12 @@ int main(int argc, char **argv)
 	size_t bufsize;
 	long total = 0;
 
+	if (plot_options(argc, argv)) {
+		usage();
+		return 2;
+	}
+	if (from)
+		return draw(from);
 	MPI_Init(&argc, &argv);
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &nprocs);
@@ -206,6 +296,8 @@ int main(int argc, char **argv)
 			duration = atof(v), i++;
 		} else if (v && !strcmp(a, "--rounds")) {
 			max_rounds = atol(v), i++;
+		} else if (v && (!strcmp(a, "--plot") || !strcmp(a, "--report"))) {
+			i++;	/* plot_options() */
 		} else {
 			if (rank == 0) {
 				fprintf(stderr, "kawarimi-pingpong: bad argument \"%s\"\n", a);
@@ -225,6 +317,15 @@ int main(int argc, char **argv)
 		MPI_Finalize();
 		return 2;
 	}
+	if (plot && rank == 0) {
+		char base[4096], txt[4200];
+
+		kwm_plot_base(plot, base, sizeof(base));
+		snprintf(txt, sizeof(txt), "%s.txt", base);
+		tee = fopen(txt, "w");
+		if (!tee)
+			fprintf(stderr, "kawarimi-pingpong: cannot write %s: %m; no picture\n", txt);
+	}
 	bufsize = continuous ? (size_t)csize : (size_t)1 << max_log;
 	s = malloc(bufsize + 1);
 	r = malloc(bufsize + 1);
@@ -235,10 +336,19 @@ int main(int argc, char **argv)
 		imb(s, r);
 	MPI_Reduce(&errors, &total, 1, MPI_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
 	if (rank == 0 && check)
-		printf("# check: %s (%ld payload errors)\n", total ? "FAILED" : "all payloads verified",
-		       total);
+		say("# check: %s (%ld payload errors)\n", total ? "FAILED" : "all payloads verified",
+		    total);
 	free(s);
 	free(r);
 	MPI_Finalize();
+	if (tee) {
+		char base[4096], txt[4200];
+
+		fclose(tee);
+		kwm_plot_base(plot, base, sizeof(base));
+		snprintf(txt, sizeof(txt), "%s.txt", base);
+		if (draw(txt))
+			return 1;
+	}
 	return total ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "phase.h"
@@ -97,8 +98,11 @@ static int phase_index(const char *name)
 	return -1;
 }
 
-int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp)
+int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp,
+			 char *legend, size_t len)
 {
+	size_t used = 0;
+
 	double lo[KWM_PH__COUNT] = { 0 }, hi[KWM_PH__COUNT] = { 0 };
 	json_object *vms = kwm_jget(rep, "vms");
 	char path[4096];
@@ -132,9 +136,14 @@ int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp
 		fprintf(gp, "set object %d rect from %.6f, graph 0 to %.6f, graph 1 behind "
 			"fc rgb '%s' fs transparent solid 0.18 noborder\n", obj++, lo[p] - t0,
 			hi[p] - t0, phase_color[p]);
-		fprintf(gp, "set label '%s' at %.6f, graph %.2f rotate by 90 front font ',8'\n",
-			kwm_phase_name(p), lo[p] - t0, 0.98 - 0.02 * (p % 2));
+		used += (size_t)snprintf(legend + used, used < len ? len - used : 0,
+			", \\\n     NaN with boxes fs transparent solid 0.35 noborder "
+			"lc rgb '%s' title '%s'", phase_color[p], kwm_phase_name(p));
 	}
+	used += (size_t)snprintf(legend + used, used < len ? len - used : 0,
+		", \\\n     NaN with boxes fs pattern 4 lc rgb 'red' title 'blackout'");
+	if (used >= len)
+		legend[0] = 0;
 	fprintf(f, "\n\n# blackout: vm why start[s] end[s]\n");
 	for (size_t i = 0; i < json_object_array_length(vms); i++) {
 		json_object *vm = json_object_array_get_idx(vms, i);
@@ -341,6 +350,139 @@ int kwm_plot_report(json_object *rep, const char *png, char *err, size_t errlen)
 	}
 	if (fclose(gp)) {
 		snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return kwm_plot_render(base, err, errlen);
+}
+
+/* ---- kawarimi-pingpong's pictures ---------------------------------------- */
+
+/* "2026-12-02T15:00:18.123456Z" -> seconds since the epoch, or -1. */
+static double iso_time(const char *s)
+{
+	struct tm tm = { 0 };
+	const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	double frac = 0;
+
+	if (!rest)
+		return -1;
+	if (*rest == '.')
+		frac = strtod(rest, NULL);
+	return (double)timegm(&tm) + frac;
+}
+
+/*
+ * Reads kawarimi-pingpong's output: the IMB table (bytes, repetitions,
+ * t[usec], Mbytes/sec) or continuous rounds (timestamp, round, exchanges,
+ * t_avg, t_max, Mbytes/sec), and writes base-pingpong.dat with the numbers
+ * gnuplot needs.  Returns the rows, 0 for none, -1 when it cannot read
+ * or write; *continuous and *t0 (first round's time) are set.
+ */
+static long pingpong_dat(const char *saved, const char *base, bool *continuous, double *t0)
+{
+	char line[512], path[4096];
+	FILE *in = fopen(saved, "r"), *out;
+	long n = 0;
+
+	if (!in)
+		return -1;
+	out = open_dat(base, "pingpong", path, sizeof(path));
+	if (!out) {
+		fclose(in);
+		return -1;
+	}
+	*continuous = false;
+	*t0 = 0;
+	while (fgets(line, sizeof(line), in)) {
+		char ts[64];
+		double a, b, c, d, e;
+		long r;
+
+		if (sscanf(line, "%63s %ld %lf %lf %lf %lf", ts, &r, &a, &b, &c, &d) == 6 &&
+		    (e = iso_time(ts)) > 0) {
+			if (!n) {
+				*t0 = e;
+				fprintf(out, "# seconds-after-%.6f round exchanges t_avg[usec] "
+					"t_max[usec] Mbytes/sec\n", e);
+			}
+			*continuous = true;
+			fprintf(out, "%.6f %ld %.0f %.2f %.2f %.2f\n", e - *t0, r, a, b, c, d);
+			n++;
+		} else if (!*continuous && line[0] == ' ' &&
+			   sscanf(line, "%lf %lf %lf %lf", &a, &b, &c, &d) == 4) {
+			if (!n)
+				fprintf(out, "# bytes repetitions t[usec] Mbytes/sec\n");
+			fprintf(out, "%.0f %.0f %.2f %.2f\n", a, b, c, d);
+			n++;
+		}
+	}
+	fclose(in);
+	return fclose(out) ? -1 : n;
+}
+
+int kwm_plot_pingpong(const char *saved, json_object *rep, const char *png, char *err,
+		      size_t errlen)
+{
+	char base[4096], path[4200], legend[2048] = "";
+	bool continuous;
+	double t0;
+	long n;
+	FILE *gp;
+
+	if (kwm_plot_base(png, base, sizeof(base))) {
+		snprintf(err, errlen, "--plot '%s': name a .png file", png);
+		return -1;
+	}
+	n = pingpong_dat(saved, base, &continuous, &t0);
+	if (n < 0) {
+		snprintf(err, errlen, "cannot read %s or write %s-pingpong.dat: %s", saved, base,
+			 strerror(errno));
+		return -1;
+	}
+	if (!n) {
+		snprintf(err, errlen, "%s holds no PingPong result (neither the table nor "
+			 "--continuous rounds)", saved);
+		return -1;
+	}
+	if (rep && !continuous) {
+		snprintf(err, errlen, "a report marks phases on a time axis: give the output of "
+			 "--continuous");
+		return -1;
+	}
+	if ((size_t)snprintf(path, sizeof(path), "%s.gp", base) >= sizeof(path) ||
+	    !(gp = fopen(path, "w"))) {
+		snprintf(err, errlen, "cannot write %s.gp: %s", base, strerror(errno));
+		return -1;
+	}
+	fprintf(gp, "# kawarimi-pingpong --plot: restyle and run `gnuplot %s.gp` here.\n"
+		"# Data: %s-pingpong.dat (from %s)%s\n", leaf(base), leaf(base), saved,
+		rep ? ", phases and blackouts: -cluster-phases.dat" : "");
+	fprintf(gp, "set terminal pngcairo size 1100,500 font 'sans,10'\nset output '%s'\n"
+		"set grid\nset key outside right top\nset ylabel 'Mbytes/sec (10^6 B/s)'\n", leaf(png));
+	if (continuous) {
+		fprintf(gp, "set title 'PingPong bandwidth over time%s'\n"
+			"set xlabel 'seconds since the first round'\n"
+			"set y2label 'slowest exchange per round [usec]'\nset logscale y2\n"
+			"set y2tics\nset yrange [0:*]\n",
+			rep ? " during the migration (phases shaded, blackouts hatched red)" : "");
+		if (rep && kwm_plot_mark_phases(rep, t0, base, gp, legend, sizeof(legend))) {
+			fclose(gp);
+			snprintf(err, errlen, "cannot write %s-cluster-phases.dat", base);
+			return -1;
+		}
+		fprintf(gp, "plot '%s-pingpong.dat' using 1:6 with lines lw 2 lc rgb '#1f77b4' "
+			"title 'Mbytes/sec', \\\n     '%s-pingpong.dat' using 1:5 axes x1y2 with "
+			"points pt 7 ps 0.4 lc rgb '#d62728' title 'slowest exchange [usec]'%s\n",
+			leaf(base), leaf(base), legend);
+	} else {
+		fprintf(gp, "set title 'PingPong bandwidth against message size'\n"
+			"set xlabel 'message size [bytes]'\nset logscale x 2\n"
+			"set format x '2^{%%L}'\nset yrange [0:*]\n"
+			"plot '%s-pingpong.dat' using ($1 > 0 ? $1 : NaN):4 with linespoints pt 7 "
+			"lw 2 lc rgb '#1f77b4' title 'Mbytes/sec'\n", leaf(base));
+	}
+	if (fclose(gp)) {
+		snprintf(err, errlen, "cannot write %s.gp: %s", base, strerror(errno));
 		return -1;
 	}
 	return kwm_plot_render(base, err, errlen);

@@ -44,12 +44,22 @@ int kwm_plot_render(const char *base, char *err, size_t errlen);
 /*
  * base-cluster-phases.dat: per phase the span over all VMs (earliest
  * start, latest end) and per blackout span its VM, seconds after t0;
- * gnuplot lines that mark them on a time axis go to gp.  Returns 0 or -1
- * (cannot write).
+ * gnuplot lines that shade them on a time axis go to gp, and the plot
+ * clauses that name them in the key to legend.  Returns 0 or -1 (cannot
+ * write).
  */
-int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp);
+int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp,
+			 char *legend, size_t len);
 /* The migration picture: per VM the phase timeline with blackouts, and
  * the storage and memory transfer curves.  0, or -1 with err. */
 int kwm_plot_report(json_object *rep, const char *png, char *err, size_t errlen);
+
+/*
+ * kawarimi-pingpong's picture from its saved output: bandwidth against
+ * message size (the IMB table) or against time (--continuous), with the
+ * migration's phases and blackouts of rep marked (rep may be NULL).
+ */
+int kwm_plot_pingpong(const char *saved, json_object *rep, const char *png, char *err,
+		      size_t errlen);
 
 #endif

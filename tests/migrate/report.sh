@@ -16,6 +16,15 @@ for i in 1 2; do
 	kwm_start_dst $i
 done
 AGENTS=yes SRC_HCA=$HCA DST_HCA=$HCA BANDWIDTH=20MB/s kwm_cluster "$T/c.yaml" 2
+# A continuous PingPong on this machine meanwhile, for its picture.
+PP=
+if [ -n "${PINGPONG:-}" ] && command -v mpirun >/dev/null; then
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 \
+		timeout 60 mpirun -np 2 "$PINGPONG" --continuous --duration 4 --plot "$T/pp-live.png" \
+		>"$T/pp.out" 2>&1 &
+	PP=$!
+	sleep 1
+fi
 timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r.json" >"$T/stream" 2>"$T/err"
 rc=$?
 cat "$T/err"
@@ -79,6 +88,33 @@ PY
 # The script runs again by itself, as a researcher would after restyling.
 rm "$T/plot/m.png"
 (cd "$T/plot" && gnuplot m.gp) && [ -s "$T/plot/m.png" ] || fail "gnuplot m.gp does not redraw"
+
+# kawarimi-pingpong's pictures: its own at the end of the run, and one
+# drawn again from its saved output with the migration's phases on it.
+if [ -n "$PP" ]; then
+	wait $PP || { cat "$T/pp.out"; fail "kawarimi-pingpong --continuous --plot"; }
+	[ -s "$T/pp-live.png" ] && [ -s "$T/pp-live.txt" ] || fail "no pingpong picture or output"
+	"$PINGPONG" --from "$T/pp-live.txt" --plot "$T/pp.png" --report "$T/r.json" 2>"$T/pperr" ||
+		{ cat "$T/pperr"; fail "kawarimi-pingpong --from --report"; }
+	python3 - "$T" "$T/r.json" <<'PY' || fail "pingpong picture data"
+import json, sys
+d, r = sys.argv[1], json.load(open(sys.argv[2]))
+rows = [l.split() for l in open(d + "/pp-pingpong.dat") if not l.startswith("#")]
+assert len(rows) >= 20 and float(rows[-1][0]) >= 3, rows[-1:]
+ph = [l.split() for l in open(d + "/pp-cluster-phases.dat") if l[0].isalpha() and len(l.split()) == 3]
+ran = {p["phase"] for v in r["vms"] for p in v["phases"]}
+assert {p[0] for p in ph} == ran, (ph, ran)
+# The migration ran within the PingPong's rounds: its phases on the axis.
+assert all(0 < float(p[1]) <= float(p[2]) < float(rows[-1][0]) for p in ph), ph
+gp = open(d + "/pp.gp").read()
+assert gp.count("set object") == len(ph) + 4, gp     # a rect per phase and per blackout
+PY
+	"$PINGPONG" --from "$T/pp-live.txt" --plot "$T/pp.jpg" 2>"$T/pperr" &&
+		fail "pingpong --plot pp.jpg accepted"
+	grep -q -- "--plot '$T/pp.jpg': name a .png file" "$T/pperr" || fail "pingpong: $(cat "$T/pperr")"
+else
+	echo "no mpirun or kawarimi-pingpong: its pictures not checked"
+fi
 
 # Bad input: the message names the file or value and the fix.
 expect_fail() {
