@@ -8,9 +8,19 @@
  * other sender it knows.  Unix socket paths cross network namespaces, so
  * node VMs at both "sites" (each site a namespace) share this L2, and a VM
  * keeps its IP after migration: the destination QEMU's first frame (QEMU's
- * self-announce after switchover) makes it known.  A peer that cannot take
- * a frame now (a paused VM) misses it, as on a real hub; a peer whose
- * socket is gone (QEMU quit) is forgotten.
+ * self-announce after switchover) makes it known.
+ *
+ * One receiver must never stall the others.  A unix datagram that its
+ * receiver has not read yet stays charged to the *sending* socket, so a
+ * hub sending everything from one socket is stopped by one paused QEMU
+ * (a migration source sitting in postmigrate stops reading its netdev):
+ * once that peer's unread frames fill the shared send buffer, every send
+ * fails with EAGAIN, to the running VMs too.  So the hub sends to each
+ * peer from a socket of that peer's own, connected to it: a peer that does
+ * not read fills only its own buffer and loses only its own frames, as on
+ * a real switch port.  A peer whose socket is gone (QEMU quit, or a new
+ * QEMU bound the same path) is forgotten and learned again from its next
+ * frame.
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +37,8 @@
 struct peer {
 	struct sockaddr_un addr;
 	socklen_t len;
+	int fd;			/* connected to addr; carries only its frames */
+	unsigned long dropped;	/* frames lost because it did not read */
 };
 
 static struct peer peers[MAX_PEERS];
@@ -45,9 +57,25 @@ static int same_addr(const struct sockaddr_un *a, socklen_t alen,
 	return alen == blen && !memcmp(a, b, alen);
 }
 
-/* Returns the index of the sender, adding it when new (-1: unnamed or full). */
+static int peer_socket(const struct sockaddr_un *to, socklen_t len)
+{
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)to, len) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Returns the index of the sender, adding it when new (-1: unnamed, full,
+ * or its socket cannot be reached). */
 static int learn(const struct sockaddr_un *from, socklen_t len)
 {
+	int fd;
+
 	if (len <= sizeof(sa_family_t))
 		return -1; /* an unbound sender cannot be answered */
 	for (int i = 0; i < npeers; i++)
@@ -58,38 +86,51 @@ static int learn(const struct sockaddr_un *from, socklen_t len)
 			MAX_PEERS, from->sun_path);
 		return -1;
 	}
-	peers[npeers].addr = *from;
-	peers[npeers].len = len;
+	fd = peer_socket(from, len);
+	if (fd < 0) {
+		fprintf(stderr, "kwl-hub: cannot reach '%s': %s\n", from->sun_path,
+			strerror(errno));
+		return -1;
+	}
+	peers[npeers] = (struct peer){ .addr = *from, .len = len, .fd = fd };
 	return npeers++;
 }
 
 static void forget(int i)
 {
+	if (peers[i].dropped)
+		fprintf(stderr, "kwl-hub: '%s' gone after %lu frame(s) it did not read\n",
+			peers[i].addr.sun_path, peers[i].dropped);
+	close(peers[i].fd);
 	peers[i] = peers[--npeers];
 }
 
-static void repeat(int fd, const char *frame, size_t n, int from)
+static void repeat(const char *frame, size_t n, int from)
 {
 	for (int i = 0; i < npeers; i++) {
 		if (i == from)
 			continue;
-		if (sendto(fd, frame, n, MSG_DONTWAIT,
-			   (struct sockaddr *)&peers[i].addr, peers[i].len) >= 0)
+		if (send(peers[i].fd, frame, n, MSG_DONTWAIT) >= 0)
 			continue;
-		/* Gone for good: QEMU quit and its socket went with it. */
-		if (errno == ECONNREFUSED || errno == ENOENT) {
-			if (from == npeers - 1)
-				from = i; /* forget() moves the last entry to i */
-			forget(i);
-			i--;
+		if (errno == EAGAIN || errno == ENOBUFS) {
+			/* This peer does not read (paused VM): its frame is
+			 * lost, nobody else's. */
+			peers[i].dropped++;
+			continue;
 		}
-		/* EAGAIN (a paused VM's queue is full): the frame is lost. */
+		/* Gone for good: QEMU quit and its socket went with it
+		 * (ECONNREFUSED), or the path was bound anew. */
+		if (from == npeers - 1)
+			from = i; /* forget() moves the last entry to i */
+		forget(i);
+		i--;
 	}
 }
 
 int main(int argc, char *argv[])
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct sigaction sa = { .sa_handler = on_signal };
 	static char frame[MAX_FRAME];
 	int fd;
 
@@ -108,8 +149,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "kwl-hub: cannot bind '%s': %s\n", argv[1], strerror(errno));
 		return 1;
 	}
-	signal(SIGTERM, on_signal);
-	signal(SIGINT, on_signal);
+	/* No SA_RESTART: a signal must end the blocking recvfrom(). */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	while (!stop) {
 		struct sockaddr_un from;
 		socklen_t len = sizeof(from);
@@ -122,8 +164,10 @@ int main(int argc, char *argv[])
 			fprintf(stderr, "kwl-hub: recvfrom: %s\n", strerror(errno));
 			break;
 		}
-		repeat(fd, frame, (size_t)n, learn(&from, len));
+		repeat(frame, (size_t)n, learn(&from, len));
 	}
+	while (npeers)
+		forget(npeers - 1);
 	unlink(argv[1]);
 	return 0;
 }

@@ -281,6 +281,7 @@ void kwm_run_close(struct kwm_run *r)
 		kwm_ops_clear(vm);
 		free(vm->ops);
 		free(vm->disks);
+		free(vm->samples);
 	}
 	kwm_ctx_free_all();
 	free(r->vms);

@@ -388,6 +388,10 @@ static void migrate_stats(struct kwm_vm *vm, struct kwm_op *op, json_object *ret
 			vm->mem_remaining = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(ram, "mbps", &v))
 			vm->mem_rate = json_object_get_double(v) * 1e6 / 8;
+		if (json_object_object_get_ex(ram, "dirty-pages-rate", &v))
+			vm->dirty_rate = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(ram, "page-size", &v))
+			vm->page_size = (uint64_t)json_object_get_int64(v);
 	}
 }
 

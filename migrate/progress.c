@@ -6,7 +6,9 @@
  * per phase change.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,14 +32,37 @@ static json_object *event(const char *name, const struct kwm_vm *vm)
 	return o;
 }
 
+/* The terminal's size now: read at every redraw, so a resize is followed. */
+static void term_size(int *cols, int *rows)
+{
+	struct winsize ws;
+
+	*cols = 80;
+	*rows = 24;
+	if (!ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) && ws.ws_col && ws.ws_row) {
+		*cols = ws.ws_col;
+		*rows = ws.ws_row;
+	}
+}
+
+/*
+ * Moves back to the first line of the block and clears to the end of the
+ * screen.  A line drawn at the old width takes more than one row once the
+ * terminal was made narrower (terminals that reflow wrap it), so the rows
+ * are counted at the width of now.
+ */
 static void clear_block(struct kwm_run *r)
 {
+	int cols, rows, up = 0;
+
 	if (r->opt.output != KWM_OUT_TTY || !r->drawn_lines)
 		return;
-	printf("\033[%dA", r->drawn_lines);
+	term_size(&cols, &rows);
 	for (int i = 0; i < r->drawn_lines; i++)
-		printf("\033[2K\n");
-	printf("\033[%dA", r->drawn_lines);
+		up += r->drawn_len[i] > cols ? (r->drawn_len[i] + cols - 1) / cols : 1;
+	printf("\r\033[%dA\033[J", up);
+	/* Before a message goes to stderr, which is not buffered. */
+	fflush(stdout);
 	r->drawn_lines = 0;
 }
 
@@ -46,11 +71,36 @@ static double since(struct kwm_run *r)
 	return kwm_wall() - r->started;
 }
 
+/* Appends a point to vm's transfer curves; past KWM_MAX_SAMPLES every
+ * other point is dropped, so a long run keeps its whole shape. */
+static void sample(struct kwm_vm *vm)
+{
+	struct kwm_sample *s;
+
+	if (!vm->samples) {
+		vm->samples = calloc(KWM_MAX_SAMPLES, sizeof(*vm->samples));
+		if (!vm->samples)
+			return;
+	}
+	if (vm->nsamples == KWM_MAX_SAMPLES) {
+		for (size_t i = 1; i < KWM_MAX_SAMPLES / 2; i++)
+			vm->samples[i] = vm->samples[2 * i];
+		vm->nsamples = KWM_MAX_SAMPLES / 2;
+	}
+	s = &vm->samples[vm->nsamples++];
+	s->t = kwm_wall();
+	s->disk = vm->storage_bytes;
+	s->mem = vm->mem_bytes;
+	s->mem_remaining = vm->mem_remaining;
+}
+
 void kwm_progress_phase(struct kwm_run *r, const struct kwm_vm *vm, enum kwm_phase p,
 			bool end)
 {
 	json_object *o;
 
+	if (vm && (p == KWM_PH_STORAGE || p == KWM_PH_MEMORY))
+		sample(&r->vms[vm->idx]);
 	switch (r->opt.output) {
 	case KWM_OUT_JSON:
 		o = event("phase", vm);
@@ -121,47 +171,124 @@ static double pct(uint64_t done, uint64_t total)
 	return total ? 100.0 * (double)done / (double)total : 0;
 }
 
+/* A VM idle when the run has ended has nothing left to do (its last
+ * phase was not finish: --keep-source, a plan). */
+static bool vm_over(const struct kwm_vm *vm)
+{
+	return vm->state == KWM_VM_DONE || (vm->state == KWM_VM_IDLE && vm->run->ended);
+}
+
 static const char *vm_state_word(const struct kwm_vm *vm)
 {
 	switch (vm->state) {
 	case KWM_VM_BUSY: return "";
 	case KWM_VM_FAILED: return " FAILED";
-	case KWM_VM_DONE: return vm->rolled_back ? " rolled back" : " done";
-	default: return " waiting";
+	default:
+		if (!vm_over(vm))
+			return " waiting";
+		return vm->rolled_back ? " rolled back" : " done";
 	}
+}
+
+/*
+ * One line of the block, never as wide as the terminal: a line that wraps
+ * would take two rows and the next redraw would climb one row short.  A
+ * VM's line has a short form for narrow terminals; anything still too
+ * long is cut.
+ */
+static void put_line(struct kwm_run *r, int cols, const char *full, const char *brief)
+{
+	const char *l = (int)strlen(full) < cols ? full : brief;
+	int len = (int)strlen(l);
+
+	if (len > cols - 1)
+		len = cols > 1 ? cols - 1 : 0;
+	printf("%.*s\n", len, l);
+	r->drawn_len[r->drawn_lines++] = len;
+}
+
+static void vm_line(struct kwm_run *r, int cols, const struct kwm_vm *vm)
+{
+	char full[256], brief[128];
+	uint64_t mem_done = vm->mem_total - vm->mem_remaining;
+	double sp = pct(vm->storage_bytes, vm->storage_total);
+	double mp = pct(vm->mem_total ? mem_done : 0, vm->mem_total);
+
+	snprintf(full, sizeof(full),
+		 "  %-12s %-13s%-13s storage %5.1f%% %8.1f MB/s   memory %5.1f%% %8.1f MB/s",
+		 vm->conf->name, kwm_phase_name(vm->phase), vm_state_word(vm), sp,
+		 vm->storage_rate / 1e6, mp, vm->mem_rate / 1e6);
+	snprintf(brief, sizeof(brief), "  %s %s%s st %.0f%% mem %.0f%%", vm->conf->name,
+		 kwm_phase_name(vm->phase), vm_state_word(vm), sp, mp);
+	put_line(r, cols, full, brief);
 }
 
 static void draw(struct kwm_run *r)
 {
-	size_t done = 0;
-	int moving = 0;
+	char full[256], brief[128];
+	size_t done = 0, shown = r->nvms;
+	int moving = 0, cols, rows;
 
 	clear_block(r);
+	term_size(&cols, &rows);
+	if (!r->drawn_len)
+		r->drawn_len = calloc(r->nvms + 2, sizeof(*r->drawn_len));
+	if (!r->drawn_len)
+		return;
+	/* A block taller than the screen could not be climbed back over. */
+	if ((int)r->nvms + 2 > rows)
+		shown = rows > 3 ? (size_t)rows - 3 : 0;
 	for (size_t i = 0; i < r->nvms; i++) {
-		struct kwm_vm *vm = &r->vms[i];
-		uint64_t mem_done = vm->mem_total - vm->mem_remaining;
-
-		if (vm->state == KWM_VM_DONE)
-			done++;
-		printf("  %-12s %-13s%-13s storage %5.1f%% %8.1f MB/s   memory %5.1f%% %8.1f MB/s\n",
-		       vm->conf->name, kwm_phase_name(vm->phase), vm_state_word(vm),
-		       pct(vm->storage_bytes, vm->storage_total), vm->storage_rate / 1e6,
-		       pct(vm->mem_total ? mem_done : 0, vm->mem_total), vm->mem_rate / 1e6);
-	}
-	for (size_t i = 0; i < r->nvms; i++)
+		done += vm_over(&r->vms[i]);
 		moving += kwm_vm_inflight(&r->vms[i]);
-	printf("  cluster %s: %zu/%zu VMs done, %d migrating, %.1f s%s\n", r->c->name, done,
-	       r->nvms, moving, since(r), r->rolling_back ? ", ROLLING BACK" : "");
+		if (i < shown)
+			vm_line(r, cols, &r->vms[i]);
+	}
+	if (shown < r->nvms) {
+		snprintf(full, sizeof(full), "  (%zu more VMs)", r->nvms - shown);
+		put_line(r, cols, full, full);
+	}
+	snprintf(full, sizeof(full), "  cluster %s: %zu/%zu VMs done, %d migrating, %.1f s%s",
+		 r->c->name, done, r->nvms, moving, since(r),
+		 r->rolling_back ? ", ROLLING BACK" : "");
+	snprintf(brief, sizeof(brief), "  %s: %zu/%zu done, %.0f s%s", r->c->name, done,
+		 r->nvms, since(r), r->rolling_back ? ", ROLLING BACK" : "");
+	put_line(r, cols, full, brief);
 	fflush(stdout);
-	r->drawn_lines = (int)r->nvms + 1;
+}
+
+/* The job statistics as libvirt names them (virDomainGetJobStats). */
+void kwm_job_stats(json_object *o, const struct kwm_vm *vm)
+{
+	uint64_t disk_left = vm->storage_total > vm->storage_bytes ?
+			     vm->storage_total - vm->storage_bytes : 0;
+
+	json_object_object_add(o, "disk_total", json_object_new_int64((int64_t)vm->storage_total));
+	json_object_object_add(o, "disk_processed", json_object_new_int64((int64_t)vm->storage_bytes));
+	json_object_object_add(o, "disk_remaining", json_object_new_int64((int64_t)disk_left));
+	json_object_object_add(o, "memory_total", json_object_new_int64((int64_t)vm->mem_total));
+	json_object_object_add(o, "memory_processed", json_object_new_int64((int64_t)vm->mem_bytes));
+	json_object_object_add(o, "memory_remaining",
+			       json_object_new_int64((int64_t)vm->mem_remaining));
+	json_object_object_add(o, "data_total",
+			       json_object_new_int64((int64_t)(vm->storage_total + vm->mem_total)));
+	json_object_object_add(o, "data_processed",
+			       json_object_new_int64((int64_t)(vm->storage_bytes + vm->mem_bytes)));
+	json_object_object_add(o, "data_remaining",
+			       json_object_new_int64((int64_t)(disk_left + vm->mem_remaining)));
+	json_object_object_add(o, "memory_dirty_rate", json_object_new_int64((int64_t)vm->dirty_rate));
+	json_object_object_add(o, "memory_page_size", json_object_new_int64((int64_t)vm->page_size));
 }
 
 void kwm_progress_tick(struct kwm_run *r, bool force)
 {
 	int64_t now = kwm_now_ms();
 
-	for (size_t i = 0; i < r->nvms; i++)
+	for (size_t i = 0; i < r->nvms; i++) {
 		update_rates(&r->vms[i]);
+		if (!force && kwm_vm_inflight(&r->vms[i]))
+			sample(&r->vms[i]);
+	}
 	if (r->opt.output == KWM_OUT_TTY) {
 		if (force || now - r->last_draw >= 200) {
 			r->last_draw = now;
@@ -179,14 +306,11 @@ void kwm_progress_tick(struct kwm_run *r, bool force)
 			continue;
 		o = event("progress", vm);
 		json_object_object_add(o, "phase", json_object_new_string(kwm_phase_name(vm->phase)));
-		json_object_object_add(o, "storage-bytes", json_object_new_int64((int64_t)vm->storage_bytes));
-		json_object_object_add(o, "storage-total", json_object_new_int64((int64_t)vm->storage_total));
-		json_object_object_add(o, "storage-rate", json_object_new_double(vm->storage_rate));
-		json_object_object_add(o, "memory-bytes", json_object_new_int64((int64_t)vm->mem_bytes));
-		json_object_object_add(o, "memory-total", json_object_new_int64((int64_t)vm->mem_total));
-		json_object_object_add(o, "memory-remaining",
-				       json_object_new_int64((int64_t)vm->mem_remaining));
-		json_object_object_add(o, "memory-rate", json_object_new_double(vm->mem_rate));
+		json_object_object_add(o, "time_elapsed",
+				       json_object_new_int64((int64_t)llround(since(r) * 1000)));
+		kwm_job_stats(o, vm);
+		json_object_object_add(o, "disk_bps", json_object_new_int64(llround(vm->storage_rate)));
+		json_object_object_add(o, "memory_bps", json_object_new_int64(llround(vm->mem_rate)));
 		emit(o);
 	}
 }
@@ -196,4 +320,6 @@ void kwm_progress_done(struct kwm_run *r)
 	if (r->opt.output == KWM_OUT_TTY)
 		draw(r);
 	r->drawn_lines = 0;
+	free(r->drawn_len);
+	r->drawn_len = NULL;
 }

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "report.h"
 #include "run.h"
 
 static int64_t ms(double a, double b)
@@ -166,6 +167,48 @@ static json_object *blackout_json(const struct kwm_vm *vm)
 	return o;
 }
 
+/* The totals under libvirt's job-statistics names (virsh domjobinfo). */
+static json_object *job_json(const struct kwm_vm *vm)
+{
+	json_object *o = json_object_new_object();
+	double first = 0, last = 0, st = 0;
+
+	for (int p = 0; p < KWM_PH__COUNT; p++) {
+		if (!vm->phase_ran[p])
+			continue;
+		if (!first || vm->phases[p].start < first)
+			first = vm->phases[p].start;
+		if (vm->phases[p].end > last)
+			last = vm->phases[p].end;
+	}
+	if (vm->phase_ran[KWM_PH_STORAGE] && vm->phases[KWM_PH_STORAGE].end)
+		st = vm->phases[KWM_PH_STORAGE].end - vm->phases[KWM_PH_STORAGE].start;
+	json_object_object_add(o, "time_elapsed", json_object_new_int64(ms(first, last)));
+	json_object_object_add(o, "setup_time", json_object_new_int64(vm->setup_ms));
+	json_object_object_add(o, "downtime", json_object_new_int64(vm->downtime_ms));
+	kwm_job_stats(o, vm);
+	json_object_object_add(o, "disk_bps", json_object_new_int64(
+		st > 0 ? llround((double)vm->storage_bytes / st) : 0));
+	json_object_object_add(o, "memory_bps", json_object_new_int64(llround(vm->mem_rate)));
+	return o;
+}
+
+static json_object *samples_json(const struct kwm_vm *vm)
+{
+	json_object *a = json_object_new_array();
+
+	for (size_t i = 0; i < vm->nsamples; i++) {
+		const struct kwm_sample *s = &vm->samples[i];
+		json_object *o = kwm_obj("disk_processed=i memory_processed=i memory_remaining=i",
+					 (int64_t)s->disk, (int64_t)s->mem,
+					 (int64_t)s->mem_remaining);
+
+		json_object_object_add(o, "time", json_object_new_double(s->t));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
 static json_object *vm_json(const struct kwm_vm *vm)
 {
 	json_object *o = json_object_new_object(), *e = NULL, *rb = NULL;
@@ -184,6 +227,8 @@ static json_object *vm_json(const struct kwm_vm *vm)
 	json_object_object_add(o, "storage", storage_json(vm));
 	json_object_object_add(o, "memory", memory_json(vm));
 	json_object_object_add(o, "blackout", blackout_json(vm));
+	json_object_object_add(o, "job", job_json(vm));
+	json_object_object_add(o, "samples", samples_json(vm));
 	if (vm->rolled_back) {
 		rb = json_object_new_object();
 		json_object_object_add(rb, "complete", json_object_new_boolean(!vm->rollback_incomplete));
@@ -252,42 +297,10 @@ json_object *kwm_report_json(struct kwm_run *r)
 
 void kwm_report_table(struct kwm_run *r, FILE *out)
 {
-	static const enum kwm_phase cols[] = { KWM_PH_PREFLIGHT, KWM_PH_STORAGE, KWM_PH_QUIESCE,
-		KWM_PH_UNPLUG, KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME,
-		KWM_PH_FINISH, KWM_PH_ROLLBACK };
-	uint64_t sb = 0, mb = 0;
+	json_object *o = kwm_report_json(r);
 
-	fprintf(out, "\n%-12s %-20s %11s %11s %9s %9s\n", "VM", "result", "storage MB",
-		"memory MB", "downtime", "blackout");
-	for (size_t i = 0; i < r->nvms; i++) {
-		const struct kwm_vm *vm = &r->vms[i];
-
-		sb += vm->storage_bytes;
-		mb += vm->mem_bytes;
-		fprintf(out, "%-12s %-20s %11.1f %11.1f %7lldms %7lldms\n", vm->conf->name,
-			vm_result(vm), vm->storage_bytes / 1e6, vm->mem_bytes / 1e6,
-			(long long)vm->downtime_ms, (long long)blackout_ms(vm));
-	}
-	fprintf(out, "%-12s %-20s %11.1f %11.1f\n", "total", kwm_run_result(r), sb / 1e6, mb / 1e6);
-	fprintf(out, "\nphase durations [s]\n%-12s", "VM");
-	for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++)
-		fprintf(out, " %9.9s", kwm_phase_name(cols[c]));
-	fprintf(out, "\n");
-	for (size_t i = 0; i < r->nvms; i++) {
-		const struct kwm_vm *vm = &r->vms[i];
-
-		fprintf(out, "%-12s", vm->conf->name);
-		for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
-			const struct kwm_span *s = &vm->phases[cols[c]];
-
-			if (!vm->phase_ran[cols[c]])
-				fprintf(out, " %9s", "-");
-			else
-				fprintf(out, " %9.3f", s->end ? s->end - s->start : 0.0);
-		}
-		fprintf(out, "\n");
-	}
-	fprintf(out, "\nwall time %.3f s\n", r->ended - r->started);
+	kwm_report_print(o, KWM_FMT_TABLE, out);
+	json_object_put(o);
 }
 
 int kwm_report_write(struct kwm_run *r, const char *path, char *err, size_t errlen)

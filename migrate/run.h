@@ -92,6 +92,14 @@ struct kwm_span {
 	double start, end;	/* wall clock, seconds since the epoch; 0 = not yet */
 };
 
+#define KWM_MAX_SAMPLES 4096
+
+/* One point of a VM's transfer curves (the report's "samples"). */
+struct kwm_sample {
+	double t;			/* wall clock */
+	uint64_t disk, mem, mem_remaining;
+};
+
 struct kwm_vm {
 	struct kwm_run *run;
 	const struct kwm_vm_conf *conf;
@@ -137,12 +145,15 @@ struct kwm_vm {
 	uint64_t storage_bytes, storage_total;
 	uint64_t mem_bytes, mem_total, mem_remaining;
 	double mem_rate;		/* bytes/s, from query-migrate mbps */
+	uint64_t dirty_rate, page_size;	/* pages/s, bytes: ram.dirty-pages-rate */
 	uint64_t last_storage;		/* for the storage rate on the TTY */
 	double last_storage_t, storage_rate;
 	int64_t downtime_ms, mem_total_ms, setup_ms;
 	struct kwm_span blackout[4];	/* the job could not communicate */
 	const char *blackout_why[4];
 	int nblackout;
+	struct kwm_sample *samples;	/* progress.c, at most KWM_MAX_SAMPLES */
+	size_t nsamples;
 	bool rolled_back, rollback_incomplete;
 	char rollback_notes[512];
 	char error[768];
@@ -182,6 +193,7 @@ struct kwm_run {
 	int64_t next_tick;
 	int64_t last_draw;
 	int drawn_lines;
+	int *drawn_len;			/* columns of each line drawn (progress.c) */
 	int max_inflight_seen;		/* for the report and the tests */
 };
 
@@ -269,6 +281,8 @@ void kwm_progress_tick(struct kwm_run *r, bool force);
 void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char *level,
 			  const char *msg);
 void kwm_progress_done(struct kwm_run *r);
+/* Adds vm's job statistics under libvirt's names (disk_total, ...). */
+void kwm_job_stats(json_object *o, const struct kwm_vm *vm);
 json_object *kwm_report_json(struct kwm_run *r);
 void kwm_report_table(struct kwm_run *r, FILE *out);
 int kwm_report_write(struct kwm_run *r, const char *path, char *err, size_t errlen);

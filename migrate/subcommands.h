@@ -11,5 +11,6 @@ int cmd_plan(int argc, char *argv[]);
 int cmd_migrate(int argc, char *argv[]);
 int cmd_recover(int argc, char *argv[]);
 int cmd_lab(int argc, char *argv[]);
+int cmd_report(int argc, char *argv[]);
 
 #endif

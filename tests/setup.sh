@@ -12,6 +12,8 @@ KAWARIMI_PACKAGES=(
 	# runtime and tests
 	pciutils qemu-system-x86 qemu-utils socat iproute2 kmod cpio
 	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
+	# the operator's toolbox: plots, man pages, completion, packages
+	gnuplot-nox tmux scdoc man-db bash-completion zsh
 	# the lab's guests
 	linux-image-amd64 busybox-static dropbear-bin openssh-client
 )

@@ -21,7 +21,7 @@ for t in $(seq 1 100); do
 	sleep 0.1
 done
 # Once --json has reported some of vm2's copy, its destination dies.
-progress='"event":"progress","time":[0-9.]*,"vm":"vm2","phase":"storage","storage-bytes":[1-9]'
+progress='"event":"progress","time":[0-9.]*,"vm":"vm2","phase":"storage","time_elapsed":[0-9]*,"disk_total":[0-9]*,"disk_processed":[1-9]'
 for t in $(seq 1 50); do
 	grep -q "$progress" "$T/out" && break
 	sleep 0.1
