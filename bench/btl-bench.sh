@@ -107,7 +107,7 @@ PY
 echo "$table"
 if [ -n "$out" ]; then
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
 		echo "$table"
 	} >"$out"
 	echo "btl-bench: table written to $out"

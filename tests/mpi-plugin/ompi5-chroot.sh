@@ -6,6 +6,8 @@
 #   kwt_run CMD       runs CMD (a bash command line) inside it as root, with
 #                     /proc, /sys, /dev, a private /run and /tmp, the source
 #                     tree read-only at /src and $KWT_WORK at /work
+#   kwt_build_project configures (once) and builds the project in
+#                     $KWT_WORK/build (/work/build inside) against 5.0.7
 #
 # The chroot lives in ~/.cache/kawarimi/ompi5-trixie-KEY (KAWARIMI_CACHE
 # moves it), KEY a hash of everything that goes into it (the suite, the
@@ -131,4 +133,15 @@ kwt_run() { # COMMAND
 		[ -z "$work" ] || mount --bind "$work" "$r/work"
 		exec chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
 			LANG=C.UTF-8 TERM=dumb bash -c "$4"' _ "$KWT_ROOT" "$KWT_SRC" "$work" "$1"
+}
+
+kwt_build_project() {
+	kwt_run '
+		cd /src
+		[ -f /work/build/build.ninja ] ||
+			meson setup /work/build -Dbtl=enabled \
+				-Dompi_extra_incdir=/opt/kawarimi/ompi-headers >/work/setup.log 2>&1 ||
+			{ cat /work/setup.log; exit 1; }
+		nice -n 10 ninja -C /work/build -j1 >/work/ninja.log 2>&1 ||
+			{ tail -40 /work/ninja.log; exit 1; }'
 }
