@@ -32,6 +32,8 @@ comp=$builddir/mpi-plugin
 [ "$(id -u)" = 0 ] || { echo "btl-bench: needs root for network namespaces" >&2; exit 2; }
 
 . "$(dirname "$0")/../tests/mpi-plugin/netns-lib.sh"
+. "$(dirname "$0")/../tests/mpi-plugin/lib.sh"
+kwn_rank=$(cd "$(dirname "$0")/../tests/mpi-plugin" && pwd)/kwn-rank.sh
 A=kwbb-a B=kwbb-b M=kwbb-m
 tmp=$(mktemp -d /tmp/kwbb.XXXXXX)
 cleanup() {
@@ -49,13 +51,12 @@ sleep 1
 
 run() {	# btl logfile
 	ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.10.0/24 \
-		OMPI_MCA_mca_base_component_path="$comp:/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3" \
+		OMPI_MCA_mca_base_component_path="$comp:$(kwb_ompi_pkglibdir)" \
 		timeout 300 mpirun --allow-run-as-root --mca pml ob1 --mca btl self,$1 \
 		--mca oob_tcp_if_include 10.77.10.0/24 \
 		--mca btl_tcp_if_include 10.77.9.0/24 \
 		--mca btl_kawarimi_if_include 10.77.9.0/24 --mca btl_kawarimi_agent_socket "" \
-		-np 1 ip netns exec $A "$pp" --max-log "$maxlog" : \
-		-np 1 ip netns exec $B "$pp" --max-log "$maxlog" >"$2" 2>&1
+		-np 2 "$kwn_rank" "$A $B" "$pp" --max-log "$maxlog" >"$2" 2>&1
 }
 
 for r in $(seq "$rounds"); do
@@ -106,7 +107,7 @@ PY
 echo "$table"
 if [ -n "$out" ]; then
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
 		echo "$table"
 	} >"$out"
 	echo "btl-bench: table written to $out"

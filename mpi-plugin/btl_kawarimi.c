@@ -5,9 +5,9 @@
 #include <unistd.h>
 
 #include "opal/datatype/opal_convertor.h"
-#include "opal/mca/pmix/pmix.h"
 #include "opal/class/opal_bitmap.h"
 
+#include "btl_kawarimi_compat.h"
 #include "btl_kawarimi_endpoint.h"
 
 static int kw_add_procs(struct mca_btl_base_module_t *btl, size_t nprocs,

@@ -1,5 +1,6 @@
 /*
- * kawarimi BTL for Open MPI 4.1 (BTL API 3.1): a reliable, suspendable
+ * kawarimi BTL for Open MPI 4.1 and 5.0 (BTL API 3.1 and 3.3; the
+ * differences are in btl_kawarimi_compat.h): a reliable, suspendable
  * transport. See docs/btl.md for the design.
  *
  * Threads: one network thread per process (btl_kawarimi_thread.c) owns all

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "opal/mca/base/mca_base_var.h"
-#include "opal/mca/pmix/pmix.h"
 #include "opal/runtime/opal.h"
 
+#include "btl_kawarimi_compat.h"
 #include "btl_kawarimi_endpoint.h"
 #include "btl_kawarimi_verbs.h"
 
@@ -188,7 +188,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 	kw_verbs_init(kw.local.port);
 	kw_verbs_add_addrs(&kw.local);
 	len = kw_addrs_encode(&kw.local, blob, sizeof(blob));
-	OPAL_MODEX_SEND(rc, OPAL_PMIX_GLOBAL, &kw.super.btl_version, blob, (size_t)len);
+	OPAL_MODEX_SEND(rc, KW_MODEX_SCOPE, &kw.super.btl_version, blob, (size_t)len);
 	if (rc != OPAL_SUCCESS)
 		goto fail;
 	rc = kw_frag_lists_init(mca_btl_kawarimi_module.btl_eager_limit,
@@ -331,16 +331,13 @@ static int kw_progress(void)
 	}
 	while (rx) {
 		struct kw_rfrag *r = rx;
-		const mca_btl_active_message_callback_t *reg =
-			mca_btl_base_active_message_trigger + r->hdr.tag;
+		mca_btl_base_segment_t seg = {
+			.seg_addr.pval = r->data,
+			.seg_len = r->hdr.len,
+		};
 
 		rx = r->next;
-		r->seg.seg_addr.pval = r->data;
-		r->seg.seg_len = r->hdr.len;
-		r->des.des_segments = &r->seg;
-		r->des.des_segment_count = 1;
-		if (reg->cbfunc)
-			reg->cbfunc(&mca_btl_kawarimi_module, r->hdr.tag, &r->des, reg->cbdata);
+		kw_compat_recv(&mca_btl_kawarimi_module, r->ep, r->hdr.tag, &seg);
 		kw_rfrag_free(r);
 		count++;
 	}

@@ -260,7 +260,7 @@ static void quiesce_finish(uint64_t now, int timed_out)
 	kw_verbs_path.quiesce();
 	kw.state = KW_QUIESCED;
 	if (timed_out) {
-		char desc[300];
+		char desc[sizeof(late) + 128];	/* the text below never truncates */
 
 		snprintf(desc, sizeof(desc), "drain not finished within %llu ms; peers %s were "
 			 "cut, their unacknowledged frames will be resent after resume",

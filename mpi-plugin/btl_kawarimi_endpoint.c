@@ -654,6 +654,7 @@ int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag 
 			ep->ack_urgent = 1;
 		else if (!ep->ack_due_ms)
 			ep->ack_due_ms = kw_now_ms() + KW_ACK_DELAY_MS;
+		r->ep = ep;
 		rx_deliver(r);
 		return 0;
 	case KW_FRAME_ACK:

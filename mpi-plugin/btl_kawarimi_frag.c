@@ -145,7 +145,7 @@ struct kw_rfrag *kw_rfrag_alloc(size_t len)
 			return NULL;
 		r->cap = cap;
 	}
-	memset(&r->des, 0, sizeof(r->des));
+	r->ep = NULL;
 	r->next = NULL;
 	r->filled = 0;
 	return r;

@@ -39,8 +39,7 @@ OBJ_CLASS_DECLARATION(kw_frag_t);
 /* Receive fragment: allocated by the network thread, handed to ob1 in the
  * application thread, then freed. */
 struct kw_rfrag {
-	mca_btl_base_descriptor_t des;
-	mca_btl_base_segment_t seg;
+	struct mca_btl_base_endpoint_t *ep;	/* sender, for the receive descriptor */
 	struct kw_rfrag *next;
 	struct kw_hdr hdr;
 	size_t filled;			/* payload bytes read so far */

@@ -5,6 +5,8 @@
 KAWARIMI_PACKAGES=(
 	# build
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+	# the Open MPI 5.0.7 suite builds a Debian 13 chroot (tests/mpi-plugin/ompi5.sh)
+	debootstrap
 	libjson-c-dev libpci-dev libibverbs-dev librdmacm-dev libyaml-dev
 	openmpi-bin libopenmpi-dev
 	# runtime and tests

@@ -7,15 +7,31 @@ kwb_init() {
 	KWB_PROG_DIR=$2
 	shift 2
 	KWB_ARGS=("$@")
-	export OMPI_MCA_mca_base_component_path="$KWB_COMPONENT_DIR:/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3"
-	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-	# Open MPI leaks by design; the sanitizer run would report it.
-	export ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
-	export UBSAN_OPTIONS=print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}
 	if ! command -v mpirun >/dev/null; then
 		echo "SKIP: mpirun not installed"
 		exit 77
 	fi
+	# The path replaces the default: Open MPI's own directory stays in it
+	# (4.1: .../openmpi3; 5.0: .../openmpi40, its components are mostly
+	# built into the libraries). Open MPI 5's PMIx reads the parameter too
+	# and prints "bad prefix" for our file (open-mpi/ompi#13314): noise.
+	export OMPI_MCA_mca_base_component_path="$KWB_COMPONENT_DIR:$(kwb_ompi_pkglibdir)"
+	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+	# Open MPI leaks by design; the sanitizer run would report it.
+	export ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+	export UBSAN_OPTIONS=print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}
+	KWB_OMPI_MAJOR=$(kwb_ompi_major)
+}
+
+kwb_ompi_pkglibdir() {
+	ompi_info --path pkglibdir --parsable 2>/dev/null | sed -n 's/^path:pkglibdir://p'
+}
+
+# The installed Open MPI's major version (4 or 5): the few options that
+# differ (one-sided components, mpirun's oob parameters) depend on it.
+kwb_ompi_major() {
+	sed -n 's/^#define OMPI_MAJOR_VERSION \([0-9]*\)$/\1/p' \
+		"$(mpicc --showme:incdirs | awk '{print $1}')/mpi.h"
 }
 
 # The sanitizer runtime to preload into programs we did not build.

@@ -121,16 +121,6 @@ for _ in $(seq 100); do
 done
 
 prog=$KWB_PROG_DIR/kwb-stream
-# Rank r runs on node r % 2, so every pair (2k, 2k+1) crosses the nodes.
-apps() {
-	local r sep=
-	for r in $(seq 0 $((2 * per_node - 1))); do
-		local n=$((r % 2)) ns
-		[ $n = 0 ] && ns=$N0 || ns=$N1
-		printf '%s' "$sep-np 1 ip netns exec $ns env OMPI_MCA_btl_kawarimi_agent_socket=$d/n$n.sock $prog $d"
-		sep=" : "
-	done
-}
 reconnect_ms=30000
 user_timeout_ms=10000
 [ "$scen" = cut ] || [ "$scen" = acklost ] && user_timeout_ms=3000
@@ -138,12 +128,15 @@ if [ "$scen" = giveup ]; then
 	reconnect_ms=3000
 	user_timeout_ms=1500
 fi
+# Rank r runs on node r % 2 (kwn-rank.sh), so every pair (2k, 2k+1)
+# crosses the nodes.
 ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
 	timeout 180 mpirun --oversubscribe --mca pml ob1 --mca btl self,kawarimi \
 	--mca oob_tcp_if_include 10.77.3.0/24 \
 	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24,10.77.4.0/24 \
 	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms ${KWB_MPIRUN_EXTRA:-} \
-	$(apps) >"$d/mpi.log" 2>&1 &
+	-np $((2 * per_node)) "$here/kwn-rank.sh" "$N0 $N1" \
+	env OMPI_MCA_btl_kawarimi_agent_socket="$d/n%n.sock" "$prog" "$d" >"$d/mpi.log" 2>&1 &
 mpi_pid=$!
 
 wait $ctl_pid
