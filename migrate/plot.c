@@ -98,6 +98,32 @@ static int phase_index(const char *name)
 	return -1;
 }
 
+/*
+ * Every finished blackout span as a row "vm-row start end vm why" (seconds
+ * after t0) to f and, with gp, as a hatched rectangle on a time axis.
+ */
+static void write_blackouts(json_object *vms, double t0, FILE *f, FILE *gp, int *obj)
+{
+	for (size_t i = 0; i < json_object_array_length(vms); i++) {
+		json_object *vm = json_object_array_get_idx(vms, i);
+		json_object *sp = kwm_jget(kwm_jget(vm, "blackout"), "spans");
+
+		for (size_t k = 0; sp && k < json_object_array_length(sp); k++) {
+			json_object *s = json_object_array_get_idx(sp, k);
+			double a = kwm_jnum(s, "start") - t0, b = kwm_jnum(s, "end") - t0;
+
+			if (!kwm_jnum(s, "end"))
+				continue;
+			fprintf(f, "%zu %.6f %.6f %s %s\n", i, a, b, kwm_jstr(vm, "name"),
+				kwm_jstr(s, "why"));
+			if (gp)
+				fprintf(gp, "set object %d rect from %.6f, graph 0 to %.6f, graph 1 "
+					"front fc rgb 'red' fs transparent pattern 4 noborder\n",
+					(*obj)++, a, b);
+		}
+	}
+}
+
 int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp,
 			 char *legend, size_t len)
 {
@@ -144,23 +170,8 @@ int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp
 		", \\\n     NaN with boxes fs pattern 4 lc rgb 'red' title 'blackout'");
 	if (used >= len)
 		legend[0] = 0;
-	fprintf(f, "\n\n# blackout: vm why start[s] end[s]\n");
-	for (size_t i = 0; i < json_object_array_length(vms); i++) {
-		json_object *vm = json_object_array_get_idx(vms, i);
-		json_object *sp = kwm_jget(kwm_jget(vm, "blackout"), "spans");
-
-		for (size_t k = 0; sp && k < json_object_array_length(sp); k++) {
-			json_object *s = json_object_array_get_idx(sp, k);
-
-			if (!kwm_jnum(s, "end"))
-				continue;
-			fprintf(f, "%s %s %.6f %.6f\n", kwm_jstr(vm, "name"), kwm_jstr(s, "why"),
-				kwm_jnum(s, "start") - t0, kwm_jnum(s, "end") - t0);
-			fprintf(gp, "set object %d rect from %.6f, graph 0 to %.6f, graph 1 front "
-				"fc rgb 'red' fs transparent pattern 4 noborder\n", obj++,
-				kwm_jnum(s, "start") - t0, kwm_jnum(s, "end") - t0);
-		}
-	}
+	fprintf(f, "\n\n# blackout: vm-row start[s] end[s] vm why\n");
+	write_blackouts(vms, t0, f, gp, &obj);
 	return fclose(f) ? -1 : 0;
 }
 
@@ -206,19 +217,7 @@ static int write_timeline(json_object *vms, double t0, const char *base)
 	if (!b)
 		return -1;
 	fprintf(b, "# vm-row start[s] end[s] vm why\n");
-	for (size_t i = 0; i < json_object_array_length(vms); i++) {
-		json_object *vm = json_object_array_get_idx(vms, i);
-		json_object *sp = kwm_jget(kwm_jget(vm, "blackout"), "spans");
-
-		for (size_t k = 0; sp && k < json_object_array_length(sp); k++) {
-			json_object *s = json_object_array_get_idx(sp, k);
-
-			if (kwm_jnum(s, "end"))
-				fprintf(b, "%zu %.6f %.6f %s %s\n", i, kwm_jnum(s, "start") - t0,
-					kwm_jnum(s, "end") - t0, kwm_jstr(vm, "name"),
-					kwm_jstr(s, "why"));
-		}
-	}
+	write_blackouts(vms, t0, b, NULL, NULL);
 	fprintf(b, "-1 0 0 none none\n");
 	return fclose(b) ? -1 : seen;
 }
