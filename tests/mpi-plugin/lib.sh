@@ -41,3 +41,23 @@ kwb_asan_preload() {
 		gcc -print-file-name=$lib
 	done | tr '\n' ':'
 }
+
+# kwb_lo_job NP OKLINE MPIRUN_ARGS...: NP ranks over self,kawarimi on
+# loopback, no agent; MPIRUN_ARGS end with the program and its arguments.
+# Prints the output; fails unless mpirun succeeded and OKLINE is in it.
+kwb_lo_job() {
+	local np=$1 ok=$2 out rc
+	shift 2
+	out=$(timeout 250 mpirun --oversubscribe -np "$np" --mca pml ob1 --mca btl self,kawarimi \
+		--mca btl_kawarimi_if_include lo --mca btl_kawarimi_agent_socket "" "$@" 2>&1)
+	rc=$?
+	echo "$out"
+	if [ $rc -ne 0 ]; then
+		echo "FAIL: mpirun exited $rc"
+		return 1
+	fi
+	grep -qF "$ok" <<<"$out" || {
+		echo "FAIL: no \"$ok\" from rank 0"
+		return 1
+	}
+}

@@ -16,20 +16,6 @@ case $KWB_OMPI_MAJOR in
 4) osc=pt2pt ;;
 *) osc=rdma ;;
 esac
-out=$(mktemp -d /tmp/kwb-rma.XXXXXX)
-trap 'rm -rf "$out"' EXIT
-
-timeout 250 mpirun --oversubscribe -np "$np" --mca pml ob1 --mca btl self,kawarimi \
-	--mca osc "$osc" --mca btl_kawarimi_if_include lo --mca btl_kawarimi_agent_socket "" \
-	"$KWB_PROG_DIR/kwb-rma" "$max" >"$out/log" 2>&1
-rc=$?
-cat "$out/log"
-if [ $rc -ne 0 ]; then
-	echo "FAIL: mpirun exited $rc (osc $osc)"
-	exit 1
-fi
-grep -q "kwb-rma: $np ranks, max $max B: OK (0 errors)" "$out/log" || {
-	echo "FAIL: no OK line from rank 0"
-	exit 1
-}
+kwb_lo_job "$np" "kwb-rma: $np ranks, max $max B: OK (0 errors)" --mca osc "$osc" \
+	"$KWB_PROG_DIR/kwb-rma" "$max" || exit 1
 echo "PASS: $np ranks, osc $osc"

@@ -8,20 +8,6 @@ set -u
 kwb_init "$@"
 np=${KWB_ARGS[0]}
 max=${KWB_ARGS[1]:-67108864}
-out=$(mktemp -d /tmp/kwb-transport.XXXXXX)
-trap 'rm -rf "$out"' EXIT
-
-timeout 250 mpirun --oversubscribe -np "$np" --mca pml ob1 --mca btl self,kawarimi \
-	--mca btl_kawarimi_if_include lo --mca btl_kawarimi_agent_socket "" \
-	"$KWB_PROG_DIR/kwb-transport" "$max" >"$out/log" 2>&1
-rc=$?
-cat "$out/log"
-if [ $rc -ne 0 ]; then
-	echo "FAIL: mpirun exited $rc"
-	exit 1
-fi
-grep -q "kwb-transport: $np ranks, max $max B: OK (0 errors)" "$out/log" || {
-	echo "FAIL: no OK line from rank 0"
-	exit 1
-}
+kwb_lo_job "$np" "kwb-transport: $np ranks, max $max B: OK (0 errors)" \
+	"$KWB_PROG_DIR/kwb-transport" "$max" || exit 1
 echo "PASS: $np ranks"
