@@ -118,7 +118,7 @@ def all_cmd(ranks, name, args, timeout):
     return out
 
 
-def check_paths(replies, prefix, what):
+def check_paths(replies, prefix, what, kind="tcp"):
     for r, m in replies:
         ret = m.get("return")
         if ret is None:
@@ -128,25 +128,26 @@ def check_paths(replies, prefix, what):
         if not paths:
             raise Fail(f"{r.node}: {what}: no paths reported")
         for p in paths:
-            if p.get("path") != "tcp" or not p["local"].startswith(prefix) \
+            if p.get("path") != kind or not p["local"].startswith(prefix) \
                or not p["remote"].startswith(prefix):
-                raise Fail(f"{r.node}: {what}: path {p} is not on {prefix}*")
+                raise Fail(f"{r.node}: {what}: path {p} is not {kind} on {prefix}*")
 
 
-def wait_paths(ranks, prefix, what, timeout=30):
+def wait_paths(ranks, prefix, what, timeout=30, kind="tcp"):
     """Polls status until every rank reports all its paths on prefix."""
     end = time.monotonic() + timeout
     while True:
         reps = all_cmd(ranks, "status", None, STATUS_TIMEOUT)
         ok = all(m.get("return", {}).get("paths") and
-                 all(p["local"].startswith(prefix) for p in m["return"]["paths"])
+                 all(p["local"].startswith(prefix) and p.get("path") == kind
+                     for p in m["return"]["paths"])
                  for _, m in reps)
         if ok:
-            check_paths(reps, prefix, what)
+            check_paths(reps, prefix, what, kind)
             return
         if time.monotonic() > end:
-            check_paths(reps, prefix, what)
-            raise Fail(f"{what}: paths not on {prefix}* within {timeout} s")
+            check_paths(reps, prefix, what, kind)
+            raise Fail(f"{what}: paths not {kind} on {prefix}* within {timeout} s")
         time.sleep(0.2)
 
 
@@ -167,14 +168,14 @@ def quiesce(ranks, deadline_ms=5000):
     return reps
 
 
-def resume(ranks, prefix, what, fabric_if):
-    reps = all_cmd(ranks, "resume", {"fabrics": [{"name": "tcp", "ifname": fabric_if,
+def resume(ranks, prefix, what, fabric_if, kind="tcp"):
+    reps = all_cmd(ranks, "resume", {"fabrics": [{"name": kind, "ifname": fabric_if,
                                                   "addr": prefix + "0"}],
                                      "link-timeout-ms": 15000}, 25)
     for r, m in reps:
         if m.get("return", {}).get("state") != "resumed":
             raise Fail(f"{r.node}: resume failed: {m}")
-    check_paths(reps, prefix, what)
+    check_paths(reps, prefix, what, kind)
 
 
 def net(d, action):
@@ -275,6 +276,17 @@ def scenario_peers(d, ranks, a, listeners):
         log(f"{r.node}: peers answered after {m['_elapsed'] * 1000:.0f} ms")
 
 
+def scenario_recipe(d, ranks, a, listeners):
+    """The MCA recipe check (ompi5-recipe-guest.sh, in a guest with rxe):
+    the ranks run over verbs, then quiesce; net.sh lists who still holds
+    a uverbs descriptor; resume brings verbs back."""
+    wait_paths(ranks, a.fast, "before the quiesce", timeout=90, kind="verbs")
+    net(d, "uverbs-before")
+    quiesce(ranks)
+    net(d, "uverbs-quiesced")
+    resume(ranks, a.fast, "resumed", a.fabric_if, kind="verbs")
+
+
 def restart_agent(d, ranks, listeners):
     """The agent goes away and comes back: every rank must register again
     by itself (it retries every second) and answer commands."""
@@ -364,10 +376,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--nodes", required=True)
-    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "acklost", "giveup", "peers"])
+    ap.add_argument("--scenario", required=True, choices=["switch", "cut", "acklost", "giveup", "peers", "recipe"])
     ap.add_argument("--fast", required=True)
     ap.add_argument("--slow", required=True)
     ap.add_argument("--ranks-per-node", type=int, default=1)
+    ap.add_argument("--fabric-if", default="eth0", help="recipe: the rxe netdev")
     a = ap.parse_args()
     listeners = {}
     for n in a.nodes.split(","):
@@ -381,7 +394,8 @@ def main():
         ranks = accept_ranks(listeners, int(os.environ.get("KWB_REGISTER_TIMEOUT", "60")),
                              a.ranks_per_node)
         {"switch": scenario_switch, "cut": scenario_cut, "acklost": scenario_acklost,
-         "giveup": scenario_giveup, "peers": scenario_peers}[a.scenario](a.dir, ranks, a, listeners)
+         "giveup": scenario_giveup, "peers": scenario_peers,
+         "recipe": scenario_recipe}[a.scenario](a.dir, ranks, a, listeners)
         if a.scenario == "giveup":
             return 0
     except Exception as e:  # any failure must still stop the application

@@ -9,6 +9,12 @@
  *   kwb-stream DIR   (DIR/stop ends the run; DIR/compute makes each pair
  *                     compute once without any MPI call for 3 s, announced
  *                     by DIR/computing.RANK and removed when done)
+ *
+ * With KWB_WINDOW=1 in the environment each rank also exposes an MPI window
+ * and, at every check round, puts the round number into its pair peer's
+ * window (fence epoch) and checks what its peer put: one-sided MPI through
+ * whatever osc component the job selects (ompi5-recipe-guest.sh: the MCA
+ * recipe's, or osc ucx).
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -114,6 +120,9 @@ int main(int argc, char **argv)
 	uint64_t round, bytes = 0;
 	int computed = 0, g[2], mine[2];
 	int size, peer, leader, got, total;
+	const char *w = getenv("KWB_WINDOW");
+	uint64_t *wbuf = NULL;
+	MPI_Win win = MPI_WIN_NULL;
 	MPI_Status st;
 	struct head h;
 
@@ -129,6 +138,9 @@ int main(int argc, char **argv)
 	leader = !(rank & 1);
 	sb = malloc(MAXMSG + sizeof(h));
 	rb = malloc(MAXMSG + sizeof(h));
+	if (w && !strcmp(w, "1"))
+		MPI_Win_allocate(sizeof(uint64_t), sizeof(uint64_t), MPI_INFO_NULL,
+				 MPI_COMM_WORLD, &wbuf, &win);
 	for (round = 0;; round++) {
 		uint32_t len = sizes[round % (sizeof(sizes) / sizeof(sizes[0]))];
 		uint32_t flags = 0;
@@ -149,6 +161,17 @@ int main(int argc, char **argv)
 				errors++;
 			}
 			flags = (uint32_t)g[0];
+			if (win != MPI_WIN_NULL) {
+				MPI_Win_fence(0, win);
+				MPI_Put(&round, 1, MPI_UINT64_T, peer, 0, 1, MPI_UINT64_T, win);
+				MPI_Win_fence(0, win);
+				if (*wbuf != round) {
+					fprintf(stderr, "rank %d: round %llu: window holds %llu\n", rank,
+						(unsigned long long)round,
+						(unsigned long long)*wbuf);
+					errors++;
+				}
+			}
 		}
 		if (leader) {
 			fill(sb, &h, round, len, flags);
@@ -182,6 +205,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)round + 1, (unsigned long long)bytes, errors);
 	fflush(stdout);
 	MPI_Allreduce(&errors, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+	if (win != MPI_WIN_NULL)
+		MPI_Win_free(&win);
 	MPI_Finalize();
 	free(sb);
 	free(rb);

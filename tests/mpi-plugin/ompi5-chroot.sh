@@ -8,6 +8,9 @@
 #                     tree read-only at /src and $KWT_WORK at /work
 #   kwt_build_project configures (once) and builds the project in
 #                     $KWT_WORK/build (/work/build inside) against 5.0.7
+#   kwt_test_prepare HOST_BUILD_DIR   for the ompi5 tests: skips (77)
+#                     without root, else the chroot and the build in
+#                     HOST_BUILD_DIR/ompi5, or exits 1 with the reason
 #
 # The chroot lives in ~/.cache/kawarimi/ompi5-trixie-KEY (KAWARIMI_CACHE
 # moves it), KEY a hash of everything that goes into it (the suite, the
@@ -144,4 +147,23 @@ kwt_build_project() {
 			{ cat /work/setup.log; exit 1; }
 		nice -n 10 ninja -C /work/build -j1 >/work/ninja.log 2>&1 ||
 			{ tail -40 /work/ninja.log; exit 1; }'
+}
+
+kwt_test_prepare() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "SKIP: the chroot and network namespaces need root"
+		exit 77
+	fi
+	KWT_WORK=$1/ompi5
+	mkdir -p "$KWT_WORK"
+	if ! kwt_ensure; then
+		echo "FAIL: the Debian $KWT_SUITE chroot with Open MPI 5 could not be built (see above)"
+		exit 1
+	fi
+	echo "chroot $KWT_ROOT: $(grep -E '^(openmpi-bin|libpmix2t64|libucx0|gcc-14) ' \
+		"$KWT_ROOT/kawarimi-packages" | tr '\n' ' ')"
+	if ! kwt_build_project; then
+		echo "FAIL: the project does not build against Open MPI 5.0.7 (see above)"
+		exit 1
+	fi
 }

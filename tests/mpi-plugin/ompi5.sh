@@ -15,21 +15,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/ompi5-chroot.sh"
-if [ "$(id -u)" != 0 ]; then
-	echo "SKIP: the chroot and network namespaces need root"
-	exit 77
-fi
-KWT_WORK=$1/ompi5
-mkdir -p "$KWT_WORK"
-if ! kwt_ensure; then
-	echo "FAIL: the Debian $KWT_SUITE chroot with Open MPI 5 could not be built (see above)"
-	exit 1
-fi
-echo "chroot $KWT_ROOT: $(grep -E '^(openmpi-bin|libpmix2t64|gcc-14) ' "$KWT_ROOT/kawarimi-packages" | tr '\n' ' ')"
-if ! kwt_build_project; then
-	echo "FAIL: the project does not build against Open MPI 5.0.7 (see above)"
-	exit 1
-fi
+kwt_test_prepare "$1"
 kwt_run '
 	rc=0
 	meson test -C /work/build --no-rebuild --print-errorlogs --num-processes 1 \
