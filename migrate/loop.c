@@ -284,6 +284,7 @@ void kwm_run_close(struct kwm_run *r)
 		free(vm->samples);
 	}
 	kwm_ctx_free_all();
+	json_object_put(r->rank_addrs);
 	free(r->vms);
 	if (r->journal)
 		fclose(r->journal);

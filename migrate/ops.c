@@ -196,8 +196,9 @@ static void phase_end(struct kwm_vm *vm)
 	vm->phases[vm->phase].end = kwm_wall();
 	kwm_progress_phase(vm->run, vm, vm->phase, true);
 	kwm_ops_clear(vm);
-	vm->state = vm->phase == KWM_PH_ROLLBACK || vm->phase == KWM_PH_FINISH ?
-		    KWM_VM_DONE : KWM_VM_IDLE;
+	/* After its last phase a VM stays idle until the run ends (finish
+	 * is not the last one: resume follows it). */
+	vm->state = vm->phase == KWM_PH_ROLLBACK ? KWM_VM_DONE : KWM_VM_IDLE;
 }
 
 void kwm_phase_begin(struct kwm_vm *vm, enum kwm_phase p)
@@ -452,13 +453,19 @@ void kwm_vm_step(struct kwm_vm *vm)
 			continue;
 		}
 		switch (op->kind) {
-		case KWM_OP_CALL:
+		case KWM_OP_CALL: {
+			/* fn may add steps (and move vm->ops): read op first. */
+			bool tolerant = op->tolerant;
+			char what[96];
+
+			snprintf(what, sizeof(what), "%s", op->what ? op->what : "a step");
 			vm->facts |= op->fact;
-			if (op->fn(vm) && !op->tolerant && vm->state == KWM_VM_BUSY)
-				kwm_vm_fail(vm, "%s failed", op->what ? op->what : "a step");
+			if (op->fn(vm) && !tolerant && vm->state == KWM_VM_BUSY)
+				kwm_vm_fail(vm, "%s failed", what);
 			if (vm->state == KWM_VM_BUSY)
 				op_done(vm);
 			break;
+		}
 		case KWM_OP_WAIT:
 			if (op->until(vm)) {
 				op_done(vm);

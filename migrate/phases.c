@@ -146,12 +146,54 @@ static void quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 	vm->agent_quiesced = true;
 }
 
+/* Keeps each rank's address list from a resume reply (the guest is not
+ * trusted: an entry that is not as documented is left out, and a rank
+ * with a bad list just does not get its peers' help). */
+static void record_addrs(struct kwm_vm *vm, json_object *ret)
+{
+	struct kwm_run *r = vm->run;
+	json_object *ranks;
+
+	if (!json_object_object_get_ex(ret, "ranks", &ranks) ||
+	    !json_object_is_type(ranks, json_type_array))
+		return;
+	if (!r->rank_addrs)
+		r->rank_addrs = json_object_new_object();
+	for (size_t i = 0; i < json_object_array_length(ranks); i++) {
+		json_object *e = json_object_array_get_idx(ranks, i), *j, *n, *a;
+		char key[160];
+
+		if (!json_object_object_get_ex(e, "jobid", &j) ||
+		    !json_object_object_get_ex(e, "rank", &n) ||
+		    !json_object_object_get_ex(e, "addrs", &a) ||
+		    !json_object_is_type(j, json_type_string) ||
+		    json_object_get_string_len(j) < 1 || json_object_get_string_len(j) > 128 ||
+		    !json_object_is_type(n, json_type_int) || json_object_get_int64(n) < 0 ||
+		    json_object_get_int64(n) > INT32_MAX || !symvirt_valid_addrs(a))
+			continue;
+		snprintf(key, sizeof(key), "%s/%lld", json_object_get_string(j),
+			 (long long)json_object_get_int64(n));
+		json_object_object_add(r->rank_addrs, key,
+				       kwm_obj("jobid=o rank=o addrs=o", json_object_get(j),
+					       json_object_get(n), json_object_get(a)));
+	}
+}
+
 static void resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
 	(void)op;
-	(void)ret;
 	vm->agent_quiesced = false;
+	record_addrs(vm, ret);
 	blackout_end(vm);
+}
+
+/* The ranks run again but may not be connected yet: the blackout ends
+ * when `peers` says the pairs are back. */
+static void resumed_nowait(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	vm->agent_quiesced = false;
+	record_addrs(vm, ret);
 }
 
 /* The agent is told how long it may take; it answers before we give up. */
@@ -202,6 +244,90 @@ void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 json_object *kwm_quiesce_args(struct kwm_vm *vm)
 {
 	return quiesce_args(vm);
+}
+
+/* ---- peers: the ranks' new addresses over the control plane -------------- */
+
+/* One `peers` line stays well under the 64 KiB a symvirt line may have. */
+#define PEERS_PER_COMMAND 160
+
+static int mark_addrs_in(struct kwm_vm *vm)
+{
+	vm->addrs_in = true;
+	return 0;
+}
+
+/* ‖ inside the phase: every VM resuming in it has its ranks' addresses. */
+static bool all_addrs_in(struct kwm_vm *vm)
+{
+	struct kwm_run *r = vm->run;
+
+	for (size_t i = 0; i < r->nvms; i++)
+		if (r->vms[i].state == KWM_VM_BUSY && r->vms[i].phase == vm->phase &&
+		    !r->vms[i].addrs_in)
+			return false;
+	return true;
+}
+
+static int end_blackout(struct kwm_vm *vm)
+{
+	blackout_end(vm);
+	return 0;
+}
+
+/*
+ * Every rank's new address list, gathered from all the agents' resume
+ * replies, goes to this VM's agent, which hands each local rank its job's:
+ * a pair reconnects over whatever both ends have now (verbs over a
+ * replugged HCA even if the old Ethernet is gone), and nobody waits on a
+ * dead path.  Built when the barrier opens, since only then are the lists
+ * in; a large cluster's lists go in several commands, the last one
+ * waiting for the pairs.
+ */
+static int add_peers(struct kwm_vm *vm, enum kwm_side_id side)
+{
+	struct kwm_run *r = vm->run;
+	json_object *chunk = NULL;
+	size_t n = 0, total = r->rank_addrs ? (size_t)json_object_object_length(r->rank_addrs) : 0;
+	int64_t deadline = r->c->timeout_ms[KWM_PH_RESUME] * 9 / 10;
+
+	if (!total) {
+		blackout_end(vm);	/* no rank told us where it is */
+		return 0;
+	}
+	json_object_object_foreach(r->rank_addrs, k, e) {
+		(void)k;
+		if (!chunk)
+			chunk = json_object_new_array();
+		json_object_array_add(chunk, json_object_get(e));
+		if (++n % PEERS_PER_COMMAND && n < total)
+			continue;
+		agent(vm, side, "peers", kwm_obj("ranks=o deadline-ms=i wait=b", chunk, deadline,
+						 n == total))->tolerant = true;
+		chunk = NULL;
+	}
+	call(vm, end_blackout, "marking the end of the blackout");
+	return 0;
+}
+
+static int add_peers_src(struct kwm_vm *vm)
+{
+	return add_peers(vm, KWM_SRC);
+}
+
+static int add_peers_dst(struct kwm_vm *vm)
+{
+	return add_peers(vm, KWM_DST);
+}
+
+/* After the agent's resume (or none): wait for the others, then peers. */
+static void add_reconnect(struct kwm_vm *vm, enum kwm_side_id side)
+{
+	vm->addrs_in = false;
+	call(vm, mark_addrs_in, "at the resume barrier");
+	wait_for(vm, all_addrs_in, "waiting for every VM's ranks to resume");
+	call(vm, side == KWM_SRC ? add_peers_src : add_peers_dst,
+	     "handing every rank its peers' addresses");
 }
 
 /* "fabrics" tells the agent what to wait for: with an HCA (re)plugged it
@@ -319,9 +445,23 @@ void kwm_build_unplug(struct kwm_vm *vm)
 	wait_for(vm, hca_gone, what)->timeout_ms = vm->run->c->timeout_ms[KWM_PH_UNPLUG];
 }
 
+/* The ranks answer at once with their addresses ("wait": false); the
+ * pairs are waited for in `peers`. */
+static struct kwm_op *resume_nowait(struct kwm_vm *vm, enum kwm_side_id side, bool verbs)
+{
+	json_object *args = kwm_resume_args(vm, verbs);
+	struct kwm_op *op;
+
+	json_object_object_add(args, "wait", json_object_new_boolean(0));
+	op = agent(vm, side, "resume", args);
+	op->on_reply = resumed_nowait;
+	return op;
+}
+
 void kwm_build_resume_src(struct kwm_vm *vm)
 {
-	agent(vm, KWM_SRC, "resume", kwm_resume_args(vm, false))->on_reply = resumed;
+	resume_nowait(vm, KWM_SRC, false);
+	add_reconnect(vm, KWM_SRC);
 }
 
 /* ---- memory --------------------------------------------------------------- */
@@ -531,14 +671,11 @@ void kwm_build_resume(struct kwm_vm *vm)
 	if (vm->conf->dst.hca && !vm->agent_quiesced) {
 		/* Move the job onto the HCA that was just plugged. */
 		add_quiesce(vm, KWM_DST, mark_dst_quiesce);
-		agent(vm, KWM_DST, "resume", kwm_resume_args(vm, true))->on_reply = resumed;
-		return;
+		resume_nowait(vm, KWM_DST, true);
+	} else if (vm->agent_quiesced) {	/* --hold-job: the job waited all along */
+		resume_nowait(vm, KWM_DST, vm->conf->dst.hca != NULL)->cond = is_quiesced;
 	}
-	if (vm->agent_quiesced) {	/* --hold-job: the job waited all along */
-		agent(vm, KWM_DST, "resume", kwm_resume_args(vm, vm->conf->dst.hca != NULL))
-			->on_reply = resumed;
-		vm->ops[vm->nops - 1].cond = is_quiesced;
-	}
+	add_reconnect(vm, KWM_DST);
 }
 
 static int mark_quit(struct kwm_vm *vm)

@@ -133,6 +133,7 @@ struct kwm_vm {
 	bool poll_pending;		/* a progress query in flight */
 	bool mirror_cancel_sent;	/* COMPLETED is expected from now on */
 	bool switch_ready;		/* at the cont barrier */
+	bool addrs_in;			/* the resume barrier: our ranks' addresses are in */
 	bool hello[2];			/* the agent answered hello, per side */
 	bool hca_readded;		/* rollback put the HCA back */
 	bool quit_sent[2];		/* EOF on that QMP is expected */
@@ -195,6 +196,11 @@ struct kwm_run {
 	int drawn_lines;
 	int *drawn_len;			/* columns of each line drawn (progress.c) */
 	int max_inflight_seen;		/* for the report and the tests */
+	/* Every rank's address list from the agents' resume replies, keyed
+	 * "JOBID/RANK": handed to every agent with `peers`, so a pair need
+	 * not reach the other end over a network the move took away to
+	 * learn where it is now. */
+	json_object *rank_addrs;
 };
 
 /* ---- loop.c ------------------------------------------------------------ */

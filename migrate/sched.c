@@ -11,10 +11,17 @@
 
 #include "run.h"
 
+/*
+ * finish (quit the sources) comes right after the switchover, before the
+ * resume: once every destination runs, a source can only be a stale copy
+ * (rollback past cont is not possible anyway), and a paused QEMU left
+ * around holds whatever it was connected to (on the lab, the L2 hub it no
+ * longer reads).  --keep-source skips it.
+ */
 static const enum kwm_phase order[] = {
 	KWM_PH_PREFLIGHT, KWM_PH_STORAGE, KWM_PH_QUIESCE, KWM_PH_UNPLUG,
-	KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME,
-	KWM_PH_FINISH,
+	KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_FINISH,
+	KWM_PH_RESUME,
 };
 #define NORDER (sizeof(order) / sizeof(order[0]))
 

@@ -1087,9 +1087,9 @@ static json_object *check_peer_entries(json_object *all, json_object *id)
 		else if (!json_object_object_get_ex(x, "rank", &v) || !json_object_is_type(v, json_type_int) ||
 			 json_object_get_int64(v) < 0 || json_object_get_int64(v) > INT32_MAX)
 			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"rank\", an integer 0..2147483647", i);
-		else if (!json_object_object_get_ex(x, "addrs", &v) || !sv_valid_addrs(v))
+		else if (!json_object_object_get_ex(x, "addrs", &v) || !symvirt_valid_addrs(v))
 			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"addrs\", a rank's address list "
-				   "as its resume reply gave it (lowercase hex, at most %d characters)", i, SV_ADDRS_MAX);
+				   "as its resume reply gave it (lowercase hex, at most %d characters)", i, SYMVIRT_ADDRS_MAX);
 	}
 	return e.cls[0] ? sv_reply_error(&e, id) : NULL;
 }

@@ -294,29 +294,15 @@ static int check_one(const struct sv_argspec *s, json_object *v, struct sv_err *
 	return -1;
 }
 
-bool sv_valid_addrs(json_object *v)
-{
-	const char *s;
-	int n;
-
-	if (!json_object_is_type(v, json_type_string))
-		return false;
-	s = json_object_get_string(v);
-	n = json_object_get_string_len(v);
-	if (n < 2 || n % 2 || n > SV_ADDRS_MAX || strspn(s, "0123456789abcdef") != (size_t)n)
-		return false;
-	return true;
-}
-
 static int want_addrs(json_object *ret, struct sv_err *e)
 {
 	json_object *v;
 	char q[100];
 
-	if (!json_object_object_get_ex(ret, "addrs", &v) || sv_valid_addrs(v))
+	if (!json_object_object_get_ex(ret, "addrs", &v) || symvirt_valid_addrs(v))
 		return 0;
 	sv_err_set(e, "ProtocolError", "the rank's \"addrs\" must be lowercase hex of at most %d "
-		   "characters, not %s", SV_ADDRS_MAX, quote(v, q, sizeof(q)));
+		   "characters, not %s", SYMVIRT_ADDRS_MAX, quote(v, q, sizeof(q)));
 	return -1;
 }
 

@@ -72,12 +72,6 @@ json_object *sv_arg(json_object *args, const char *name);
  * ignored (forward compatibility, as in QMP). */
 int sv_check_rank_return(const char *command, json_object *ret, struct sv_err *e);
 
-/* A rank's address list as ranks send it ("addrs" in resume and status
- * replies, and in `peers` entries): lowercase hex of even length, at most
- * SV_ADDRS_MAX characters.  It is opaque here; the BTL decodes it. */
-#define SV_ADDRS_MAX 792
-bool sv_valid_addrs(json_object *v);
-
 /* Builders: each returns a new object (caller puts). id may be NULL. */
 json_object *sv_reply_return(json_object *ret, json_object *id);	/* consumes ret */
 json_object *sv_reply_error(const struct sv_err *e, json_object *id);

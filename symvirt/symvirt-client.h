@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <json-c/json.h>
 
 #ifdef __cplusplus
@@ -144,6 +145,24 @@ typedef bool (*symvirt_event_match_fn)(json_object *data, void *arg);
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
 		       struct symvirt_event *ev, struct symvirt_error *err);
+
+/* ---- the ranks' addresses ---------------------------------------------- */
+
+/* A rank's address list as ranks put it in `resume`/`status` replies and
+ * the coordinator hands it back in `peers` (docs/symvirt-protocol.md,
+ * ADDRS): lowercase hex of even length, at most SYMVIRT_ADDRS_MAX
+ * characters.  Opaque to everyone but the BTL. */
+#define SYMVIRT_ADDRS_MAX 792
+static inline bool symvirt_valid_addrs(json_object *v)
+{
+	int n;
+
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	n = json_object_get_string_len(v);
+	return n >= 2 && n % 2 == 0 && n <= SYMVIRT_ADDRS_MAX &&
+	       strspn(json_object_get_string(v), "0123456789abcdef") == (size_t)n;
+}
 
 /* ---- diagnostics ------------------------------------------------------- */
 

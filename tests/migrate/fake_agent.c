@@ -40,6 +40,33 @@ static FILE *logfile;
 static const char *refuse;
 static bool refuse_once;
 static bool quiesced;
+static int my_rank = -1;	/* --rank N: one rank of job [7,1] is registered */
+
+/* The ranks the agent reports: ours with an address list (made up: the
+ * coordinator only passes it on), and one with a malformed list, which
+ * the coordinator must not pass on. */
+static json_object *ranks_json(void)
+{
+	json_object *a = json_object_new_array(), *r;
+	char addrs[32];
+
+	if (my_rank < 0)
+		return a;
+	snprintf(addrs, sizeof(addrs), "3142574b01%02x", my_rank);
+	r = json_object_new_object();
+	json_object_object_add(r, "rank", json_object_new_int(my_rank));
+	json_object_object_add(r, "pid", json_object_new_int(1000 + my_rank));
+	json_object_object_add(r, "jobid", json_object_new_string("[7,1]"));
+	json_object_object_add(r, "addrs", json_object_new_string(addrs));
+	json_object_array_add(a, r);
+	r = json_object_new_object();
+	json_object_object_add(r, "rank", json_object_new_int(99));
+	json_object_object_add(r, "pid", json_object_new_int(1099));
+	json_object_object_add(r, "jobid", json_object_new_string("[7,1]"));
+	json_object_object_add(r, "addrs", json_object_new_string("not hex\x1b[2J"));
+	json_object_array_add(a, r);
+	return a;
+}
 
 static double now(void)
 {
@@ -114,7 +141,7 @@ static json_object *answer(const char *cmd, const char **cls, const char **desc)
 		}
 		quiesced = false;
 		json_object_object_add(r, "state", json_object_new_string("resumed"));
-		json_object_object_add(r, "ranks", json_object_new_array());
+		json_object_object_add(r, "ranks", ranks_json());
 	} else if (!strcmp(cmd, "status")) {
 		json_object_object_add(r, "state",
 				       json_object_new_string(quiesced ? "quiesced" : "running"));
@@ -187,7 +214,7 @@ int main(int argc, char *argv[])
 
 	signal(SIGPIPE, SIG_IGN);
 	if (argc < 3) {
-		fprintf(stderr, "usage: fake-agent LOG SOCKET... [--refuse[-once] COMMAND]\n");
+		fprintf(stderr, "usage: fake-agent LOG SOCKET... [--refuse[-once] COMMAND] [--rank N]\n");
 		return 2;
 	}
 	logfile = fopen(argv[1], "a");
@@ -196,6 +223,10 @@ int main(int argc, char *argv[])
 		return 1;
 	}
 	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--rank") && i + 1 < argc) {
+			my_rank = atoi(argv[++i]);
+			continue;
+		}
 		if ((!strcmp(argv[i], "--refuse") || !strcmp(argv[i], "--refuse-once")) &&
 		    i + 1 < argc) {
 			refuse_once = !strcmp(argv[i], "--refuse-once");

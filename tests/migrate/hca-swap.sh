@@ -38,7 +38,7 @@ cat "$T/out1"
 [ "$(awk '{print $2 $3}' "$T/agent1.log" | tr '\n' ' ')" = \
 	"0hello 0quiesce 0resume 1hello 1quiesce 1resume " ] ||
 	fail "vm1's agent saw: $(awk '{print $2, $3}' "$T/agent1.log")"
-grep -q ' 0 resume {"fabrics":\["tcp"\],"rescan":false}' "$T/agent1.log" || fail "source resume args"
+grep -q ' 0 resume {"fabrics":\["tcp"\],"rescan":false,"wait":false}' "$T/agent1.log" || fail "source resume args"
 grep -q ' 1 resume {"fabrics":\["verbs","tcp"\]' "$T/agent1.log" || fail "destination resume args"
 kwm_qmp "$T/d1.qmp" qom-get '{"path":"/machine/peripheral/hca0","property":"type"}' |
 	grep -q '"return": "usb-net"' || fail "no HCA at the destination"

@@ -29,7 +29,7 @@ rc=$?
 cat -v "$T/out"
 [ $rc -eq 0 ] || fail "exit status $rc"
 grep -q 'cluster test: 2/2 VMs done' "$T/out" || fail "no cluster line on the TTY"
-grep -qE '  vm2 +finish +done' "$T/out" || fail "no VM line on the TTY"
+grep -qE '  vm2 +resume +done' "$T/out" || fail "no VM line on the TTY"
 grep -q $'\e\[' "$T/out" || fail "the TTY display is not redrawn in place"
 grep -q nbd-server-start "$T/j.log" && fail "shared storage started an NBD server"
 for i in 1 2; do

@@ -158,7 +158,8 @@ kwm_cluster() {
 kwm_agents() {
 	local i
 	for i in $(seq 1 "$1"); do
-		"$FAKE_AGENT" "$T/agent$i.log" "$T/s$i.sv" "$T/d$i.sv" "${@:2}" &
+		"$FAKE_AGENT" "$T/agent$i.log" "$T/s$i.sv" "$T/d$i.sv" \
+			${KWM_AGENT_RANKS:+--rank $((i - 1))} "${@:2}" &
 		PIDS+=($!)
 		kwm_wait_sock "$T/d$i.sv"
 	done

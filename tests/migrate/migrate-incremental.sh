@@ -8,7 +8,9 @@
 kwm_images 2
 # vm2 has more to copy: with one slot it goes first (longest first).
 qemu-io -c 'write -P 0x33 200M 4M' "$T/s2.qcow2" >/dev/null || fail "qemu-io"
-kwm_agents 2
+# Each agent has one rank of a job: after the resume, every agent gets
+# both ranks' address lists (peers), and never a malformed one.
+KWM_AGENT_RANKS=yes kwm_agents 2
 for i in 1 2; do kwm_start_src $i; kwm_start_dst $i; done
 STORAGE=incremental PARALLEL=1 BANDWIDTH=40MB/s AGENTS=yes \
 	DST_HCA='{driver: e1000e, id: hca0, netdev: hn0, bus: rp1}' kwm_cluster "$T/c.yaml" 2
@@ -36,9 +38,15 @@ for i in 1 2; do
 	# The job moved onto the new HCA: quiesce then resume with verbs at
 	# the destination's end (socket index 1).
 	grep -q ' 0 hello ' "$T/agent$i.log" || fail "vm$i: no hello at the source"
-	awk '$2 == 1 {print $3}' "$T/agent$i.log" | tr '\n' ' ' | grep -q '^hello quiesce resume $' ||
+	awk '$2 == 1 {print $3}' "$T/agent$i.log" | tr '\n' ' ' | grep -q '^hello quiesce resume peers $' ||
 		fail "vm$i: destination agent saw $(awk '$2 == 1 {print $3}' "$T/agent$i.log")"
-	grep -q ' 1 resume .*"verbs"' "$T/agent$i.log" || fail "vm$i: resume without verbs"
+	grep -q ' 1 resume .*"verbs".*"wait":false' "$T/agent$i.log" || fail "vm$i: resume without verbs"
+	peers=$(grep ' 1 peers ' "$T/agent$i.log")
+	for r in 0 1; do
+		grep -q "{\"jobid\":\"\[7,1\]\",\"rank\":$r,\"addrs\":\"3142574b010$r\"}" <<<"$peers" ||
+			fail "vm$i: peers lacks rank $r's addresses: $peers"
+	done
+	grep -q '"rank":99' <<<"$peers" && fail "vm$i: a malformed address list was passed on: $peers"
 done
 
 # Limits and barriers, from the report's timestamps.
