@@ -9,6 +9,7 @@
  *   --continuous    one timestamped line per round (--round-ms of
  *                   ping-pongs at --size bytes), so a pause shows up;
  *                   runs for --duration seconds or --rounds rounds
+ *                   (or until --stop-file F exists: the lab demo ends it so)
  *                   (neither: until killed)
  *   --max-log N     largest size 2^N (default 22)
  *   --plot OUT.png  draw it with gnuplot: bandwidth against size, or
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "report.h"
@@ -35,6 +37,7 @@
 static int rank, nprocs, check, continuous, max_log = 22;
 static long csize = 4096, round_ms = 100;
 static double duration;
+static const char *stop_file;	/* --stop-file: end after the round it appears */
 static long max_rounds;
 static long errors;
 static const char *plot, *report_file, *from;
@@ -200,7 +203,8 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 			say_flush();
 		}
 		go = !(duration > 0 && MPI_Wtime() - start >= duration) &&
-		     !(max_rounds > 0 && round + 1 >= max_rounds);
+		     !(max_rounds > 0 && round + 1 >= max_rounds) &&
+		     !(stop_file && rank == 0 && access(stop_file, F_OK) == 0);
 		MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD);
 		if (!go)
 			break;
@@ -210,7 +214,8 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kawarimi-pingpong [--check] [--max-log N] "
-		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]]\n"
+		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]\n"
+		"                         [--stop-file F]]\n"
 		"                         [--plot OUT.png [--report R.json]]\n"
 		"       kawarimi-pingpong --from SAVED --plot OUT.png [--report R.json]   (no MPI)\n");
 }
@@ -296,6 +301,8 @@ int main(int argc, char **argv)
 			duration = atof(v), i++;
 		} else if (v && !strcmp(a, "--rounds")) {
 			max_rounds = atol(v), i++;
+		} else if (v && !strcmp(a, "--stop-file")) {
+			stop_file = v, i++;
 		} else if (v && (!strcmp(a, "--plot") || !strcmp(a, "--report"))) {
 			i++;	/* plot_options() */
 		} else {
