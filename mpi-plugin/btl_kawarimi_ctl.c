@@ -393,6 +393,21 @@ static void reconnect_done(int keep)
 		}
 }
 
+/* Answers the command in progress (ret consumed), on the agent connection
+ * it came on only, and logs the paths it reports. */
+static void answer_pending(json_object *ret, const char *what, uint64_t now)
+{
+	kw_log(1, "%s after %llu ms: %s", what, (unsigned long long)(now - ctl.start_ms),
+	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
+					      JSON_C_TO_STRING_PLAIN));
+	if (ctl.pending_gen == ctl.gen)
+		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+	else
+		json_object_put(ret);
+	json_object_put(ctl.pending_id);
+	ctl.pending_id = NULL;
+}
+
 static void resume_finish(uint64_t now, int keep)
 {
 	json_object *ret = json_object_new_object();
@@ -404,15 +419,7 @@ static void resume_finish(uint64_t now, int keep)
 	add_addrs(ret);
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
 	json_object_object_add(ret, "verbs", kw_verbs_json());
-	kw_log(1, "resumed after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
-	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
-					      JSON_C_TO_STRING_PLAIN));
-	if (ctl.pending_gen == ctl.gen)
-		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
-	else
-		json_object_put(ret);
-	json_object_put(ctl.pending_id);
-	ctl.pending_id = NULL;
+	answer_pending(ret, "resumed", now);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -482,15 +489,7 @@ static void peers_finish(uint64_t now)
 	json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
 	json_object_object_add(ret, "paths", paths_json());
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
-	kw_log(1, "peers: settled after %llu ms: %s", (unsigned long long)(now - ctl.start_ms),
-	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
-					      JSON_C_TO_STRING_PLAIN));
-	if (ctl.pending_gen == ctl.gen)
-		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
-	else
-		json_object_put(ret);
-	json_object_put(ctl.pending_id);
-	ctl.pending_id = NULL;
+	answer_pending(ret, "peers: settled", now);
 }
 
 static void peers_start(struct kw_ctl_msg *m, uint64_t now)
