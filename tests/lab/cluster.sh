@@ -2,7 +2,9 @@
 # tests/lab/cluster.sh: two node VMs as a cluster: ibv_rc_pingpong between
 # them over rxe (site A's RDMA L2), an MPI job launched across them through
 # dropbear (stock tcp BTL on the cluster L2; the kawarimi BTL too once it is
-# built), then a crash: every lab process killed -9, and `lab down` must
+# built) while a third, paused QEMU sits on the cluster L2 (as a migration
+# source in postmigrate does: it must cost only its own frames), then a
+# crash: every lab process killed -9, and `lab down` must
 # still leave no process, namespace or socket behind.
 TEST_PREFIX=kwtcl
 . "$(dirname "$0")/lib.sh"
@@ -27,6 +29,21 @@ log "Open MPI runtime on one node: mpirun -np 2 hostname"
 out=$(gexec 1 --timeout 120 -- 'mpirun --host node1:2 -np 2 hostname') || fail "one-node mpirun failed: $out"
 [ "$(grep -c '^node1$' <<<"$out")" = 2 ] || fail "one-node mpirun: expected node1 twice, got: $out"
 
+log "a paused VM on the cluster L2: a QEMU without a guest, its e1000 announced, then stopped"
+# In site A's namespace (its datagram queues, as the real sources have), so
+# that what it does not read piles up as it did behind a migration source.
+ip netns exec "$KWL_PREFIX-a" qemu-system-x86_64 -M q35 -nodefaults -display none \
+	-netdev "dgram,id=n0,local.type=unix,local.path=$S/paused.cl,remote.type=unix,remote.path=$S/cluster.hub" \
+	-device e1000,netdev=n0,mac=52:54:00:70:00:63,romfile= \
+	-qmp "unix:$S/paused.qmp,server=on,wait=off" -pidfile "$S/paused.pid" -daemonize ||
+	die "cannot start the paused QEMU"
+# The hub learns a peer from its first frame: QEMU's own announcement.
+qmp "$S/paused.qmp" announce-self '{"initial": 50, "max": 100, "rounds": 3, "step": 50}' >/dev/null ||
+	fail "announce-self"
+sleep 1
+qmp "$S/paused.qmp" stop >/dev/null || fail "stop"
+qmp "$S/paused.qmp" query-status | grep -q '"status": "paused"' || fail "the third QEMU is not paused"
+
 log "MPI job across node1 and node2, tcp BTL"
 out=$(gexec 1 --timeout 180 -- 'mpirun --host node1,node2 -np 2 --mca btl self,vader,tcp kwl-mpijob --seconds 8') ||
 	fail "the MPI job over tcp failed: $out"
@@ -43,6 +60,12 @@ if [ -f "$BUILD/mpi-plugin/mca_btl_kawarimi.so" ]; then
 else
 	log "the kawarimi BTL is not built in $BUILD: its MPI check is not run (not supported yet)"
 fi
+# Bulk traffic past the paused peer: 32 MiB node2 -> node1 over ssh (about
+# 23000 frames; the old shared-socket hub stalled after a few hundred).
+out=$(gexec 1 --timeout 120 -- '/usr/sbin/kw-ssh node2 "dd if=/dev/zero bs=64k count=512 2>/dev/null" | wc -c') ||
+	fail "bulk transfer past the paused VM failed: $out"
+[ "$(tr -dc 0-9 <<<"$out")" = 33554432 ] || fail "bulk transfer past the paused VM: got '$out' bytes, expected 33554432"
+qmp "$S/paused.qmp" query-status | grep -q '"status": "paused"' || fail "the third QEMU did not stay paused"
 
 log "crash: kill -9 every lab process, then lab down"
 for f in "$S"/*.pid; do
