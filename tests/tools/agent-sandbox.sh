@@ -47,13 +47,21 @@ mkdir -p "$R/sys/bus/pci" "$R/dev/infiniband" && : >"$R/sys/bus/pci/rescan" &&
 	: >"$R/dev/infiniband/uverbs0" && chmod 0755 "$R" "$R/dev" "$R/dev/infiniband" &&
 	chmod 0666 "$R/dev/infiniband/uverbs0" || fail "the stand-in /sys and /dev"
 
+# The build may live under /tmp (CI clones there), which the private /tmp
+# hides: the agent and the libraries of ours it loads go along to $R, as
+# an installed agent has them under /usr.
+mkdir -p "$R/lib" && cp "$AGENT" "$R/kawarimi-agent" || fail "copying the agent"
+for l in $(ldd "$AGENT" | awk '$3 ~ /^\// && $3 !~ /^\/(usr|lib)/ {print $3}'); do
+	cp "$l" "$R/lib/" || fail "copying $l"
+done
+LD_LIBRARY_PATH=$R/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
 KAWARIMI_AGENT_SYS_ROOT=$R/sys KAWARIMI_AGENT_DEV_ROOT=$R/dev unshare --mount --propagation private sh -ec '
 	ro() { [ -d "$1" ] || return 0; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; }
 	for d in /usr /boot /efi /etc /home /root; do ro "$d"; done
 	mount -t tmpfs tmpfs /tmp
 	mount -t tmpfs tmpfs /var/tmp
 	exec setpriv --no-new-privs --bounding-set "$1" --inh-caps -all "$2" --foreground \
-		--channel "listen:$3/ch.sock" --socket "$3/agent.sock" -v' _ "$bset" "$AGENT" "$R" \
+		--channel "listen:$3/ch.sock" --socket "$3/agent.sock" -v' _ "$bset" "$R/kawarimi-agent" "$R" \
 	2>"$R/agent.log" &
 APID=$!
 agent() { "$KAWARIMI" agent --timeout 60 "$R/ch.sock" "$@"; }
