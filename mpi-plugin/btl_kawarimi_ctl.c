@@ -302,6 +302,16 @@ static int all_closed(void)
 
 static void resume_finish(uint64_t now, int keep);
 
+/* Connection attempts start over, now, from the first address pair: after
+ * a resume (our addresses changed) or a `peers` (the peer's did). */
+static void attempts_restart(struct mca_btl_base_endpoint_t *ep, uint64_t now)
+{
+	ep->ncand = ep->cand_idx = 0;
+	ep->next_attempt_ms = now;
+	ep->backoff_ms = 20;
+	ep->broken_since_ms = 0;
+}
+
 static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 {
 	char err[256];
@@ -341,10 +351,7 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 		if (!ep)
 			continue;
 		ep->upgraded = 0;
-		ep->ncand = ep->cand_idx = 0;
-		ep->next_attempt_ms = now;
-		ep->backoff_ms = 20;
-		ep->broken_since_ms = 0;
+		attempts_restart(ep, now);
 		/* The lower rank of each formerly connected pair reconnects. */
 		ep->want_up = ep->was_up && !ep->peer_gone && kw.me.vpid < ep->vpid;
 	}
@@ -469,10 +476,7 @@ static int peers_apply(const struct kw_ctl_msg *m, uint64_t now)
 			ep->conn->ep = NULL;
 			ep->conn = NULL;
 		}
-		ep->ncand = ep->cand_idx = 0;
-		ep->next_attempt_ms = now;
-		ep->backoff_ms = 20;
-		ep->broken_since_ms = 0;
+		attempts_restart(ep, now);
 		/* Up, but maybe not on the best pair the new list offers. */
 		ep->probe_next_ms = now;
 		ep->probe_backoff_ms = KW_PROBE_MIN_MS;
