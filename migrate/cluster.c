@@ -546,15 +546,16 @@ static int get_vm(struct walker *w, yaml_node_t *n, size_t idx)
 static int get_limits(struct walker *w, yaml_node_t *n)
 {
 	static const char *const keys[] = { "bandwidth", "parallel", "downtime",
-					    "timeouts", NULL };
+					    "timeouts", "allow-partial", NULL };
+	/* The phases' timeouts, then two that are not a phase's. */
 	static const char *const tkeys[] = { "preflight", "storage", "quiesce", "unplug",
 					     "memory", "switchover", "resume", "finish",
-					     "rollback", NULL };
+					     "rollback", "stall", "lease", NULL };
 	static const enum kwm_phase tphase[] = { KWM_PH_PREFLIGHT, KWM_PH_STORAGE,
 		KWM_PH_QUIESCE, KWM_PH_UNPLUG, KWM_PH_MEMORY, KWM_PH_SWITCHOVER,
 		KWM_PH_RESUME, KWM_PH_FINISH, KWM_PH_ROLLBACK };
 	struct kwm_cluster *c = w->c;
-	yaml_node_t *v[4], *t[9];
+	yaml_node_t *v[5], *t[11];
 	char p[64];
 
 	if (map_keys(w, n, "limits", keys, v))
@@ -580,11 +581,19 @@ static int get_limits(struct walker *w, yaml_node_t *n)
 		     kwm_parse_duration_ms(scalar(v[2]), &c->downtime_ms) || c->downtime_ms < 1))
 		return fail(w, v[2], "limits.downtime", "'%s' is not a duration; write e.g. 300ms",
 			    v[2]->type == YAML_SCALAR_NODE ? scalar(v[2]) : "");
+	if (v[4]) {
+		const char *b = v[4]->type == YAML_SCALAR_NODE ? scalar(v[4]) : "";
+
+		if (strcmp(b, "true") && strcmp(b, "false"))
+			return fail(w, v[4], "limits.allow-partial", "'%s' is not a boolean; write "
+				    "true (VMs that fail go back, the others go) or false", b);
+		c->allow_partial = !strcmp(b, "true");
+	}
 	if (!v[3])
 		return 0;
 	if (map_keys(w, v[3], "limits.timeouts", tkeys, t))
 		return -1;
-	for (int i = 0; i < 9; i++) {
+	for (int i = 0; i < 11; i++) {
 		int64_t ms;
 
 		if (!t[i])
@@ -594,7 +603,15 @@ static int get_limits(struct walker *w, yaml_node_t *n)
 		    kwm_parse_duration_ms(scalar(t[i]), &ms) || ms < 1)
 			return fail(w, t[i], p, "'%s' is not a duration; write e.g. 30s, 500ms or 1h",
 				    t[i]->type == YAML_SCALAR_NODE ? scalar(t[i]) : "");
-		c->timeout_ms[tphase[i]] = ms;
+		if (i == 9)
+			c->stall_ms = ms;
+		else if (i == 10 && (ms < 1000 || ms > 3600000))
+			return fail(w, t[i], p, "'%s' is out of range; a lease lasts from 1s to 1h",
+				    scalar(t[i]));
+		else if (i == 10)
+			c->lease_ms = ms;
+		else
+			c->timeout_ms[tphase[i]] = ms;
 	}
 	c->timeout_ms[KWM_PH_RESUME_SRC] = c->timeout_ms[KWM_PH_RESUME];
 	return 0;
@@ -613,6 +630,8 @@ static void set_defaults(struct kwm_cluster *c)
 	c->storage = KWM_STORAGE_INCREMENTAL;
 	c->parallel = 4;
 	c->downtime_ms = 300;
+	c->stall_ms = 60000;
+	c->lease_ms = 30000;
 	memcpy(c->timeout_ms, def, sizeof(def));
 }
 

@@ -7,6 +7,7 @@
 #ifndef KWM_CLUSTER_H
 #define KWM_CLUSTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <json-c/json.h>
@@ -52,6 +53,9 @@ struct kwm_cluster {
 	int parallel;
 	int64_t downtime_ms;
 	int64_t timeout_ms[KWM_PH__COUNT];
+	int64_t stall_ms;	/* a transfer that moves no byte this long fails */
+	int64_t lease_ms;	/* a quiesce's lease, renewed while we live */
+	bool allow_partial;
 	struct kwm_vm_conf *vms;
 	size_t nvms;
 };

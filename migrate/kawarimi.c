@@ -21,7 +21,7 @@ static const struct {
 } subcommands[] = {
 	{ "plan", cmd_plan, "CLUSTER.yaml", "validate a cluster file against the live QEMUs and print the plan" },
 	{ "migrate", cmd_migrate, "CLUSTER.yaml [OPTIONS]", "move every node VM of the cluster, with its MPI job running" },
-	{ "recover", cmd_recover, "JOURNAL", "roll a migration back or forward from its journal (not supported yet)" },
+	{ "recover", cmd_recover, "CLUSTER.yaml [--journal FILE]", "finish, forward or back, a migration whose coordinator died" },
 	{ "report", cmd_report, "FILE [--plot OUT.png] [--format table|json|markdown]", "print (and plot) a migration's report" },
 	{ "qmp", cmd_qmp, "SOCKET COMMAND [ARGS-JSON] | SOCKET --events SECONDS", "run one QMP command, or print events" },
 	{ "agent", cmd_agent, "SOCKET COMMAND [ARGS-JSON]", "run one symvirt command against a guest agent" },

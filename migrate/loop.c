@@ -59,6 +59,15 @@ static void lost(struct kwm_vm *vm, enum kwm_side_id side, bool agent, const cha
 	vm->qmp_lost[side] = true;
 	if (vm->quit_sent[side])
 		return;		/* we asked it to quit */
+	if (side == KWM_SRC && (vm->dst_complete || (vm->facts & KWM_F_SWITCHED))) {
+		/* The destination holds all of the VM: it goes forward, and a
+		 * dead source is only a stale copy gone. */
+		vm->src_gone = true;
+		kwm_journal_fact(vm, "source-gone", NULL);
+		kwm_progress_message(vm->run, vm, "warning", "the source QEMU died after the "
+				     "destination had all of the VM's memory; the VM goes forward");
+		return;
+	}
 	if (vm->phase == KWM_PH_ROLLBACK) {
 		kwm_vm_note(vm, "the %s QEMU's QMP connection (%s) closed: %s",
 			    kwm_side_name(side), s->qmp, why);
@@ -105,6 +114,14 @@ static void connect_vm(struct kwm_vm *vm)
 		struct symvirt_error serr = { 0 };
 
 		vm->qmp[s] = kqmp_connect_unix(sides[s]->qmp, 0, &err);
+		if (!vm->qmp[s] && vm->run->opt.recover) {
+			/* recover works with what is left. */
+			vm->qmp_lost[s] = true;
+			kwm_vm_note(vm, "the %s QMP socket %s does not answer (%s): taken for a "
+				    "QEMU that is gone", kwm_side_name((enum kwm_side_id)s),
+				    sides[s]->qmp, err.desc);
+			continue;
+		}
 		if (!vm->qmp[s]) {
 			vm->qmp_lost[s] = true;
 			kwm_vm_fail(vm, "cannot connect to the %s QMP socket %s: %s; is QEMU "
@@ -119,6 +136,10 @@ static void connect_vm(struct kwm_vm *vm)
 		 * that has no host connected, and it will write after the
 		 * switchover. */
 		vm->agent[s] = symvirt_connect_unix(sides[s]->symvirt, &serr);
+		if (!vm->agent[s] && vm->run->opt.recover) {
+			vm->agent_lost[s] = true;
+			continue;
+		}
 		if (!vm->agent[s]) {
 			vm->agent_lost[s] = true;
 			kwm_vm_fail(vm, "cannot connect to the %s symvirt socket %s: %s",
@@ -142,7 +163,7 @@ int kwm_run_connect(struct kwm_run *r)
 			kwm_progress_message(r, vm, "warning", "no symvirt agent: quiesce and "
 					     "resume are skipped");
 		/* Preflight owns the connection: its failures are preflight's. */
-		vm->phase = KWM_PH_PREFLIGHT;
+		vm->phase = r->opt.recover ? KWM_PH_ROLLBACK : KWM_PH_PREFLIGHT;
 		vm->phases[KWM_PH_PREFLIGHT].start = kwm_wall();
 		connect_vm(vm);
 	}
@@ -211,6 +232,7 @@ static void advance_all(struct kwm_run *r, int64_t now)
 	for (size_t i = 0; i < r->nvms; i++) {
 		kwm_vm_step(&r->vms[i]);
 		kwm_vm_check_timeouts(&r->vms[i], now);
+		kwm_vm_check_stall(&r->vms[i], now);
 	}
 }
 
@@ -250,6 +272,7 @@ int kwm_run_loop(struct kwm_run *r)
 			r->next_tick = now + KWM_TICK_MS;
 			for (size_t i = 0; i < r->nvms; i++)
 				kwm_poll_progress(&r->vms[i]);
+			kwm_renew_leases(r);
 			kwm_progress_tick(r, false);
 		}
 	}

@@ -110,27 +110,6 @@ void kwm_ops_clear(struct kwm_vm *vm)
 	vm->op_deadline = 0;
 }
 
-void kwm_journal(struct kwm_run *r, const struct kwm_vm *vm, const char *side,
-		 const char *cmd, json_object *args)
-{
-	json_object *o;
-
-	if (!r->journal)
-		return;
-	o = json_object_new_object();
-	json_object_object_add(o, "t", json_object_new_double(kwm_wall()));
-	json_object_object_add(o, "vm", json_object_new_string(vm->conf->name));
-	json_object_object_add(o, "phase", json_object_new_string(kwm_phase_name(vm->phase)));
-	json_object_object_add(o, "side", json_object_new_string(side));
-	json_object_object_add(o, "execute", json_object_new_string(cmd));
-	if (args)
-		json_object_object_add(o, "arguments", json_object_get(args));
-	fprintf(r->journal, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-	/* Before the step is taken: the journal must survive our own death. */
-	fflush(r->journal);
-	json_object_put(o);
-}
-
 /* Appends as much of s as fits. */
 static void append(char *dst, size_t size, const char *s)
 {
@@ -321,10 +300,26 @@ void kwm_qmp_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
 	c = ctx_new(vm, side);
 	c->fn = on_reply ? on_reply : kwm_ignore_reply;
 	if (strncmp(cmd, "query-", 6))
-		kwm_journal(vm->run, vm, side == KWM_SRC ? "source" : "destination", cmd, args);
+		kwm_journal(vm->run, vm, side == KWM_SRC ? "source" : "destination", cmd, args, 0);
 	if (!kqmp_send(vm->qmp[side], cmd, args, qmp_reply, c) &&
 	    on_reply == kwm_poll_progress_done)
 		vm->poll_pending = false;
+}
+
+void kwm_agent_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+		     json_object *args)
+{
+	struct kwm_ctx *c;
+
+	if (!vm->agent[side] || vm->agent_lost[side]) {
+		if (args)
+			json_object_put(args);
+		return;
+	}
+	/* A context no step waits for: agent_reply() drops the answer. */
+	c = ctx_new(vm, side);
+	c->fn = kwm_ignore_reply;
+	symvirt_send(vm->agent[side], cmd, args, agent_reply, c);
 }
 
 void kwm_ignore_reply(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
@@ -390,7 +385,7 @@ static struct kwm_ctx *op_begin(struct kwm_vm *vm, struct kwm_op *op, const char
 {
 	struct kwm_ctx *c;
 
-	kwm_journal(vm->run, vm, who, op->cmd, op->args);
+	kwm_journal(vm->run, vm, who, op->cmd, op->args, op->fact);
 	vm->facts |= op->fact;
 	c = ctx_new(vm, op->side);
 	vm->op_gen = c->gen;

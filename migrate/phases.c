@@ -16,6 +16,18 @@
  * because 0 would stop the migration (7.2's default is 128 MiB/s). */
 #define KWM_NO_CAP (100ull << 30)
 
+/* A string member of an event or reply, or NULL (QEMU sends "device":
+ * null for a device without an id). */
+static const char *str_of(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
 static bool side_has_agent(struct kwm_vm *vm, enum kwm_side_id s)
 {
 	return s == KWM_SRC ? vm->conf->src.symvirt != NULL : vm->conf->dst.symvirt != NULL;
@@ -141,9 +153,9 @@ static void blackout_end(struct kwm_vm *vm)
 
 static void quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
-	(void)op;
 	(void)ret;
 	vm->agent_quiesced = true;
+	kwm_journal_fact(vm, "quiesced", kwm_obj("side=s", kwm_side_name(op->side)));
 }
 
 /* Keeps each rank's address list from a resume reply (the guest is not
@@ -181,8 +193,8 @@ static void record_addrs(struct kwm_vm *vm, json_object *ret)
 
 static void resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
-	(void)op;
-	vm->agent_quiesced = false;
+	vm->agent_quiesced = vm->lease_held = false;
+	kwm_journal_fact(vm, "resumed", kwm_obj("side=s", kwm_side_name(op->side)));
 	record_addrs(vm, ret);
 	blackout_end(vm);
 }
@@ -191,15 +203,30 @@ static void resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
  * when `peers` says the pairs are back. */
 static void resumed_nowait(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
-	(void)op;
-	vm->agent_quiesced = false;
+	vm->agent_quiesced = vm->lease_held = false;
+	kwm_journal_fact(vm, "resumed", kwm_obj("side=s", kwm_side_name(op->side)));
 	record_addrs(vm, ret);
 }
 
-/* The agent is told how long it may take; it answers before we give up. */
+/* The agent is told how long it may take; it answers before we give up.
+ * The lease makes the agent resume the job by itself if we stop renewing
+ * it (we died, or lost the link): no job stays quiesced for ever. */
 static json_object *quiesce_args(struct kwm_vm *vm)
 {
-	return kwm_obj("deadline-ms=i", vm->run->c->timeout_ms[KWM_PH_QUIESCE] * 9 / 10);
+	return kwm_obj("deadline-ms=i lease-ms=i",
+		       vm->run->c->timeout_ms[KWM_PH_QUIESCE] * 9 / 10, vm->run->c->lease_ms);
+}
+
+static int mark_quiesce_sent_src(struct kwm_vm *vm)
+{
+	vm->quiesce_sent[KWM_SRC] = vm->lease_held = true;
+	return 0;
+}
+
+static int mark_quiesce_sent_dst(struct kwm_vm *vm)
+{
+	vm->quiesce_sent[KWM_DST] = vm->lease_held = true;
+	return 0;
 }
 
 static int mark_quiesce(struct kwm_vm *vm)
@@ -226,6 +253,8 @@ static void add_quiesce(struct kwm_vm *vm, enum kwm_side_id side, kwm_call_fn ma
 	struct kwm_op *op;
 
 	call(vm, mark, "marking the start of the blackout");
+	call(vm, side == KWM_SRC ? mark_quiesce_sent_src : mark_quiesce_sent_dst,
+	     "noting the quiesce");
 	op = agent(vm, side, "quiesce", quiesce_args(vm));
 	op->on_reply = quiesced;
 	op->fact = side == KWM_SRC ? KWM_F_QUIESCED : 0;
@@ -490,10 +519,37 @@ static bool mirrors_done(struct kwm_vm *vm)
 	return true;
 }
 
+/* A source that died after the destination had everything is not waited
+ * for: the VM goes forward (src_gone). */
 static bool memory_completed(struct kwm_vm *vm)
 {
-	return !strcmp(vm->mig_status[KWM_SRC], "completed") &&
+	return (vm->src_gone || !strcmp(vm->mig_status[KWM_SRC], "completed")) &&
 	       !strcmp(vm->mig_status[KWM_DST], "completed");
+}
+
+static bool src_alive(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return !vm->qmp_lost[KWM_SRC];
+}
+
+/* A destination started without -S runs as soon as its memory is in:
+ * QMP cannot tell beforehand, so it is seen here and taken for the
+ * switchover it is. */
+static void dst_autostarted(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	const char *st = str_of(ret, "status");
+
+	(void)op;
+	if (!st || strcmp(st, "running"))
+		return;
+	vm->facts |= KWM_F_SWITCHED;
+	vm->where = KWM_AT_DEST;
+	snprintf(vm->dst_status, sizeof(vm->dst_status), "running");
+	kwm_journal_fact(vm, "cont-answered", kwm_obj("status=s", "running"));
+	kwm_progress_message(vm->run, vm, "warning", "the destination started running by "
+			     "itself when its memory was in (started without -S?): it no longer "
+			     "waits for the switchover barrier; start destinations with -S");
 }
 
 static int mark_cancel(struct kwm_vm *vm)
@@ -562,7 +618,10 @@ void kwm_build_memory(struct kwm_vm *vm)
 	}
 	step(vm, KWM_SRC, "migrate-continue", kwm_obj("state=s", "pre-switchover"), 0);
 	wait_for(vm, memory_completed, "waiting for the migration to complete at both ends");
-	step(vm, KWM_SRC, "query-migrate", NULL, 0)->on_reply = migrate_stats;
+	op = step(vm, KWM_SRC, "query-migrate", NULL, 0);
+	op->on_reply = migrate_stats;
+	op->cond = src_alive;
+	step(vm, KWM_DST, "query-status", NULL, 0)->on_reply = dst_autostarted;
 }
 
 /* ---- switchover, resume, finish ------------------------------------------- */
@@ -573,34 +632,84 @@ static int mark_switch_ready(struct kwm_vm *vm)
 	return 0;
 }
 
-/* ‖ every destination is started in the same loop turn. */
+/* ‖ every destination is started in the same loop turn (a VM that went
+ * back under allow-partial is not waited for). */
 static bool all_switch_ready(struct kwm_vm *vm)
 {
 	struct kwm_run *r = vm->run;
 
 	for (size_t i = 0; i < r->nvms; i++)
-		if (!r->vms[i].switch_ready)
+		if (!r->vms[i].switch_ready && !r->vms[i].has_error)
 			return false;
 	return true;
 }
 
 static void dst_running(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
-	json_object *st;
+	const char *st = str_of(ret, "status");
 
 	(void)op;
-	if (json_object_object_get_ex(ret, "status", &st))
-		snprintf(vm->dst_status, sizeof(vm->dst_status), "%s", json_object_get_string(st));
-	if (strcmp(vm->dst_status, "running"))
+	snprintf(vm->dst_status, sizeof(vm->dst_status), "%s", st ? st : "?");
+	kwm_journal_fact(vm, "cont-answered", kwm_obj("status=s", vm->dst_status));
+	if (strcmp(vm->dst_status, "running")) {
 		kwm_vm_fail(vm, "the destination is '%s' after cont, not running", vm->dst_status);
+		return;
+	}
+	vm->where = KWM_AT_DEST;
+}
+
+static void dst_hca_added(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	(void)op;
+	(void)ret;
+	vm->dst_hca_added = true;
+	kwm_journal_fact(vm, "hca-added", NULL);
+}
+
+/* An HCA that cannot be plugged at the destination does not stop the VM:
+ * its job goes on over TCP, as at a site without one. */
+static int check_dst_hca(struct kwm_vm *vm)
+{
+	char msg[300];
+
+	if (vm->dst_hca_added)
+		return 0;
+	vm->dst_hca_failed = true;
+	snprintf(msg, sizeof(msg), "the destination's HCA '%s' could not be plugged; the "
+		 "job goes on over TCP there", vm->conf->dst.hca_id);
+	snprintf(vm->warning, sizeof(vm->warning), "%s", msg);
+	kwm_progress_message(vm->run, vm, "warning", msg);
+	return 0;
+}
+
+void kwm_on_dst_hca_added(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	dst_hca_added(vm, op, ret);
+}
+
+void kwm_on_dst_status(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	dst_running(vm, op, ret);
+}
+
+/* Is the destination's HCA there for the job to use? */
+static bool dst_verbs(struct kwm_vm *vm)
+{
+	return vm->conf->dst.hca && !vm->dst_hca_failed;
 }
 
 void kwm_build_switchover(struct kwm_vm *vm)
 {
 	if (storage_moves(vm))
 		step(vm, KWM_DST, "nbd-server-stop", NULL, 0);
-	if (vm->conf->dst.hca)
-		step(vm, KWM_DST, "device_add", json_object_get(vm->conf->dst.hca), KWM_F_DST_HCA);
+	if (vm->conf->dst.hca) {
+		struct kwm_op *op = step(vm, KWM_DST, "device_add",
+					 json_object_get(vm->conf->dst.hca), KWM_F_DST_HCA);
+
+		op->tolerant = true;
+		op->on_reply = dst_hca_added;
+		call(vm, check_dst_hca, "checking the destination's HCA");
+	}
 	call(vm, mark_switch_ready, "at the switchover barrier");
 	wait_for(vm, all_switch_ready, "waiting for every VM to reach the switchover");
 	step(vm, KWM_DST, "cont", NULL, KWM_F_SWITCHED);
@@ -668,14 +777,33 @@ void kwm_build_resume(struct kwm_vm *vm)
 {
 	/* The guest's agent now answers on the destination's end. */
 	kwm_add_hello(vm, KWM_DST);
-	if (vm->conf->dst.hca && !vm->agent_quiesced) {
+	if (dst_verbs(vm) && !vm->agent_quiesced) {
 		/* Move the job onto the HCA that was just plugged. */
 		add_quiesce(vm, KWM_DST, mark_dst_quiesce);
 		resume_nowait(vm, KWM_DST, true);
 	} else if (vm->agent_quiesced) {	/* --hold-job: the job waited all along */
-		resume_nowait(vm, KWM_DST, vm->conf->dst.hca != NULL)->cond = is_quiesced;
+		resume_nowait(vm, KWM_DST, dst_verbs(vm))->cond = is_quiesced;
 	}
 	add_reconnect(vm, KWM_DST);
+}
+
+static bool lease_out_dst(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return vm->lease_held;
+}
+
+/* Rolling forward: the job, quiesced at the source, resumes where the VM
+ * now runs (its ranks reconnect by themselves: wait is left at true). */
+void kwm_add_resume_dst(struct kwm_vm *vm)
+{
+	struct kwm_op *op;
+
+	kwm_add_hello(vm, KWM_DST);
+	op = agent(vm, KWM_DST, "resume", kwm_resume_args(vm, dst_verbs(vm)));
+	op->cond = lease_out_dst;
+	op->on_reply = resumed;
+	op->tolerant = op->essential = true;
 }
 
 static int mark_quit(struct kwm_vm *vm)
@@ -686,20 +814,22 @@ static int mark_quit(struct kwm_vm *vm)
 
 void kwm_build_finish(struct kwm_vm *vm)
 {
+	struct kwm_op *op;
+
 	call(vm, mark_quit, "quitting the source");
-	step(vm, KWM_SRC, "quit", NULL, 0)->tolerant = true;
+	op = step(vm, KWM_SRC, "quit", NULL, 0);
+	op->tolerant = true;
+	op->cond = src_alive;
 }
 
 /* ---- events ---------------------------------------------------------------- */
 
 static struct kwm_disk_state *disk_by_job(struct kwm_vm *vm, json_object *data)
 {
-	json_object *dev;
-	const char *name;
+	const char *name = str_of(data, "device");
 
-	if (!data || !json_object_object_get_ex(data, "device", &dev))
+	if (!name)
 		return NULL;
-	name = json_object_get_string(dev);
 	for (size_t d = 0; d < vm->conf->ndisks; d++)
 		if (!strcmp(vm->disks[d].job, name))
 			return &vm->disks[d];
@@ -744,6 +874,8 @@ static void block_job_event(struct kwm_vm *vm, const struct kqmp_event *ev)
 	job_numbers(d, ev->data);
 	sum_storage(vm);
 	if (!strcmp(ev->name, "BLOCK_JOB_READY")) {
+		if (!d->ready)
+			kwm_journal_fact(vm, "mirror-ready", kwm_obj("disk=i", (int64_t)idx));
 		d->ready = true;
 		return;
 	}
@@ -773,29 +905,35 @@ static void block_job_event(struct kwm_vm *vm, const struct kqmp_event *ev)
 static void migration_event(struct kwm_vm *vm, enum kwm_side_id side,
 			    const struct kqmp_event *ev)
 {
-	json_object *st;
-	const char *s;
+	const char *s = str_of(ev->data, "status");
 
-	if (!ev->data || !json_object_object_get_ex(ev->data, "status", &st))
+	if (!s)
 		return;
-	s = json_object_get_string(st);
 	snprintf(vm->mig_status[side], sizeof(vm->mig_status[side]), "%s", s);
+	if (side == KWM_SRC)
+		vm->presw_since = !strcmp(s, "pre-switchover") || !strcmp(s, "device") ?
+				  (vm->presw_since ? vm->presw_since : kwm_now_ms()) : 0;
+	if (side == KWM_DST && !strcmp(s, "completed") && !vm->dst_complete) {
+		vm->dst_complete = true;
+		kwm_journal_fact(vm, "memory-complete", NULL);
+	}
 	if ((!strcmp(s, "failed") || !strcmp(s, "cancelled")) && watching(vm))
 		kwm_vm_fail(vm, "the migration %s at the %s", s, kwm_side_name(side));
 }
 
 void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev)
 {
-	json_object *dev;
+	const char *dev;
 
 	if (!strncmp(ev->name, "BLOCK_JOB_", 10) && side == KWM_SRC) {
 		block_job_event(vm, ev);
 	} else if (!strcmp(ev->name, "MIGRATION")) {
 		migration_event(vm, side, ev);
 	} else if (!strcmp(ev->name, "DEVICE_DELETED") && side == KWM_SRC &&
-		   vm->conf->src.hca_id && ev->data &&
-		   json_object_object_get_ex(ev->data, "device", &dev) &&
-		   !strcmp(json_object_get_string(dev), vm->conf->src.hca_id)) {
+		   vm->conf->src.hca_id && (dev = str_of(ev->data, "device")) &&
+		   !strcmp(dev, vm->conf->src.hca_id)) {
+		if (!vm->hca_deleted)
+			kwm_journal_fact(vm, "hca-removed", NULL);
 		vm->hca_deleted = true;
 	}
 }

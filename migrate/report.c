@@ -19,6 +19,10 @@ static const char *vm_result(const struct kwm_vm *vm)
 {
 	const struct kwm_run *r = vm->run;
 
+	if (vm->where == KWM_AT_LOST)
+		return "lost";
+	if (vm->rolled_forward)
+		return vm->where == KWM_AT_DEST ? "rolled-forward" : "roll-forward-incomplete";
 	if (vm->rolled_back)
 		return vm->rollback_incomplete ? "rollback-incomplete" : "rolled-back";
 	if (vm->has_error)
@@ -33,17 +37,31 @@ static const char *vm_result(const struct kwm_vm *vm)
 const char *kwm_run_result(const struct kwm_run *r);
 const char *kwm_run_result(const struct kwm_run *r)
 {
-	bool incomplete = false;
+	bool incomplete = false, lost = false, here = false, there = false;
 
-	for (size_t i = 0; i < r->nvms; i++)
-		incomplete |= r->vms[i].rollback_incomplete;
+	for (size_t i = 0; i < r->nvms; i++) {
+		const struct kwm_vm *vm = &r->vms[i];
+
+		incomplete |= vm->rollback_incomplete;
+		lost |= vm->where == KWM_AT_LOST;
+		here |= vm->where == KWM_AT_SOURCE;
+		there |= vm->where == KWM_AT_DEST;
+	}
+	if (r->opt.recover)	/* no failure of its own: where the VMs are says it */
+		return lost ? "vm-lost" : incomplete ? "rollback-incomplete" :
+		       here && there ? "partial" : there ? "rolled-forward" :
+		       "rolled-back";
 	if (!r->first_failure)
 		return r->opt.plan_only ? "planned" : "completed";
+	if (lost)
+		return "vm-lost";
 	if (r->failed_after_switchover)
 		return "failed-after-switchover";
 	if (r->first_failure->error_phase == KWM_PH_PREFLIGHT)
 		return "refused";
-	return incomplete ? "rollback-incomplete" : "rolled-back";
+	if (incomplete)
+		return "rollback-incomplete";
+	return here && there ? "partial" : there ? "rolled-forward" : "rolled-back";
 }
 
 static json_object *version_string(json_object *v)
@@ -238,6 +256,9 @@ static json_object *vm_json(const struct kwm_vm *vm)
 		json_object_object_add(rb, "notes", json_object_new_string(vm->rollback_notes));
 	}
 	json_object_object_add(o, "rollback", rb);
+	json_object_object_add(o, "where", json_object_new_string(kwm_vm_where(vm)));
+	json_object_object_add(o, "lost", *vm->lost_note ? json_object_new_string(vm->lost_note) :
+			       NULL);
 	json_object_object_add(o, "warning", *vm->warning ? json_object_new_string(vm->warning) : NULL);
 	return o;
 }

@@ -30,6 +30,17 @@ static struct kwm_op *settle(struct kwm_vm *vm, kwm_pred_fn until, const char *w
 	return op;
 }
 
+static bool src_dead(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return vm->qmp_lost[KWM_SRC] && !vm->quit_sent[KWM_SRC];
+}
+
+static bool src_up(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return !src_dead(vm, op);
+}
+
 static bool migration_over(struct kwm_vm *vm)
 {
 	const char *s = vm->mig_status[KWM_SRC];
@@ -92,11 +103,14 @@ static int forget_status(struct kwm_vm *vm)
 static bool needs_cont(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->src_was_running && strcmp(vm->src_status, "running");
+	return vm->src_was_running && strcmp(vm->src_status, "running") &&
+	       !vm->qmp_lost[KWM_SRC];
 }
 
 static int check_running(struct kwm_vm *vm)
 {
+	if (vm->where == KWM_AT_LOST)
+		return 0;
 	if (vm->src_was_running && strcmp(vm->src_status, "running")) {
 		vm->rollback_incomplete = true;
 		kwm_vm_note(vm, "the source is '%s' after the rollback, not running",
@@ -135,22 +149,70 @@ static void hca_back(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 	vm->hca_readded = true;
 }
 
-/* With the HCA back, a quiesce/resume pair moves the job onto it; a job
- * still quiesced only needs the resume. */
+/* With the HCA back, a quiesce/resume pair moves a running job onto it;
+ * a job that was asked to quiesce (answered or not) only needs the resume. */
 static bool requiesce(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->hca_readded && !vm->agent_quiesced && !vm->agent_lost[KWM_SRC];
+	return vm->hca_readded && !vm->lease_held && !vm->agent_lost[KWM_SRC];
 }
 
-static bool quiesced_now(struct kwm_vm *vm, struct kwm_op *op)
+static bool lease_out(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->agent_quiesced && !vm->agent_lost[KWM_SRC];
+	return vm->lease_held && !vm->agent_lost[KWM_SRC];
 }
 
+static bool agent_quiesced_now(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return lease_out(vm, op) && !strcmp(vm->agent_state, "quiesced");
+}
+
+static void got_agent_state(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	json_object *st;
+
+	(void)op;
+	if (!json_object_object_get_ex(ret, "state", &st) ||
+	    !json_object_is_type(st, json_type_string))
+		return;
+	snprintf(vm->agent_state, sizeof(vm->agent_state), "%s", json_object_get_string(st));
+	/* Our quiesce never took hold (or the lease already ran out). */
+	if (!strcmp(vm->agent_state, "running"))
+		vm->lease_held = vm->agent_quiesced = false;
+}
+
+static int start_pause(struct kwm_vm *vm)
+{
+	vm->wait_until = kwm_now_ms() + 2000;
+	return 0;
+}
+
+static bool pause_over(struct kwm_vm *vm)
+{
+	return kwm_now_ms() >= vm->wait_until;
+}
+
+static int check_resumed(struct kwm_vm *vm)
+{
+	if (!vm->lease_held)
+		return 0;
+	vm->rollback_incomplete = true;
+	kwm_vm_note(vm, "the job was not resumed (its agent is %s); the agent resumes it by "
+		    "itself when the quiesce's lease runs out, within %lld s",
+		    vm->agent_lost[KWM_SRC] ? "unreachable" : vm->agent_state,
+		    (long long)vm->run->c->lease_ms / 1000);
+	return 0;
+}
+
+/*
+ * The job is resumed wherever a quiesce was sent, answered or not: ask
+ * the agent where it stands, resume once it is quiesced, and while it is
+ * still quiescing look again a little later.
+ */
 static void add_agent_steps(struct kwm_vm *vm)
 {
+	bool verbs = vm->conf->src.hca != NULL;
 	struct kwm_op *op;
 
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
@@ -161,12 +223,23 @@ static void add_agent_steps(struct kwm_vm *vm)
 	op->on_reply = kwm_on_quiesced;
 	op->tolerant = op->essential = true;
 	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_QUIESCE];
-	op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume",
-			kwm_resume_args(vm, vm->conf->src.hca != NULL));
-	op->cond = quiesced_now;
-	op->on_reply = kwm_on_resumed;
-	op->tolerant = op->essential = true;
-	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_RESUME];
+	for (int i = 0; i < 6; i++) {
+		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "status", NULL);
+		op->cond = lease_out;
+		op->on_reply = got_agent_state;
+		op->tolerant = true;
+		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume", kwm_resume_args(vm, verbs));
+		op->cond = agent_quiesced_now;
+		op->on_reply = kwm_on_resumed;
+		op->tolerant = true;
+		op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_RESUME];
+		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+		op->fn = start_pause;
+		op->cond = lease_out;
+		op = settle(vm, pause_over, "waiting for the agent to finish its quiesce");
+		op->cond = lease_out;
+	}
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = check_resumed;
 }
 
 static void add_hca_steps(struct kwm_vm *vm)
@@ -180,16 +253,70 @@ static void add_hca_steps(struct kwm_vm *vm)
 	op = undo(vm, KWM_SRC, "qom-get", kwm_obj("path=s property=s", path, "type"));
 	op->on_reply = hca_still_there;
 	op->error_ok = true;
+	op->cond = src_up;
 	op = undo(vm, KWM_SRC, "device_add", json_object_get(vm->conf->src.hca));
 	op->cond = hca_missing;
 	op->on_reply = hca_back;
 	op->essential = true;
 }
 
+/* A QMP connection that dropped is not yet a dead QEMU (an ssh link, a
+ * restarted monitor): one new connection settles it. */
+static int reconnect_src(struct kwm_vm *vm)
+{
+	struct kqmp_error err = { 0 };
+	struct kqmp *q;
+
+	if (!vm->qmp_lost[KWM_SRC] || vm->quit_sent[KWM_SRC])
+		return 0;
+	q = kqmp_connect_unix(vm->conf->src.qmp, 0, &err);
+	if (!q)
+		return 0;
+	if (vm->qmp[KWM_SRC])
+		kqmp_close(vm->qmp[KWM_SRC]);
+	vm->qmp[KWM_SRC] = q;
+	vm->qmp_lost[KWM_SRC] = false;
+	kwm_vm_note(vm, "reconnected to the source's QMP socket %s", vm->conf->src.qmp);
+	return 0;
+}
+
+/* Neither side can run the VM: say where its disks are. */
+static int mark_lost(struct kwm_vm *vm)
+{
+	size_t off = 0;
+
+	vm->where = KWM_AT_LOST;
+	vm->rollback_incomplete = true;
+	off += (size_t)snprintf(vm->lost_note, sizeof(vm->lost_note), "the source QEMU died "
+				"before the destination had the VM's memory");
+	for (size_t d = 0; d < vm->conf->ndisks && off < sizeof(vm->lost_note); d++) {
+		const char *df = kwm_disk_file(vm, KWM_DST, d), *sf = kwm_disk_file(vm, KWM_SRC, d);
+
+		off += (size_t)snprintf(vm->lost_note + off, sizeof(vm->lost_note) - off,
+					"; disk '%s': the source's image %s holds it as the "
+					"source left it, the destination's %s a crash-consistent "
+					"copy as of the mirror's last write%s",
+					vm->conf->disks[d].src_node, sf ? sf : "?", df ? df : "?",
+					vm->disks[d].ready ? "" : " (the mirror had not caught up: "
+					"incomplete)");
+	}
+	kwm_progress_message(vm->run, vm, "error", vm->lost_note);
+	kwm_journal_fact(vm, "lost", kwm_obj("note=s", vm->lost_note));
+	return 0;
+}
+
+static bool lost_and_dst_up(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return src_dead(vm, op) && !vm->dst_complete && !vm->qmp_lost[KWM_DST];
+}
+
 void kwm_build_rollback(struct kwm_vm *vm)
 {
 	unsigned f = vm->facts;
 	struct kwm_op *op;
+
+	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+	op->fn = reconnect_src;
 
 	if (f & KWM_F_MIGRATE) {
 		undo(vm, KWM_SRC, "migrate_cancel", NULL);
@@ -216,7 +343,21 @@ void kwm_build_rollback(struct kwm_vm *vm)
 		op->cond = dst_holds_vm;
 		undo(vm, KWM_DST, "quit", NULL)->cond = dst_holds_vm;
 	}
-	undo(vm, KWM_SRC, "query-status", NULL)->on_reply = got_status;
+	/* The source died with the only whole copy: what is left is the
+	 * disks.  The destination is quit (its memory is partial) so that its
+	 * image is closed and unlocked for the operator to boot. */
+	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+	op->fn = mark_lost;
+	op->cond = src_dead;
+	if (f & KWM_F_INCOMING) {
+		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+		op->fn = mark_dst_quit;
+		op->cond = lost_and_dst_up;
+		undo(vm, KWM_DST, "quit", NULL)->cond = lost_and_dst_up;
+	}
+	op = undo(vm, KWM_SRC, "query-status", NULL);
+	op->on_reply = got_status;
+	op->cond = src_up;
 	op = undo(vm, KWM_SRC, "cont", NULL);
 	op->cond = needs_cont;
 	op->essential = true;
@@ -226,7 +367,80 @@ void kwm_build_rollback(struct kwm_vm *vm)
 		add_agent_steps(vm);
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = forget_status;
-	undo(vm, KWM_SRC, "query-status", NULL)->on_reply = got_status;
+	op = undo(vm, KWM_SRC, "query-status", NULL);
+	op->on_reply = got_status;
+	op->cond = src_up;
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = check_running;
+}
+
+/* ---- forward: the destination has all of the VM ------------------------- */
+
+static bool dst_hca_missing(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return vm->conf->dst.hca && !vm->dst_hca_added && !vm->qmp_lost[KWM_DST];
+}
+
+static bool not_switched(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return !(vm->facts & KWM_F_SWITCHED);
+}
+
+static bool src_to_quit(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return src_up(vm, op) && !vm->run->opt.keep_source;
+}
+
+static int mark_src_quit(struct kwm_vm *vm)
+{
+	vm->quit_sent[KWM_SRC] = true;
+	return 0;
+}
+
+static int mark_forward(struct kwm_vm *vm)
+{
+	vm->rolled_forward = true;
+	kwm_vm_note(vm, "the destination has all of the VM: finishing there");
+	return 0;
+}
+
+/*
+ * The VM finishes at its destination: what the source was still doing
+ * for it is stopped, the destination's NBD server goes, its HCA is
+ * plugged if it can be, it runs, the source (a stale copy now) is quit,
+ * and the job is resumed there.  Every step is tolerant, as in a rollback.
+ */
+void kwm_build_rollforward(struct kwm_vm *vm)
+{
+	unsigned f = vm->facts;
+	struct kwm_op *op;
+
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = mark_forward;
+	for (size_t d = 0; d < vm->conf->ndisks && (f & KWM_F_MIRRORS); d++) {
+		op = undo(vm, KWM_SRC, "block-job-cancel",
+			  kwm_obj("device=s force=b", vm->disks[d].job, 1));
+		op->disk = (int)d;
+		op->cond = job_alive;
+		op->error_ok = true;
+	}
+	if (f & KWM_F_NBD_SERVER)
+		undo(vm, KWM_DST, "nbd-server-stop", NULL)->error_ok = true;
+	op = undo(vm, KWM_DST, "device_add", vm->conf->dst.hca ?
+		  json_object_get(vm->conf->dst.hca) : NULL);
+	op->cond = dst_hca_missing;
+	op->on_reply = kwm_on_dst_hca_added;
+	op->fact = KWM_F_DST_HCA;
+	op = undo(vm, KWM_DST, "cont", NULL);
+	op->cond = not_switched;
+	op->fact = KWM_F_SWITCHED;
+	op->essential = true;
+	undo(vm, KWM_DST, "query-status", NULL)->on_reply = kwm_on_dst_status;
+	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+	op->fn = mark_src_quit;
+	op->cond = src_to_quit;
+	undo(vm, KWM_SRC, "quit", NULL)->cond = src_to_quit;
+	if (vm->conf->dst.symvirt)
+		kwm_add_resume_dst(vm);
 }

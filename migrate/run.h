@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "cluster.h"
+#include "journal.h"
 #include "kawarimi-qmp.h"
 #include "symvirt-client.h"
 
@@ -72,6 +73,12 @@ struct kwm_op {
 };
 
 /* ---- one VM ------------------------------------------------------------ */
+
+enum kwm_where {
+	KWM_AT_SOURCE,		/* where it started (also after a rollback) */
+	KWM_AT_DEST,		/* cont answered at the destination */
+	KWM_AT_LOST,		/* neither side runs it: see lost_note */
+};
 
 enum kwm_vm_state {
 	KWM_VM_IDLE,		/* between phases, waiting for the scheduler */
@@ -161,6 +168,21 @@ struct kwm_vm {
 	enum kwm_phase error_phase;
 	bool has_error;
 	char warning[256];
+
+	/* Where the VM runs, and what the fault handling learned. */
+	enum kwm_where where;
+	bool dst_complete;		/* MIGRATION completed at the destination */
+	bool src_gone;			/* the source died after dst_complete: go forward */
+	bool dst_hca_added, dst_hca_failed;	/* device_add at the destination */
+	bool rolled_forward;
+	bool quiesce_sent[2];		/* answered or not, per side */
+	bool lease_held;		/* quiesced (or asked to) and not resumed since */
+	char agent_state[16];		/* from rollback's `status` */
+	int64_t wait_until;		/* monotonic ms, a rollback's pause */
+	int64_t presw_since;		/* monotonic ms: paused at pre-switchover */
+	uint64_t stall_bytes;
+	int64_t stall_since;
+	char lost_note[768];		/* where the disks are when the VM is lost */
 };
 
 /* ---- the cluster ------------------------------------------------------- */
@@ -177,6 +199,8 @@ struct kwm_options {
 	const char *journal_file;
 	enum kwm_output output;
 	bool quiet;
+	bool allow_partial;	/* --allow-partial or limits.allow-partial */
+	bool recover;		/* `kawarimi recover`: finish a journal's run */
 };
 
 struct kwm_run {
@@ -191,6 +215,10 @@ struct kwm_run {
 	bool failed_after_switchover;
 	const struct kwm_vm *first_failure;
 	FILE *journal;
+	char journal_path[4096];
+	int journal_error;		/* errno of the first failed write */
+	int lock_fd;
+	struct kwm_jrun *jr;		/* recover: what the journal says */
 	int64_t next_tick;
 	int64_t last_draw;
 	int drawn_lines;
@@ -242,8 +270,6 @@ void kwm_poll_progress_done(struct kwm_vm *vm, struct kwm_op *op, json_object *r
 json_object *kwm_obj(const char *spec, ...);
 void kwm_ctx_free_all(void);
 extern bool kwm_closing;
-void kwm_journal(struct kwm_run *r, const struct kwm_vm *vm, const char *side,
-		 const char *cmd, json_object *args);
 
 /* ---- phases.c / preflight.c / rollback.c -------------------------------- */
 
@@ -258,6 +284,21 @@ void kwm_build_cont(struct kwm_vm *vm);
 void kwm_build_resume(struct kwm_vm *vm);
 void kwm_build_finish(struct kwm_vm *vm);
 void kwm_build_rollback(struct kwm_vm *vm);
+/* A VM whose destination holds all of it: finish there, whatever else
+ * failed (the source is gone or stale). */
+void kwm_build_rollforward(struct kwm_vm *vm);
+void kwm_build_recover(struct kwm_vm *vm);
+void kwm_on_dst_hca_added(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+void kwm_on_dst_status(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
+void kwm_add_resume_dst(struct kwm_vm *vm);
+const char *kwm_vm_where(const struct kwm_vm *vm);
+/* Fire-and-forget symvirt command (lease renewals). */
+void kwm_agent_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+		     json_object *args);
+void kwm_renew_leases(struct kwm_run *r);
+void kwm_vm_check_stall(struct kwm_vm *vm, int64_t now);
+/* The name of a disk's image file at that side (preflight's node list). */
+const char *kwm_disk_file(struct kwm_vm *vm, enum kwm_side_id side, size_t d);
 bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p);
 void kwm_add_hello(struct kwm_vm *vm, enum kwm_side_id side);
 int kwm_mark_rb_quiesce(struct kwm_vm *vm);
@@ -272,6 +313,16 @@ uint64_t kwm_share(struct kwm_run *r, enum kwm_phase p);
 void kwm_reshare(struct kwm_run *r);
 void kwm_poll_progress(struct kwm_vm *vm);
 bool kwm_vm_inflight(const struct kwm_vm *vm);
+
+/* ---- run.c / recover.c / plan.c ------------------------------------------- */
+
+/* The whole of plan, migrate and recover after their options: the exit
+ * status (run.c's comment lists them). */
+int kwm_main(const char *file, struct kwm_options *o);
+/* recover: reads the journal into r; -1 to go on, else the exit status. */
+int kwm_recover_prepare(struct kwm_run *r);
+const char *kwm_run_result(const struct kwm_run *r);
+void kwm_plan_print(struct kwm_run *r);
 
 /* ---- sched.c --------------------------------------------------------------- */
 

@@ -80,26 +80,52 @@ static void start_phase(struct kwm_vm *vm, enum kwm_phase p)
 	kwm_phase_begin(vm, p);
 }
 
+/* Undoes what vm started, or finishes it at the destination when that
+ * holds all of the VM and the source is gone. */
+static void undo_vm(struct kwm_vm *vm)
+{
+	if (vm->state == KWM_VM_BUSY) {
+		/* Abandon the phase: its pending reply will be dropped. */
+		vm->phases[vm->phase].end = kwm_wall();
+		vm->op_gen = 0;
+	}
+	kwm_ops_clear(vm);
+	vm->state = KWM_VM_IDLE;
+	/* Preflight changed nothing; a VM that never got further has
+	 * nothing to undo. */
+	if (!vm->facts) {
+		vm->state = KWM_VM_DONE;
+		return;
+	}
+	if (vm->src_gone) {
+		kwm_build_rollforward(vm);
+	} else {
+		vm->rolled_back = true;
+		kwm_build_rollback(vm);
+	}
+	kwm_phase_begin(vm, KWM_PH_ROLLBACK);
+}
+
 static void start_rollback(struct kwm_run *r)
 {
 	r->rolling_back = true;
+	for (size_t i = 0; i < r->nvms; i++)
+		undo_vm(&r->vms[i]);
+}
+
+/* --allow-partial: only the VMs that failed go back; the others go on
+ * (their barriers no longer wait for those). */
+static void rollback_failed(struct kwm_run *r)
+{
 	for (size_t i = 0; i < r->nvms; i++) {
 		struct kwm_vm *vm = &r->vms[i];
 
-		if (vm->state == KWM_VM_BUSY) {
-			/* Abandon the phase: its pending reply will be dropped. */
-			vm->phases[vm->phase].end = kwm_wall();
-			vm->op_gen = 0;
-		}
-		kwm_ops_clear(vm);
-		vm->state = KWM_VM_IDLE;
-		/* Preflight changed nothing; a VM that never got further has
-		 * nothing to undo. */
-		if (!vm->facts)
+		if (vm->state != KWM_VM_FAILED)
 			continue;
-		vm->rolled_back = true;
-		kwm_build_rollback(vm);
-		kwm_phase_begin(vm, KWM_PH_ROLLBACK);
+		for (size_t k = 0; k < NORDER; k++)
+			if (!vm->phase_ran[order[k]])
+				vm->skipped[order[k]] = true;
+		undo_vm(vm);
 	}
 }
 
@@ -163,12 +189,29 @@ static void retire_failed(struct kwm_run *r)
 	}
 }
 
+/* recover: every VM runs its own program (recover.c), no barrier. */
+static bool start_recover(struct kwm_run *r)
+{
+	for (size_t i = 0; i < r->nvms; i++) {
+		struct kwm_vm *vm = &r->vms[i];
+
+		if (vm->state != KWM_VM_IDLE || vm->phase_ran[KWM_PH_ROLLBACK])
+			continue;
+		kwm_ops_clear(vm);
+		kwm_build_recover(vm);
+		kwm_phase_begin(vm, KWM_PH_ROLLBACK);
+	}
+	return any_busy(r);
+}
+
 bool kwm_schedule(struct kwm_run *r)
 {
 	size_t k;
 	enum kwm_phase p;
 	bool started = false;
 
+	if (r->opt.recover)
+		return start_recover(r);
 	if (r->rolling_back)
 		return any_busy(r);
 	if (r->opt.plan_only && any_failed(r))
@@ -177,6 +220,8 @@ bool kwm_schedule(struct kwm_run *r)
 		/* Past the point of no return: the failed VMs stop where they
 		 * are, the others go on to the end. */
 		retire_failed(r);
+	} else if (any_failed(r) && r->opt.allow_partial && !r->opt.plan_only) {
+		rollback_failed(r);
 	} else if (any_failed(r)) {
 		start_rollback(r);
 		return any_busy(r);

@@ -13,6 +13,8 @@ for tool in qemu-system-x86_64 qemu-img qemu-io socat python3; do
 done
 
 T=$(mktemp -d /tmp/kwm-test.XXXXXX)
+# Each test its own journals and locks (every migrate journals).
+export KAWARIMI_STATE_DIR=$T/state
 PIDS=()
 kwm_cleanup() {
 	local p

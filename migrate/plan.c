@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What `kawarimi plan` prints after preflight: what the migration would
+ * do, VM by VM and phase by phase.
+ */
+#include <string.h>
+
+#include "run.h"
+
+static const char *str_member(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v))
+		return "?";
+	return json_object_get_string(v);
+}
+
+static json_object *node_image(json_object *nodes, const char *name)
+{
+	for (size_t i = 0; nodes && i < json_object_array_length(nodes); i++) {
+		json_object *n = json_object_array_get_idx(nodes, i), *img;
+
+		if (!strcmp(str_member(n, "node-name"), name) &&
+		    json_object_object_get_ex(n, "image", &img))
+			return img;
+	}
+	return NULL;
+}
+
+static void print_chain(const char *label, json_object *img)
+{
+	printf("        %-12s", label);
+	for (int first = 1; img; first = 0) {
+		json_object *b;
+
+		printf("%s%s", first ? "" : " <- ", str_member(img, "filename"));
+		img = json_object_object_get_ex(img, "backing-image", &b) ? b : NULL;
+	}
+	printf("\n");
+}
+
+static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
+{
+	const struct kwm_vm_conf *c = vm->conf;
+	static const enum kwm_phase steps[] = { KWM_PH_STORAGE, KWM_PH_QUIESCE, KWM_PH_UNPLUG,
+		KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME, KWM_PH_FINISH };
+
+	printf("  %s: source %s (%s), destination %s (%s)\n", c->name, c->src.qmp,
+	       *vm->src_status ? vm->src_status : "?", c->dst.qmp,
+	       *vm->dst_status ? vm->dst_status : "?");
+	for (size_t d = 0; d < c->ndisks && r->storage != KWM_STORAGE_SHARED; d++) {
+		printf("    disk %s -> %s (%s)\n", c->disks[d].src_node, c->disks[d].dst_node,
+		       r->storage == KWM_STORAGE_FULL ? "whole disk" : "top overlay only");
+		print_chain("source:", node_image(vm->nodes[KWM_SRC], c->disks[d].src_node));
+		print_chain("destination:", node_image(vm->nodes[KWM_DST], c->disks[d].dst_node));
+	}
+	if (r->storage != KWM_STORAGE_SHARED)
+		printf("    about %.1f MB to copy (allocated in the images; VMs with more go first)\n",
+		       vm->expect_bytes / 1e6);
+	printf("    phases:");
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (kwm_phase_applies(vm, steps[i]))
+			printf(" %s", kwm_phase_name(steps[i]));
+	printf("\n");
+	if (c->src.hca)
+		printf("    unplug HCA '%s' at the source before the memory migration\n",
+		       c->src.hca_id);
+	if (c->dst.hca)
+		printf("    device_add '%s' (%s) at the destination at switchover\n", c->dst.hca_id,
+		       json_object_to_json_string_ext(c->dst.hca, JSON_C_TO_STRING_PLAIN));
+	if (!c->src.symvirt)
+		printf("    no symvirt agent: quiesce and resume are skipped\n");
+	if (*vm->warning)
+		printf("    warning: %s\n", vm->warning);
+	if (vm->has_error)
+		printf("    REFUSED: %s\n", vm->error);
+}
+
+void kwm_plan_print(struct kwm_run *r)
+{
+	if (r->opt.output == KWM_OUT_JSON)
+		return;		/* the report event says it all */
+	printf("cluster %s: %zu VM(s), storage %s, bandwidth %s, parallel %d, downtime limit "
+	       "%lld ms\n", r->c->name, r->nvms, kwm_storage_name(r->storage),
+	       r->c->bandwidth ? "capped" : "unlimited", r->c->parallel,
+	       (long long)r->c->downtime_ms);
+	if (r->c->bandwidth)
+		printf("  WAN cap %.1f Mbit/s, shared by up to %d migrations\n",
+		       r->c->bandwidth * 8 / 1e6, r->c->parallel);
+	for (size_t i = 0; i < r->nvms; i++)
+		print_vm(r, &r->vms[i]);
+	printf("%s\n", r->first_failure ? "plan: REFUSED (nothing was changed)" :
+	       "plan: OK (nothing was changed)");
+}
