@@ -168,6 +168,26 @@ static bool agent_quiesced_now(struct kwm_vm *vm, struct kwm_op *op)
 	return lease_out(vm, op) && !strcmp(vm->agent_state, "quiesced");
 }
 
+/* "?" while a status is asked; "-" once one went unanswered: an agent
+ * that does not answer (hung, gone) is not asked again, and its lease
+ * will resume the job. */
+static int mark_asking(struct kwm_vm *vm)
+{
+	snprintf(vm->agent_state, sizeof(vm->agent_state), "%s",
+		 !strcmp(vm->agent_state, "?") || !strcmp(vm->agent_state, "-") ? "-" : "?");
+	return 0;
+}
+
+static bool asking(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return lease_out(vm, op) && !strcmp(vm->agent_state, "?");
+}
+
+static bool agent_answers(struct kwm_vm *vm, struct kwm_op *op)
+{
+	return lease_out(vm, op) && strcmp(vm->agent_state, "?") && strcmp(vm->agent_state, "-");
+}
+
 static void got_agent_state(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 {
 	json_object *st;
@@ -224,10 +244,14 @@ static void add_agent_steps(struct kwm_vm *vm)
 	op->tolerant = op->essential = true;
 	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_QUIESCE];
 	for (int i = 0; i < 6; i++) {
-		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "status", NULL);
+		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+		op->fn = mark_asking;
 		op->cond = lease_out;
+		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "status", NULL);
+		op->cond = asking;
 		op->on_reply = got_agent_state;
 		op->tolerant = true;
+		op->timeout_ms = 5000;
 		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume", kwm_resume_args(vm, verbs));
 		op->cond = agent_quiesced_now;
 		op->on_reply = kwm_on_resumed;
@@ -235,9 +259,9 @@ static void add_agent_steps(struct kwm_vm *vm)
 		op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_RESUME];
 		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 		op->fn = start_pause;
-		op->cond = lease_out;
+		op->cond = agent_answers;
 		op = settle(vm, pause_over, "waiting for the agent to finish its quiesce");
-		op->cond = lease_out;
+		op->cond = agent_answers;
 	}
 	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = check_resumed;
 }
