@@ -54,7 +54,7 @@ _kawarimi()
 	case $sub in
 	plan | migrate) ((${#pos[@]} == 0)) && _filedir '@(yaml|yml)' ;;
 	report) ((${#pos[@]} == 0)) && _filedir ;;
-	recover) ((${#pos[@]} == 0)) && _filedir ;;
+	recover) ((${#pos[@]} == 0)) && _filedir '@(yaml|yml)' ;;
 	qmp)
 		if ((${#pos[@]} == 0)); then
 			_filedir

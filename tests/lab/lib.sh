@@ -27,6 +27,8 @@ export KAWARIMI_BUILD=$BUILD
 # same test is taken down first); names start with kwt.
 export KWL_PREFIX=${TEST_PREFIX:?set TEST_PREFIX before sourcing lib.sh}
 export KWL_STATE=/run/kawarimi-lab/$KWL_PREFIX
+# The coordinator's journals and locks go with the lab they belong to.
+export KAWARIMI_STATE_DIR=$KWL_STATE/kawarimi
 S=$KWL_STATE
 failures=0
 
