@@ -26,22 +26,14 @@ struct walker {
 	struct kwm_cluster *c;
 };
 
-static const char *const phase_names[KWM_PH__COUNT] = {
-	[KWM_PH_PREFLIGHT] = "preflight",
-	[KWM_PH_STORAGE] = "storage",
-	[KWM_PH_QUIESCE] = "quiesce",
-	[KWM_PH_UNPLUG] = "unplug",
-	[KWM_PH_RESUME_SRC] = "resume-source",
-	[KWM_PH_MEMORY] = "memory",
-	[KWM_PH_SWITCHOVER] = "switchover",
-	[KWM_PH_RESUME] = "resume",
-	[KWM_PH_FINISH] = "finish",
-	[KWM_PH_ROLLBACK] = "rollback",
-};
+#define KWM_PH_INFO(id, name, key, ms, limited, colour, ...) \
+	[KWM_PH_##id] = { name, key, ms, limited, colour },
+const struct kwm_phase_info kwm_phase_info[KWM_PH__COUNT] = { KWM_PHASES(KWM_PH_INFO) };
+#undef KWM_PH_INFO
 
 const char *kwm_phase_name(enum kwm_phase p)
 {
-	return p < KWM_PH__COUNT ? phase_names[p] : "?";
+	return p < KWM_PH__COUNT ? kwm_phase_info[p].name : "?";
 }
 
 static const char *const storage_names[] = { "incremental", "full", "shared" };
@@ -543,20 +535,73 @@ static int get_vm(struct walker *w, yaml_node_t *n, size_t idx)
 	return 0;
 }
 
+/* limits.timeouts' keys: the phases' (phase.h; two phases may share
+ * one), then two that are not a phase's. */
+#define TKEY_MAX (KWM_PH__COUNT + 3)
+
+static size_t timeout_keys(const char **keys)
+{
+	size_t n = 0;
+
+	for (int p = 0; p < KWM_PH__COUNT; p++) {
+		size_t k;
+
+		for (k = 0; k < n && strcmp(keys[k], kwm_phase_info[p].timeout_key); k++)
+			;
+		if (k == n)
+			keys[n++] = kwm_phase_info[p].timeout_key;
+	}
+	keys[n++] = "stall";
+	keys[n++] = "lease";
+	keys[n] = NULL;
+	return n;
+}
+
+static int set_timeout(struct walker *w, yaml_node_t *t, const char *key)
+{
+	struct kwm_cluster *c = w->c;
+	char p[64];
+	int64_t ms;
+
+	mkpath(p, sizeof(p), "limits.timeouts.%s", key);
+	if (t->type != YAML_SCALAR_NODE || kwm_parse_duration_ms(scalar(t), &ms) || ms < 1)
+		return fail(w, t, p, "'%s' is not a duration; write e.g. 30s, 500ms or 1h",
+			    t->type == YAML_SCALAR_NODE ? scalar(t) : "");
+	if (!strcmp(key, "stall")) {
+		c->stall_ms = ms;
+	} else if (!strcmp(key, "lease")) {
+		if (ms < 1000 || ms > 3600000)
+			return fail(w, t, p, "'%s' is out of range; a lease lasts from 1s to 1h",
+				    scalar(t));
+		c->lease_ms = ms;
+	} else {
+		for (int ph = 0; ph < KWM_PH__COUNT; ph++)
+			if (!strcmp(kwm_phase_info[ph].timeout_key, key))
+				c->timeout_ms[ph] = ms;
+	}
+	return 0;
+}
+
+static int get_timeouts(struct walker *w, yaml_node_t *n)
+{
+	const char *keys[TKEY_MAX + 1];
+	yaml_node_t *t[TKEY_MAX + 1];
+	size_t nk = timeout_keys(keys);
+
+	if (map_keys(w, n, "limits.timeouts", keys, t))
+		return -1;
+	for (size_t i = 0; i < nk; i++)
+		if (t[i] && set_timeout(w, t[i], keys[i]))
+			return -1;
+	return 0;
+}
+
 static int get_limits(struct walker *w, yaml_node_t *n)
 {
 	static const char *const keys[] = { "bandwidth", "parallel", "downtime",
 					    "timeouts", "allow-partial", NULL };
-	/* The phases' timeouts, then two that are not a phase's. */
-	static const char *const tkeys[] = { "preflight", "storage", "quiesce", "unplug",
-					     "memory", "switchover", "resume", "finish",
-					     "rollback", "stall", "lease", NULL };
-	static const enum kwm_phase tphase[] = { KWM_PH_PREFLIGHT, KWM_PH_STORAGE,
-		KWM_PH_QUIESCE, KWM_PH_UNPLUG, KWM_PH_MEMORY, KWM_PH_SWITCHOVER,
-		KWM_PH_RESUME, KWM_PH_FINISH, KWM_PH_ROLLBACK };
 	struct kwm_cluster *c = w->c;
-	yaml_node_t *v[5], *t[11];
-	char p[64];
+	yaml_node_t *v[5];
 
 	if (map_keys(w, n, "limits", keys, v))
 		return -1;
@@ -589,50 +634,18 @@ static int get_limits(struct walker *w, yaml_node_t *n)
 				    "true (VMs that fail go back, the others go) or false", b);
 		c->allow_partial = !strcmp(b, "true");
 	}
-	if (!v[3])
-		return 0;
-	if (map_keys(w, v[3], "limits.timeouts", tkeys, t))
-		return -1;
-	for (int i = 0; i < 11; i++) {
-		int64_t ms;
-
-		if (!t[i])
-			continue;
-		mkpath(p, sizeof(p), "limits.timeouts.%s", tkeys[i]);
-		if (t[i]->type != YAML_SCALAR_NODE ||
-		    kwm_parse_duration_ms(scalar(t[i]), &ms) || ms < 1)
-			return fail(w, t[i], p, "'%s' is not a duration; write e.g. 30s, 500ms or 1h",
-				    t[i]->type == YAML_SCALAR_NODE ? scalar(t[i]) : "");
-		if (i == 9)
-			c->stall_ms = ms;
-		else if (i == 10 && (ms < 1000 || ms > 3600000))
-			return fail(w, t[i], p, "'%s' is out of range; a lease lasts from 1s to 1h",
-				    scalar(t[i]));
-		else if (i == 10)
-			c->lease_ms = ms;
-		else
-			c->timeout_ms[tphase[i]] = ms;
-	}
-	c->timeout_ms[KWM_PH_RESUME_SRC] = c->timeout_ms[KWM_PH_RESUME];
-	return 0;
+	return v[3] ? get_timeouts(w, v[3]) : 0;
 }
 
 static void set_defaults(struct kwm_cluster *c)
 {
-	static const int64_t def[KWM_PH__COUNT] = {
-		[KWM_PH_PREFLIGHT] = 30000, [KWM_PH_STORAGE] = 3600000,
-		[KWM_PH_QUIESCE] = 60000, [KWM_PH_UNPLUG] = 20000,
-		[KWM_PH_RESUME_SRC] = 120000, [KWM_PH_MEMORY] = 3600000,
-		[KWM_PH_SWITCHOVER] = 60000, [KWM_PH_RESUME] = 120000,
-		[KWM_PH_FINISH] = 30000, [KWM_PH_ROLLBACK] = 120000,
-	};
-
+	for (int p = 0; p < KWM_PH__COUNT; p++)
+		c->timeout_ms[p] = kwm_phase_info[p].default_ms;
 	c->storage = KWM_STORAGE_INCREMENTAL;
 	c->parallel = 4;
 	c->downtime_ms = 300;
 	c->stall_ms = 60000;
 	c->lease_ms = 30000;
-	memcpy(c->timeout_ms, def, sizeof(def));
 }
 
 /* Checks that need the whole file: storage mode vs. per-VM disks. */

@@ -509,7 +509,7 @@ void kwm_vm_check_timeouts(struct kwm_vm *vm, int64_t now)
 		kwm_vm_fail(vm, "%s did not finish within %lld ms (limits.timeouts.%s)%s%s%s%s",
 			    kwm_phase_name(vm->phase),
 			    (long long)vm->run->c->timeout_ms[vm->phase],
-			    vm->phase == KWM_PH_RESUME_SRC ? "resume" : kwm_phase_name(vm->phase),
+			    kwm_phase_info[vm->phase].timeout_key,
 			    op ? "; it was " : "",
 			    op ? (op->what ? op->what : "waiting for the reply to ") : "",
 			    op && !op->what && op->cmd ? op->cmd : "",

@@ -429,29 +429,43 @@ void kwm_build_storage(struct kwm_vm *vm)
 
 /* ---- quiesce, unplug, resume on what is left ----------------------------- */
 
-bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p)
-{
-	const struct kwm_options *o = &vm->run->opt;
-	bool swap_src = vm->conf->src.hca != NULL;
+/* ---- which phases run for a VM (phase.h's applies column) ------------ */
 
-	switch (p) {
-	case KWM_PH_STORAGE:
-		return storage_moves(vm);
-	case KWM_PH_QUIESCE:
-		/* Nothing to swap at the source: the job keeps running over TCP
-		 * through the migration, unless asked to hold it. */
-		return side_has_agent(vm, KWM_SRC) && (swap_src || o->hold_job);
-	case KWM_PH_UNPLUG:
-		return swap_src;
-	case KWM_PH_RESUME_SRC:
-		return side_has_agent(vm, KWM_SRC) && swap_src && !o->hold_job;
-	case KWM_PH_RESUME:
-		return side_has_agent(vm, KWM_DST);
-	case KWM_PH_FINISH:
-		return !o->keep_source;
-	default:
-		return true;
-	}
+static bool swaps_src_hca(struct kwm_vm *vm)
+{
+	return vm->conf->src.hca != NULL;
+}
+
+bool kwm_applies_storage(struct kwm_vm *vm)
+{
+	return storage_moves(vm);
+}
+
+/* Nothing to swap at the source: the job keeps running over TCP through
+ * the migration, unless asked to hold it. */
+bool kwm_applies_quiesce(struct kwm_vm *vm)
+{
+	return side_has_agent(vm, KWM_SRC) && (swaps_src_hca(vm) || vm->run->opt.hold_job);
+}
+
+bool kwm_applies_unplug(struct kwm_vm *vm)
+{
+	return swaps_src_hca(vm);
+}
+
+bool kwm_applies_resume_src(struct kwm_vm *vm)
+{
+	return side_has_agent(vm, KWM_SRC) && swaps_src_hca(vm) && !vm->run->opt.hold_job;
+}
+
+bool kwm_applies_resume(struct kwm_vm *vm)
+{
+	return side_has_agent(vm, KWM_DST);
+}
+
+bool kwm_applies_finish(struct kwm_vm *vm)
+{
+	return !vm->run->opt.keep_source;
 }
 
 void kwm_build_quiesce(struct kwm_vm *vm)

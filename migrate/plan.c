@@ -43,8 +43,6 @@ static void print_chain(const char *label, json_object *img)
 static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
-	static const enum kwm_phase steps[] = { KWM_PH_STORAGE, KWM_PH_QUIESCE, KWM_PH_UNPLUG,
-		KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME, KWM_PH_FINISH };
 
 	printf("  %s: source %s (%s), destination %s (%s)\n", c->name, c->src.qmp,
 	       *vm->src_status ? vm->src_status : "?", c->dst.qmp,
@@ -59,9 +57,9 @@ static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
 		printf("    about %.1f MB to copy (allocated in the images; VMs with more go first)\n",
 		       vm->expect_bytes / 1e6);
 	printf("    phases:");
-	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
-		if (kwm_phase_applies(vm, steps[i]))
-			printf(" %s", kwm_phase_name(steps[i]));
+	for (int p = KWM_PH_PREFLIGHT + 1; p < KWM_PH_ROLLBACK; p++)
+		if (kwm_phase_applies(vm, (enum kwm_phase)p))
+			printf(" %s", kwm_phase_name((enum kwm_phase)p));
 	printf("\n");
 	if (c->src.hca)
 		printf("    unplug HCA '%s' at the source before the memory migration\n",

@@ -15,11 +15,8 @@
 #include "phase.h"
 #include "report.h"
 
-/* One colour per phase, in phase order; blackout is drawn red on top. */
-static const char *const phase_color[KWM_PH__COUNT] = {
-	"#9e9e9e", "#1f77b4", "#ff7f0e", "#8c564b", "#17becf", "#2ca02c",
-	"#9467bd", "#bcbd22", "#7f7f7f", "#e377c2",
-};
+/* One colour per phase (phase.h); blackout is drawn red on top. */
+#define phase_color(p) (kwm_phase_info[p].colour)
 
 int kwm_plot_base(const char *png, char *base, size_t len)
 {
@@ -161,10 +158,10 @@ int kwm_plot_mark_phases(json_object *rep, double t0, const char *base, FILE *gp
 		fprintf(f, "%s %.6f %.6f\n", kwm_phase_name(p), lo[p] - t0, hi[p] - t0);
 		fprintf(gp, "set object %d rect from %.6f, graph 0 to %.6f, graph 1 behind "
 			"fc rgb '%s' fs transparent solid 0.18 noborder\n", obj++, lo[p] - t0,
-			hi[p] - t0, phase_color[p]);
+			hi[p] - t0, phase_color(p));
 		used += (size_t)snprintf(legend + used, used < len ? len - used : 0,
 			", \\\n     NaN with boxes fs transparent solid 0.35 noborder "
-			"lc rgb '%s' title '%s'", phase_color[p], kwm_phase_name(p));
+			"lc rgb '%s' title '%s'", phase_color(p), kwm_phase_name(p));
 	}
 	used += (size_t)snprintf(legend + used, used < len ? len - used : 0,
 		", \\\n     NaN with boxes fs pattern 4 lc rgb 'red' title 'blackout'");
@@ -275,7 +272,7 @@ static void timeline_script(FILE *gp, json_object *rep, const char *base, int se
 			continue;
 		fprintf(gp, "%s'%s-phases.dat' index %d using (($2+$3)/2):1:(($3-$2)/2):(0.3) "
 			"with boxxyerror fs solid 0.8 noborder lc rgb '%s' title '%s'", sep,
-			leaf(base), p, phase_color[p], kwm_phase_name(p));
+			leaf(base), p, phase_color(p), kwm_phase_name(p));
 		sep = ", \\\n     ";
 	}
 	fprintf(gp, "%s'%s-blackout.dat' using (($2+$3)/2):1:(($3-$2)/2):(0.42) with boxxyerror "

@@ -99,7 +99,7 @@ void kwm_progress_phase(struct kwm_run *r, const struct kwm_vm *vm, enum kwm_pha
 {
 	json_object *o;
 
-	if (vm && (p == KWM_PH_STORAGE || p == KWM_PH_MEMORY))
+	if (vm && kwm_phase_info[p].limited)	/* a transfer starts or ends */
 		sample(&r->vms[vm->idx]);
 	switch (r->opt.output) {
 	case KWM_OUT_JSON:

@@ -48,11 +48,9 @@ int kwm_report_format_parse(const char *name, enum kwm_report_format *out)
 
 /* ---- the table, as text or markdown ------------------------------------ */
 
-/* The phase columns, in the order they run. */
-static const enum kwm_phase cols[] = { KWM_PH_PREFLIGHT, KWM_PH_STORAGE, KWM_PH_QUIESCE,
-	KWM_PH_UNPLUG, KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_RESUME,
-	KWM_PH_FINISH, KWM_PH_ROLLBACK };
-#define NCOLS (sizeof(cols) / sizeof(cols[0]))
+/* The phase columns, in the order they run (phase.h). */
+#define NCOLS ((size_t)KWM_PH__COUNT)
+#define cols(i) ((enum kwm_phase)(i))
 
 struct view {
 	FILE *out;
@@ -144,14 +142,14 @@ static void phase_table(struct view *v, json_object *vms)
 	fprintf(v->out, v->md ? "\n### Phase durations [s]\n\n" : "\nphase durations [s]\n");
 	cell[0] = "VM";
 	for (size_t k = 0; k < NCOLS; k++)
-		cell[k + 1] = kwm_phase_name(cols[k]);
+		cell[k + 1] = kwm_phase_name(cols(k));
 	row(v, NCOLS + 1, cell, 9);
 	for (size_t i = 0; i < json_object_array_length(vms); i++) {
 		json_object *vm = json_object_array_get_idx(vms, i);
 
 		cell[0] = kwm_jstr(vm, "name");
 		for (size_t k = 0; k < NCOLS; k++) {
-			json_object *p = phase_of(vm, kwm_phase_name(cols[k]));
+			json_object *p = phase_of(vm, kwm_phase_name(cols(k)));
 
 			if (!p)
 				snprintf(c[k], sizeof(c[k]), "-");

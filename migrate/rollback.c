@@ -334,18 +334,52 @@ static bool lost_and_dst_up(struct kwm_vm *vm, struct kwm_op *op)
 	return src_dead(vm, op) && !vm->dst_complete && !vm->qmp_lost[KWM_DST];
 }
 
-void kwm_build_rollback(struct kwm_vm *vm)
+/* ---- each phase's undo (phase.h's undo column), latest phase first ----- */
+
+/* Stop the migration (the source resumes by itself); a destination that
+ * got all of the VM is quit, or two copies of the node could run; the
+ * source runs again. */
+void kwm_undo_memory(struct kwm_vm *vm)
 {
 	unsigned f = vm->facts;
 	struct kwm_op *op;
 
-	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-	op->fn = reconnect_src;
-
 	if (f & KWM_F_MIGRATE) {
-		undo(vm, KWM_SRC, "migrate_cancel", NULL);
+		undo(vm, KWM_SRC, "migrate_cancel", NULL)->cond = src_up;
 		settle(vm, migration_over, "waiting for the migration to stop");
 	}
+	if (f & KWM_F_INCOMING) {
+		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+		op->fn = mark_dst_quit;
+		op->cond = dst_holds_vm;
+		undo(vm, KWM_DST, "quit", NULL)->cond = dst_holds_vm;
+	}
+	op = undo(vm, KWM_SRC, "query-status", NULL);
+	op->on_reply = got_status;
+	op->cond = src_up;
+	op = undo(vm, KWM_SRC, "cont", NULL);
+	op->cond = needs_cont;
+	op->essential = true;
+}
+
+void kwm_undo_unplug(struct kwm_vm *vm)
+{
+	if (vm->facts & KWM_F_UNPLUG)
+		add_hca_steps(vm);
+}
+
+void kwm_undo_quiesce(struct kwm_vm *vm)
+{
+	if (vm->facts & KWM_F_QUIESCED)
+		add_agent_steps(vm);
+}
+
+/* The mirrors, the source's NBD clients, the destination's NBD server. */
+void kwm_undo_storage(struct kwm_vm *vm)
+{
+	unsigned f = vm->facts;
+	struct kwm_op *op;
+
 	if (f & KWM_F_MIRRORS) {
 		for (size_t d = 0; d < vm->conf->ndisks; d++) {
 			op = undo(vm, KWM_SRC, "block-job-cancel",
@@ -361,41 +395,35 @@ void kwm_build_rollback(struct kwm_vm *vm)
 			     kwm_obj("node-name=s", vm->disks[d].nbd_node))->error_ok = true;
 	if (f & KWM_F_NBD_SERVER)
 		undo(vm, KWM_DST, "nbd-server-stop", NULL)->cond = dst_reachable;
-	if (f & KWM_F_INCOMING) {
-		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-		op->fn = mark_dst_quit;
-		op->cond = dst_holds_vm;
-		undo(vm, KWM_DST, "quit", NULL)->cond = dst_holds_vm;
-	}
-	/* The source died with the only whole copy: what is left is the
-	 * disks.  The destination is quit (its memory is partial) so that its
-	 * image is closed and unlocked for the operator to boot. */
+}
+
+/*
+ * A rollback: a source whose QMP connection dropped is tried once more,
+ * every phase undoes its part, latest first; then, if the source died
+ * with the only whole copy, what is left is the disks: the destination is
+ * quit (its memory is partial) so that its image is closed and unlocked
+ * for the operator to boot.  Last, the source must be running.
+ */
+void kwm_build_rollback(struct kwm_vm *vm)
+{
+	struct kwm_op *op;
+
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = reconnect_src;
+	kwm_undo_phases(vm);
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = mark_lost;
 	op->cond = src_dead;
-	if (f & KWM_F_INCOMING) {
+	if (vm->facts & KWM_F_INCOMING) {
 		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 		op->fn = mark_dst_quit;
 		op->cond = lost_and_dst_up;
 		undo(vm, KWM_DST, "quit", NULL)->cond = lost_and_dst_up;
 	}
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = forget_status;
 	op = undo(vm, KWM_SRC, "query-status", NULL);
 	op->on_reply = got_status;
 	op->cond = src_up;
-	op = undo(vm, KWM_SRC, "cont", NULL);
-	op->cond = needs_cont;
-	op->essential = true;
-	if (f & KWM_F_UNPLUG)
-		add_hca_steps(vm);
-	if (f & KWM_F_QUIESCED)
-		add_agent_steps(vm);
-	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-	op->fn = forget_status;
-	op = undo(vm, KWM_SRC, "query-status", NULL);
-	op->on_reply = got_status;
-	op->cond = src_up;
-	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-	op->fn = check_running;
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = check_running;
 }
 
 /* ---- forward: the destination has all of the VM ------------------------- */

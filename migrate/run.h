@@ -273,16 +273,28 @@ extern bool kwm_closing;
 
 /* ---- phases.c / preflight.c / rollback.c -------------------------------- */
 
+/* The functions phase.h's table names, per phase. */
 void kwm_build_preflight(struct kwm_vm *vm);
+bool kwm_applies_storage(struct kwm_vm *vm);
 void kwm_build_storage(struct kwm_vm *vm);
+void kwm_undo_storage(struct kwm_vm *vm);
+bool kwm_applies_quiesce(struct kwm_vm *vm);
 void kwm_build_quiesce(struct kwm_vm *vm);
+void kwm_undo_quiesce(struct kwm_vm *vm);
+bool kwm_applies_unplug(struct kwm_vm *vm);
 void kwm_build_unplug(struct kwm_vm *vm);
+void kwm_undo_unplug(struct kwm_vm *vm);
+bool kwm_applies_resume_src(struct kwm_vm *vm);
 void kwm_build_resume_src(struct kwm_vm *vm);
 void kwm_build_memory(struct kwm_vm *vm);
+void kwm_undo_memory(struct kwm_vm *vm);
 void kwm_build_switchover(struct kwm_vm *vm);
-void kwm_build_cont(struct kwm_vm *vm);
-void kwm_build_resume(struct kwm_vm *vm);
+bool kwm_applies_finish(struct kwm_vm *vm);
 void kwm_build_finish(struct kwm_vm *vm);
+bool kwm_applies_resume(struct kwm_vm *vm);
+void kwm_build_resume(struct kwm_vm *vm);
+/* Every phase's undo, latest first (sched.c, from the table). */
+void kwm_undo_phases(struct kwm_vm *vm);
 void kwm_build_rollback(struct kwm_vm *vm);
 /* A VM whose destination holds all of it: finish there, whatever else
  * failed (the source is gone or stale). */

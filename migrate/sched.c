@@ -11,39 +11,41 @@
 
 #include "run.h"
 
-/*
- * finish (quit the sources) comes right after the switchover, before the
- * resume: once every destination runs, a source can only be a stale copy
- * (rollback past cont is not possible anyway), and a paused QEMU left
- * around holds whatever it was connected to (on the lab, the L2 hub it no
- * longer reads).  --keep-source skips it.
- */
-static const enum kwm_phase order[] = {
-	KWM_PH_PREFLIGHT, KWM_PH_STORAGE, KWM_PH_QUIESCE, KWM_PH_UNPLUG,
-	KWM_PH_RESUME_SRC, KWM_PH_MEMORY, KWM_PH_SWITCHOVER, KWM_PH_FINISH,
-	KWM_PH_RESUME,
+/* The phases' functions, from the table in phase.h.  finish (quit the
+ * sources) comes right after the switchover, before the resume: once every
+ * destination runs, a source can only be a stale copy, and a paused QEMU
+ * left around holds whatever it was connected to (on the lab, the L2 hub
+ * it no longer reads).  --keep-source skips it. */
+struct phase_fns {
+	bool (*applies)(struct kwm_vm *vm);
+	void (*build)(struct kwm_vm *vm);
+	void (*undo)(struct kwm_vm *vm);
 };
-#define NORDER (sizeof(order) / sizeof(order[0]))
 
-typedef void (*builder_fn)(struct kwm_vm *vm);
+#define KWM_PH_FNS(id, name, key, ms, limited, colour, applies, build, undo) \
+	[KWM_PH_##id] = { applies, build, undo },
+static const struct phase_fns fns[KWM_PH__COUNT] = { KWM_PHASES(KWM_PH_FNS) };
+#undef KWM_PH_FNS
 
-static builder_fn builder(enum kwm_phase p)
+/* The migration's phases run in the table's order, every row but
+ * rollback's. */
+#define NORDER ((size_t)KWM_PH_ROLLBACK)
+#define order(k) ((enum kwm_phase)(k))
+
+bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p)
 {
-	switch (p) {
-	case KWM_PH_PREFLIGHT: return kwm_build_preflight;
-	case KWM_PH_STORAGE: return kwm_build_storage;
-	case KWM_PH_QUIESCE: return kwm_build_quiesce;
-	case KWM_PH_UNPLUG: return kwm_build_unplug;
-	case KWM_PH_RESUME_SRC: return kwm_build_resume_src;
-	case KWM_PH_MEMORY: return kwm_build_memory;
-	case KWM_PH_SWITCHOVER: return kwm_build_switchover;
-	case KWM_PH_RESUME: return kwm_build_resume;
-	case KWM_PH_FINISH: return kwm_build_finish;
-	default: return NULL;
-	}
+	return !fns[p].applies || fns[p].applies(vm);
 }
 
-/* Where the cluster is: the first phase in `order` that some VM has not
+/* Each phase's part of a rollback, latest phase first. */
+void kwm_undo_phases(struct kwm_vm *vm)
+{
+	for (int p = KWM_PH__COUNT - 1; p >= 0; p--)
+		if (fns[p].undo)
+			fns[p].undo(vm);
+}
+
+/* Where the cluster is: the first phase that some VM has not
  * ended (ran and went idle, or skipped). */
 static size_t current(struct kwm_run *r)
 {
@@ -51,9 +53,9 @@ static size_t current(struct kwm_run *r)
 		for (size_t i = 0; i < r->nvms; i++) {
 			struct kwm_vm *vm = &r->vms[i];
 
-			if (vm->skipped[order[k]])
+			if (vm->skipped[order(k)])
 				continue;
-			if (!vm->phase_ran[order[k]] || vm->state == KWM_VM_BUSY)
+			if (!vm->phase_ran[order(k)] || vm->state == KWM_VM_BUSY)
 				return k;
 		}
 	return NORDER;
@@ -61,7 +63,7 @@ static size_t current(struct kwm_run *r)
 
 static bool limited(enum kwm_phase p)
 {
-	return p == KWM_PH_STORAGE || p == KWM_PH_MEMORY;
+	return kwm_phase_info[p].limited;
 }
 
 static int inflight(struct kwm_run *r)
@@ -76,7 +78,7 @@ static int inflight(struct kwm_run *r)
 static void start_phase(struct kwm_vm *vm, enum kwm_phase p)
 {
 	kwm_ops_clear(vm);
-	builder(p)(vm);
+	fns[p].build(vm);
 	kwm_phase_begin(vm, p);
 }
 
@@ -123,8 +125,8 @@ static void rollback_failed(struct kwm_run *r)
 		if (vm->state != KWM_VM_FAILED)
 			continue;
 		for (size_t k = 0; k < NORDER; k++)
-			if (!vm->phase_ran[order[k]])
-				vm->skipped[order[k]] = true;
+			if (!vm->phase_ran[order(k)])
+				vm->skipped[order(k)] = true;
 		undo_vm(vm);
 	}
 }
@@ -182,8 +184,8 @@ static void retire_failed(struct kwm_run *r)
 		if (vm->state != KWM_VM_FAILED)
 			continue;
 		for (size_t k = 0; k < NORDER; k++)
-			if (!vm->phase_ran[order[k]])
-				vm->skipped[order[k]] = true;
+			if (!vm->phase_ran[order(k)])
+				vm->skipped[order(k)] = true;
 		kwm_ops_clear(vm);
 		vm->state = KWM_VM_DONE;
 	}
@@ -229,7 +231,7 @@ bool kwm_schedule(struct kwm_run *r)
 	k = current(r);
 	if (k == NORDER || (r->opt.plan_only && k > 0))
 		return any_busy(r);
-	p = order[k];
+	p = order(k);
 	for (;;) {
 		struct kwm_vm *vm = next_vm(r, p);
 
