@@ -303,7 +303,7 @@ static void step_line(struct kwm_jvm *v, json_object *o)
 	if (json_object_object_get_ex(o, "fact", &f) && json_object_is_type(f, json_type_int))
 		v->facts |= (unsigned)json_object_get_int64(f);
 	if (!strcmp(cmd, "quiesce"))
-		v->quiesce_sent[!strcmp(side, "destination-agent")] = true;
+		v->quiesce_sent[!strcmp(side, "destination-agent")] = v->lease_open = true;
 	if (!strcmp(cmd, "resume"))
 		v->resume_sent[!strcmp(side, "destination-agent")] = true;
 	snprintf(v->last_phase, sizeof(v->last_phase), "%s", phase);
@@ -321,6 +321,8 @@ static void fact_line(struct kwm_jvm *v, const char *fact, json_object *o)
 	else if (!strcmp(fact, "source-status") && d &&
 		 json_object_object_get_ex(d, "status", &s))
 		v->src_was_running = !strcmp(json_object_get_string(s), "running");
+	else if (!strcmp(fact, "resumed"))
+		v->lease_open = false;
 	else if (!strcmp(fact, "source-gone"))
 		v->source_gone = true;
 }

@@ -17,6 +17,7 @@ struct kwm_jvm {
 	char name[128];
 	unsigned facts;			/* enum kwm_fact of the steps sent */
 	bool quiesce_sent[2], resume_sent[2];	/* per side: source, destination */
+	bool lease_open;		/* a quiesce sent and no resume answered since */
 	bool memory_complete;		/* the destination had it all */
 	bool cont_answered;
 	bool src_was_running;

@@ -41,8 +41,9 @@ static void adopt(struct kwm_run *r)
 		vm->facts = j->facts;
 		vm->quiesce_sent[KWM_SRC] = j->quiesce_sent[0];
 		vm->quiesce_sent[KWM_DST] = j->quiesce_sent[1];
-		/* Answered or not: the agent's status settles it. */
-		vm->lease_held = j->quiesce_sent[0] || j->quiesce_sent[1];
+		/* A quiesce not followed by an answered resume; the agent's
+		 * status settles what it is now. */
+		vm->lease_held = j->lease_open;
 		vm->dst_complete = j->memory_complete;
 		vm->src_was_running = j->src_was_running;
 	}
