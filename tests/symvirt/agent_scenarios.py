@@ -565,15 +565,21 @@ def wait_for(cond, timeout, what):
         time.sleep(0.02)
 
 
+def with_ranks(env, n, **behaviour):
+    """The agent, and n fake ranks registered with it."""
+    host = env.start()
+    ranks = [Rank(env.ranks, i, **behaviour) for i in range(n)]
+    time.sleep(0.2)
+    return host, ranks
+
+
 def resumed_once(ranks):
     return all(len(r.got("resume")) == 1 and r.state == "running" for r in ranks)
 
 
 def sc_lease_expire(env):
     """A lease nobody renews runs out: the agent resumes the ranks itself, on what there is, and says so."""
-    host = env.start()
-    ranks = [Rank(env.ranks, i, sysroot=env.sys) for i in range(2)]
-    time.sleep(0.2)
+    host, ranks = with_ranks(env, 2, sysroot=env.sys)
     t0 = time.monotonic()
     host.ok("quiesce", {"deadline-ms": 5000, "lease-ms": 1500})
     st = host.ok("status")
@@ -598,9 +604,7 @@ def sc_lease_expire(env):
 
 def sc_lease_renew(env):
     """Renewed every 500 ms a 1500 ms lease holds past three lengths; resume ends it; renew never fails."""
-    host = env.start()
-    ranks = [Rank(env.ranks, i) for i in range(2)]
-    time.sleep(0.2)
+    host, ranks = with_ranks(env, 2)
     host.ok("quiesce", {"lease-ms": 1500})
     end = time.monotonic() + 5.0
     while time.monotonic() < end:
@@ -634,9 +638,7 @@ def sc_lease_renew(env):
 
 def sc_lease_disconnect(env):
     """The host going away does not stop the lease; the next host hears of it."""
-    host = env.start()
-    ranks = [Rank(env.ranks, i) for i in range(2)]
-    time.sleep(0.2)
+    host, ranks = with_ranks(env, 2)
     host.ok("quiesce", {"lease-ms": 1500})
     host.close()
     wait_for(lambda: resumed_once(ranks), 5, "ranks resumed with the host gone")
