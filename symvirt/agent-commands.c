@@ -239,6 +239,15 @@ static const char *op_name(enum op_kind k)
 	return names[k];
 }
 
+/* Another operation is under way; none answers a resume the lease started. */
+static json_object *busy_error(struct agent *a, json_object *id)
+{
+	if (a->op.by_lease)
+		return errorf(id, "InvalidState", "%s", "the lease ran out and the agent is resuming the ranks "
+			      "by itself (event lease-expired); renew the lease sooner");
+	return errorf(id, "InvalidState", "a %s is in progress; wait for its reply", op_name(a->op.kind));
+}
+
 static json_object *lease_left_json(struct agent *a)
 {
 	int64_t left = agent_lease_left(a);
@@ -884,7 +893,7 @@ static json_object *cmd_quiesce(struct agent *a, struct rank *from, json_object 
 {
 	(void)from;
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply", op_name(a->op.kind));
+		return busy_error(a, id);
 	op_begin(a, OP_QUIESCE, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	a->op.phase = PH_RANKS;
 	/* Every quiesce says what lease it wants, none included (an older
@@ -1137,11 +1146,8 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 		else if (strcmp(n, "tcp"))
 			return errorf(id, "InvalidParameter", "resume: fabric \"%.64s\" is unknown; use \"verbs\" or \"tcp\"", n);
 	}
-	if (a->op.by_lease)
-		return errorf(id, "InvalidState", "%s", "the lease ran out and the agent is resuming the ranks by "
-			      "itself (event lease-expired); renew the lease sooner");
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply", op_name(a->op.kind));
+		return busy_error(a, id);
 	if (a->state != AS_QUIESCED)
 		return errorf(id, "InvalidState", "resume needs a quiesced agent; the agent is %s",
 			      agent_state_name(a->state));
@@ -1289,7 +1295,7 @@ static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *a
 	if (bad)
 		return bad;
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply", op_name(a->op.kind));
+		return busy_error(a, id);
 	op_begin(a, OP_PEERS, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		json_object *rargs;

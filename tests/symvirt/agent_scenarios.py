@@ -579,7 +579,7 @@ def resumed_once(ranks):
 
 def sc_lease_expire(env):
     """A lease nobody renews runs out: the agent resumes the ranks itself, on what there is, and says so."""
-    host, ranks = with_ranks(env, 2, sysroot=env.sys)
+    host, ranks = with_ranks(env, 2, sysroot=env.sys, delay=0.5)
     t0 = time.monotonic()
     host.ok("quiesce", {"deadline-ms": 5000, "lease-ms": 1500})
     st = host.ok("status")
@@ -587,6 +587,9 @@ def sc_lease_expire(env):
     ev = host.event("lease-expired", timeout=5)
     check(ev["data"] == {"state": "quiesced", "ranks": 2}, "event %r" % ev)
     check(ev["_t"] - t0 >= 1.45, "lease ran out after %.2f s, not 1.5" % (ev["_t"] - t0))
+    # the ranks take 0.5 s to answer: a resume meanwhile is told why not
+    e = host.err("resume", {}, "InvalidState")
+    check("lease ran out" in e["desc"], "resume while the agent resumes by itself: %r" % e)
     wait_for(lambda: resumed_once(ranks), 3, "ranks resumed once")
     for r in ranks:
         got = r.got("resume")[0]
