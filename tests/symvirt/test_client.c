@@ -9,7 +9,8 @@
  *      reply and an event arrive before the answer, replies come out of
  *      order and in pieces, an error reply, a wrong protocol version, an
  *      agent that never answers, the agent going away.
- * 4:   the real kawarimi-agent: sync, commands, events from a rank.
+ * 4:   the real kawarimi-agent: sync, commands, events from a rank, a
+ *      lease that runs out (its event among replies).
  */
 #include <errno.h>
 #include <signal.h>
@@ -351,6 +352,42 @@ static bool rank_is_5(json_object *data, void *arg)
 	return json_object_object_get_ex(data, "rank", &v) && json_object_get_int(v) == 5;
 }
 
+static int64_t lease_left(json_object *ret)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(ret, "lease-ms-left", &v) || !json_object_is_type(v, json_type_int))
+		return -1;
+	return json_object_get_int64(v);
+}
+
+/* A lease nobody renews runs out; its event comes through the client
+ * like any other, and the connection carries on. */
+static void test_lease(struct symvirt *s)
+{
+	struct symvirt_error err;
+	struct symvirt_event ev;
+	json_object *ret = NULL, *args = json_object_new_object(), *v;
+	int rc;
+
+	json_object_object_add(args, "lease-ms", json_object_new_int(1000));
+	rc = symvirt_execute(s, "quiesce", args, 10000, NULL, &err);
+	CHECK(rc == 0, "quiesce with a lease: %s", err.desc);
+	rc = symvirt_execute(s, "renew", NULL, 5000, &ret, &err);
+	CHECK(rc == 0 && lease_left(ret) > 0 && lease_left(ret) <= 1000, "renew: %s %s", err.desc,
+	      rc ? "" : json_object_to_json_string(ret));
+	json_object_put(ret);
+	rc = symvirt_wait_event(s, "lease-expired", NULL, NULL, 5000, &ev, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ev.data, "state", &v) &&
+	      !strcmp(json_object_get_string(v), "quiesced"), "lease-expired: rc %d %s", rc, rc ? err.desc : "");
+	if (rc == 0)
+		symvirt_event_clear(&ev);
+	rc = symvirt_execute(s, "renew", NULL, 5000, &ret, &err);
+	CHECK(rc == 0 && lease_left(ret) == -1 && json_object_object_get_ex(ret, "state", &v),
+	      "renew once the lease ran out: %s", err.desc);
+	json_object_put(ret);
+}
+
 static void test_real_agent(const char *agent)
 {
 	char dir[] = "/tmp/kws-client-XXXXXX", ch[128], ranks[128];
@@ -413,6 +450,7 @@ static void test_real_agent(const char *agent)
 	rc = symvirt_execute(s, "resume", NULL, 10000, &ret, &err);
 	CHECK(rc == 0 && json_object_object_get_ex(ret, "fabrics", &v), "resume: %s", err.desc);
 	json_object_put(ret);
+	test_lease(s);
 	symvirt_close(s);
 out:
 	kill(pid, SIGTERM);
