@@ -112,7 +112,7 @@ int cmd_agent(int argc, char *argv[])
 	if (argc - i == 3 && !(args = parse_args(argv[i + 2])))
 		return 2;
 
-	s = symvirt_connect_unix(sock, &err);
+	s = symvirt_connect_uri(sock, &err);
 	if (!s) {
 		fprintf(stderr, "%s agent: %s\n", prog, err.desc);
 		json_object_put(args);

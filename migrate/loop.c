@@ -104,7 +104,7 @@ static void connect_vm(struct kwm_vm *vm)
 		struct kqmp_error err = { 0 };
 		struct symvirt_error serr = { 0 };
 
-		vm->qmp[s] = kqmp_connect_unix(sides[s]->qmp, 0, &err);
+		vm->qmp[s] = kqmp_connect_uri(sides[s]->qmp, 0, &err);
 		if (!vm->qmp[s]) {
 			vm->qmp_lost[s] = true;
 			kwm_vm_fail(vm, "cannot connect to the %s QMP socket %s: %s; is QEMU "
@@ -118,7 +118,7 @@ static void connect_vm(struct kwm_vm *vm)
 		/* Connect both ends now: the guest blocks writing to a port
 		 * that has no host connected, and it will write after the
 		 * switchover. */
-		vm->agent[s] = symvirt_connect_unix(sides[s]->symvirt, &serr);
+		vm->agent[s] = symvirt_connect_uri(sides[s]->symvirt, &serr);
 		if (!vm->agent[s]) {
 			vm->agent_lost[s] = true;
 			kwm_vm_fail(vm, "cannot connect to the %s symvirt socket %s: %s",

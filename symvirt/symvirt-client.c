@@ -206,10 +206,41 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	return s;
 }
 
+struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
+{
+	struct kjconn_endpoint ep;
+	struct kqmp_error e;
+	struct kjconn_ssh *t;
+	struct symvirt *s;
+	char msg[400];
+	int fd;
+
+	if (kjconn_parse_endpoint(uri, &ep, msg, sizeof(msg)) < 0) {
+		set_err(err, SYMVIRT_E_INVAL, "%s", msg);
+		return NULL;
+	}
+	if (!ep.ssh)
+		return symvirt_connect_unix(ep.path, err);
+	t = kjconn_ssh_open(&ep, &fd, &e);
+	if (!t) {
+		sv_err(err, &e);
+		return NULL;
+	}
+	s = symvirt_new_fd(fd, uri);
+	if (!s) {
+		close(fd);
+		kjconn_ssh_close(t);
+		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		return NULL;
+	}
+	s->c.ssh = t;
+	return s;
+}
+
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
 			     struct symvirt_error *err)
 {
-	struct symvirt *s = symvirt_connect_unix(path, err);
+	struct symvirt *s = symvirt_connect_uri(path, err);
 
 	if (!s)
 		return NULL;
