@@ -45,6 +45,7 @@
 struct kjconn_ssh {
 	pid_t pid;		/* the helper, then the session's ssh */
 	bool reaped;
+	int status;		/* once reaped */
 	int err_fd;		/* its stderr, non-blocking */
 	char tail[KJ_SSH_TAIL];
 	size_t tlen;
@@ -600,10 +601,8 @@ static void fmt_fix(char *out, size_t len, const char *fmt, const struct kjconn_
  * two may reach us in either order: give it a moment to be done. */
 static void wait_exit(struct kjconn_ssh *t, int ms)
 {
-	int status;
-
 	for (; ms > 0 && !t->reaped; ms -= 10) {
-		if (waitpid(t->pid, &status, WNOHANG) != 0)
+		if (waitpid(t->pid, &t->status, WNOHANG) != 0)
 			t->reaped = true;
 		else
 			nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
@@ -622,8 +621,14 @@ void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len)
 	memcpy(text, t->tail, t->tlen);
 	text[t->tlen] = '\0';
 	line = pick_line(text, &h);
+	if (!line && t->reaped && WIFEXITED(t->status) && WEXITSTATUS(t->status) == 255) {
+		/* A session whose master went away says nothing. */
+		snprintf(desc + used, len - used, "; ssh exited with status 255: the ssh "
+			 "connection to %s broke", t->ep.host);
+		return;
+	}
 	if (!line)
-		return;		/* ssh said nothing: the remote end just closed */
+		return;		/* the remote end just closed */
 	if (h && !h->fix) {
 		for (size_t i = 0; i < sizeof(remote_hints) / sizeof(remote_hints[0]); i += 2)
 			if (strstr(line, remote_hints[i])) {
