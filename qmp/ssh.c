@@ -525,8 +525,8 @@ static const struct hint hints[] = {
 	{ "Could not resolve hostname", "check the host name, or its Host entry in ~/.ssh/config" },
 	{ "Connection refused", "is sshd running on {host} and listening on port {port}?" },
 	{ "Connection timed out", "is {host} up and port {port} reachable from here?" },
-	{ "open failed", "{host}'s sshd refused one more session over the shared connection: "
-	  "raise MaxSessions in its sshd_config (kawarimi opens one per socket)" },
+	{ "Session open refused", "{host}'s sshd refused one more session over the shared "
+	  "connection: raise MaxSessions in its sshd_config (kawarimi opens one per socket)" },
 	{ "cannot run", NULL },
 };
 

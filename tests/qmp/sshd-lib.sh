@@ -16,6 +16,10 @@ kws_die() {
 	exit 1
 }
 
+# Sessions per connection that the sshd allows (sshd's default is 10):
+# enough for a VM's four sockets, few enough to test the limit.
+KWS_MAX_SESSIONS=4
+
 # kws_start_sshd: sets SSHD_PORT, SSHD_LOG, SSHD_PID and the client "ok"
 # (the right key and host key); KAWARIMI_SSH and XDG_RUNTIME_DIR use it.
 kws_start_sshd() {
@@ -47,6 +51,7 @@ kws_start_sshd() {
 			PasswordAuthentication no
 			KbdInteractiveAuthentication no
 			LogLevel VERBOSE
+			MaxSessions $KWS_MAX_SESSIONS
 		EOF
 		: >"$SSHD_LOG"
 		/usr/sbin/sshd -D -f "$d/sshd_config" -E "$SSHD_LOG" &

@@ -4,7 +4,8 @@
 # one host share one master and one login; each session's ssh is gone when
 # its command ends; a wrong host key, an unknown one, a key the host does
 # not accept and a missing remote socket each fail at once with ssh's
-# reason and the fix; a master that dies ends its connections like a QEMU
+# reason and the fix; a socket past the host's MaxSessions still works (ssh
+# logs in once more for it); a master that dies ends its connections like a QEMU
 # that closed its socket, and the next command starts a new one.
 # Usage: test-ssh.sh PATH/TO/kawarimi
 set -u
@@ -131,7 +132,37 @@ kq "ssh://-oProxyCommand=x$T/q1.qmp" query-status
 [ $rc -eq 2 ] && grep -q "'-oProxyCommand=x' is not a host name" <<<"$err" ||
 	fail "an option as host: rc $rc: $err"
 
-# 4. The master dies under a running connection: kawarimi qmp sees the
+# 4. More sockets on one host than its sshd's MaxSessions: ssh falls back
+# to a login of its own for the one over, which works.  One QEMU with that
+# many monitors.
+args=()
+for i in $(seq 0 "$KWS_MAX_SESSIONS"); do args+=(-qmp "unix:$T/m$i.qmp,server=on,wait=off"); done
+qemu-system-x86_64 -M none -nodefaults -display none "${args[@]}" </dev/null >"$T/qemu-m.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$T/m$KWS_MAX_SESSIONS.qmp" ] && break; sleep 0.05; done
+kws_client cap "$T/sshd/id" "$T/sshd/known_hosts"
+kws_use cap
+logins=$(kws_logins)
+sessions=$(grep -c 'Starting session: command' "$SSHD_LOG")
+capped=()
+for i in $(seq 1 "$KWS_MAX_SESSIONS"); do
+	timeout 60 "$kawarimi" qmp "$(kws_uri "$T/m$i.qmp")" --events 4 </dev/null \
+		>/dev/null 2>"$T/cap$i.err" &
+	capped+=($!)
+done
+for _ in $(seq 50); do
+	[ "$(grep -c 'Starting session: command' "$SSHD_LOG")" -ge $((sessions + KWS_MAX_SESSIONS)) ] && break
+	sleep 0.1
+done
+kq "$(kws_uri "$T/m0.qmp")" query-status
+[ $rc -eq 0 ] || fail "a socket past MaxSessions: rc $rc: $err"
+for p in "${capped[@]}"; do wait "$p" || fail "a socket within MaxSessions failed: $(cat "$T"/cap*.err)"; done
+[ $(($(kws_logins) - logins)) = 2 ] ||
+	fail "$KWS_MAX_SESSIONS + 1 sockets: $(($(kws_logins) - logins)) logins, want 2 (the master's, the fallback's)"
+[ "$(kws_masters cap)" = 1 ] || fail "past MaxSessions: $(kws_masters cap) masters, want 1"
+kws_use ok
+
+# 5. The master dies under a running connection: kawarimi qmp sees the
 # connection close, as when QEMU quits, and exits 2 at once.
 timeout 60 "$kawarimi" qmp "$(kws_uri "$T/q2.qmp")" --events 30 </dev/null \
 	>"$T/drop.out" 2>"$T/drop.err" &
