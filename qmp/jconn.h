@@ -172,6 +172,12 @@ int kjconn_parse_endpoint(const char *uri, struct kjconn_endpoint *ep,
  * when not even the child could start. */
 struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
 				   struct kqmp_error *err);
+/* A front-end's connect-by-uri: parses uri into *ep; for an ssh endpoint
+ * also starts its ssh (*t, *fd), else *t is NULL and the caller connects
+ * ep->path itself, in its own words.  0, or -1 with err (KQMP_E_INVAL for
+ * a malformed uri). */
+int kjconn_open_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			 struct kjconn_ssh **t, int *fd, struct kqmp_error *err);
 /* Keeps ssh's stderr from filling its pipe (the last 1 KiB is kept). */
 void kjconn_ssh_drain(struct kjconn_ssh *t);
 /* Appends ssh's reason and its fix to a failure's desc, if ssh said one. */

@@ -189,20 +189,14 @@ struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error
 	struct kjconn_endpoint ep;
 	struct kjconn_ssh *t;
 	struct kqmp *q;
-	char msg[400];
 	int fd;
 
-	if (kjconn_parse_endpoint(uri, &ep, msg, sizeof(msg)) < 0) {
-		kq_seterr(err, KQMP_E_INVAL, "%s", msg);
-		return NULL;
-	}
-	if (!ep.ssh)
-		return kqmp_connect_unix(ep.path, flags, err);
-	t = kjconn_ssh_open(&ep, &fd, err);
-	if (!t) {
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, err) < 0) {
 		errno = 0;	/* not one for KQMP_F_WAIT to retry */
 		return NULL;
 	}
+	if (!t)
+		return kqmp_connect_unix(ep.path, flags, err);
 	q = kqmp_new_fd(fd, flags);
 	if (!q) {
 		close(fd);

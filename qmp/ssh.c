@@ -454,6 +454,22 @@ fail:
 	return NULL;
 }
 
+int kjconn_open_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			 struct kjconn_ssh **t, int *fd, struct kqmp_error *err)
+{
+	char msg[400];
+
+	*t = NULL;
+	*fd = -1;
+	if (kjconn_parse_endpoint(uri, ep, msg, sizeof(msg)) < 0) {
+		kq_seterr(err, KQMP_E_INVAL, "%s", msg);
+		return -1;
+	}
+	if (ep->ssh && !(*t = kjconn_ssh_open(ep, fd, err)))
+		return -1;
+	return 0;
+}
+
 void kjconn_ssh_drain(struct kjconn_ssh *t)
 {
 	char buf[4096];

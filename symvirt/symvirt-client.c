@@ -212,20 +212,14 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
 	struct kqmp_error e;
 	struct kjconn_ssh *t;
 	struct symvirt *s;
-	char msg[400];
 	int fd;
 
-	if (kjconn_parse_endpoint(uri, &ep, msg, sizeof(msg)) < 0) {
-		set_err(err, SYMVIRT_E_INVAL, "%s", msg);
-		return NULL;
-	}
-	if (!ep.ssh)
-		return symvirt_connect_unix(ep.path, err);
-	t = kjconn_ssh_open(&ep, &fd, &e);
-	if (!t) {
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
 		sv_err(err, &e);
 		return NULL;
 	}
+	if (!t)
+		return symvirt_connect_unix(ep.path, err);
 	s = symvirt_new_fd(fd, uri);
 	if (!s) {
 		close(fd);
