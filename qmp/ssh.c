@@ -407,6 +407,23 @@ static int make_plan(struct plan *p, const struct kjconn_ssh *t, const char *dir
 	return 0;
 }
 
+/* The helper dup2()s the child's ends onto 0, 1 and 2: one that already is
+ * one of those (a caller that closed its stdin) would keep its
+ * close-on-exec flag there and vanish at exec. */
+static int above_stdio(int *fd)
+{
+	int n;
+
+	if (*fd > 2)
+		return 0;
+	n = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+	if (n < 0)
+		return -1;
+	close(*fd);
+	*fd = n;
+	return 0;
+}
+
 struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
 				   struct kqmp_error *err)
 {
@@ -424,7 +441,7 @@ struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
 	if (runtime_dir(dir, sizeof(dir), err) < 0 || make_plan(p, t, dir, err) < 0)
 		goto fail;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-	    pipe2(ev, O_CLOEXEC) < 0) {
+	    pipe2(ev, O_CLOEXEC) < 0 || above_stdio(&sv[1]) < 0 || above_stdio(&ev[1]) < 0) {
 		kq_seterr(err, KQMP_E_CONNECT, "cannot make ssh's pipes: %s", strerror(errno));
 		goto fail;
 	}

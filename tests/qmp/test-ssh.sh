@@ -68,11 +68,12 @@ kws_client many "$T/sshd/id" "$T/sshd/known_hosts"
 kws_use many
 logins=$(kws_logins)
 for i in 1 2 3; do
-	timeout 60 "$kawarimi" qmp "$(kws_uri "$T/q$i.qmp")" --events 4 </dev/null \
+	timeout 60 "$kawarimi" qmp "$(kws_uri "$T/q$i.qmp")" --events 8 </dev/null \
 		>"$T/ev$i.out" 2>"$T/ev$i.err" &
 	evpid[i]=$!
 done
-sleep 2.5
+# A session's ssh shows once its helper got past the master and exec'd it.
+for _ in $(seq 70); do [ "$(kws_sessions many)" = 3 ] && break; sleep 0.1; done
 echo "3 sockets: $(kws_masters many) master, $(kws_sessions many) sessions, $(kws_conns) connections to sshd"
 [ "$(kws_masters many)" = 1 ] || fail "3 sockets: $(kws_masters many) masters, want 1"
 [ "$(kws_sessions many)" = 3 ] || fail "3 sockets: $(kws_sessions many) sessions, want 3"
@@ -146,11 +147,11 @@ logins=$(kws_logins)
 sessions=$(grep -c 'Starting session: command' "$SSHD_LOG")
 capped=()
 for i in $(seq 1 "$KWS_MAX_SESSIONS"); do
-	timeout 60 "$kawarimi" qmp "$(kws_uri "$T/m$i.qmp")" --events 4 </dev/null \
+	timeout 60 "$kawarimi" qmp "$(kws_uri "$T/m$i.qmp")" --events 8 </dev/null \
 		>/dev/null 2>"$T/cap$i.err" &
 	capped+=($!)
 done
-for _ in $(seq 50); do
+for _ in $(seq 70); do
 	[ "$(grep -c 'Starting session: command' "$SSHD_LOG")" -ge $((sessions + KWS_MAX_SESSIONS)) ] && break
 	sleep 0.1
 done
