@@ -247,20 +247,31 @@ static void say(const char *s)
 	(void)r;
 }
 
-/* A master listens on ctl: a connect succeeds.  Only syscalls, since we
- * are in a forked child. */
+/* A master listens on ctl: a connect succeeds.  Only a refused or
+ * missing socket means none: a full backlog (many sessions starting at
+ * once) is a busy master, asked again for up to a second.  Only syscalls,
+ * since we are in a forked child. */
 static bool master_alive(const char *ctl)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
 
-	if (fd < 0)
-		return false;
 	memcpy(sa.sun_path, ctl, strlen(ctl) + 1);
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
+	for (int i = 0; i < 100; i++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int r, e;
+
+		if (fd < 0)
+			return false;
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		e = errno;
+		close(fd);
+		if (r == 0)
+			return true;
+		if (e != EAGAIN && e != EINTR)
+			return false;
+		nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+	}
+	return true;	/* still busy: alive, and the session will wait its turn */
 }
 
 /* Copies the master's log (its stderr) to ours, for the parent to quote. */
