@@ -66,7 +66,12 @@ kws_start_sshd() {
 		kill "$SSHD_PID" 2>/dev/null	# the port was taken meanwhile: another
 	done
 	grep -q 'Server listening' "$SSHD_LOG" || { cat "$SSHD_LOG"; kws_die "sshd did not start"; }
-	echo "[127.0.0.1]:$SSHD_PORT $(cat "$d/host_key.pub")" >"$d/known_hosts"
+	# Known by address and as localhost: a test that wants two masters
+	# to one sshd names the host both ways.
+	{
+		echo "[127.0.0.1]:$SSHD_PORT $(cat "$d/host_key.pub")"
+		echo "[localhost]:$SSHD_PORT $(cat "$d/host_key.pub")"
+	} >"$d/known_hosts"
 	kws_client ok "$d/id" "$d/known_hosts"
 	kws_use ok
 }
@@ -93,9 +98,9 @@ kws_use() {
 	export KAWARIMI_SSH=$T/ssh-$1 XDG_RUNTIME_DIR=$T/run-$1
 }
 
-# The endpoint of socket PATH through our sshd.
+# The endpoint of socket PATH through our sshd (HOST: 127.0.0.1).
 kws_uri() {
-	echo "ssh://root@127.0.0.1:$SSHD_PORT$1"
+	echo "ssh://root@${2:-127.0.0.1}:$SSHD_PORT$1"
 }
 
 # Logins the sshd accepted so far, and connections open to it now.
