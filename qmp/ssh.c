@@ -164,8 +164,8 @@ int kjconn_parse_endpoint(const char *uri, struct kjconn_endpoint *ep,
 
 		if (strstr(uri, "://"))
 			return ep_err(err, len, "'%s' is neither a unix socket path nor an "
-				      "ssh:// endpoint; write e.g. /run/kawarimi/n1.qmp or %s",
-				      uri, EP_FORM);
+				      "ssh:// endpoint; write e.g. /run/kawarimi/n1.qmp or "
+				      "ssh://root@siteb/run/kawarimi/n1.qmp", uri);
 		if (strlen(p) >= sizeof(ep->path))
 			return ep_err(err, len, "socket path '%s' is %zu bytes; unix sockets allow at most %zu",
 				      p, strlen(p), sizeof(ep->path) - 1);
