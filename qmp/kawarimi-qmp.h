@@ -104,7 +104,8 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags,
 			      struct kqmp_error *err);
 /* Blocking: connect (kqmp_connect_uri) + wait for KQMP_READY, at most
- * timeout_ms. */
+ * timeout_ms.  KQMP_F_WAIT retries only a local socket: over ssh a QEMU
+ * not listening yet is known only as a closed connection. */
 struct kqmp *kqmp_open(const char *uri, unsigned flags, int timeout_ms,
 		       struct kqmp_error *err);
 /* Fails every pending command with KQMP_E_CLOSED, closes the fd, frees q
