@@ -94,6 +94,8 @@ void kjconn_fail(struct kjconn *c, enum kqmp_err_kind kind, const char *fmt, ...
 	va_start(ap, fmt);
 	kjconn_vseterr(&c->error, kind, fmt, ap);
 	va_end(ap);
+	if (c->ssh)
+		kjconn_ssh_explain(c->ssh, c->error.desc, sizeof(c->error.desc));
 	c->opos = c->olen = 0;
 	if (c->ops->failed)
 		c->ops->failed(c);
@@ -115,6 +117,7 @@ void kjconn_destroy(struct kjconn *c, const struct kqmp_error *err)
 	}
 	if (c->fd >= 0)
 		close(c->fd);
+	kjconn_ssh_close(c->ssh);
 	kjson_reader_free(c->rd);
 	free(c->obuf);
 	free(c->name);
@@ -474,6 +477,8 @@ int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed)
 			  c->name, c->ops->dispatch_fn);
 		return -1;
 	}
+	if (c->ssh)
+		kjconn_ssh_drain(c->ssh);
 	if (!c->failed && !c->close_requested) {
 		c->depth++;
 		if (flush_out(c) == 0)

@@ -83,9 +83,12 @@ struct kjconn_ev {
 	struct kqmp_event ev;
 };
 
+struct kjconn_ssh;
+
 struct kjconn {
 	int fd;
 	char *name;		/* for messages */
+	struct kjconn_ssh *ssh;	/* set: fd is the stdio of this ssh (ssh.c) */
 	const struct kjconn_ops *ops;
 	bool failed;
 	bool close_requested;	/* close from a callback, or closing now */
@@ -147,6 +150,40 @@ enum kjconn_connect_step {
  * with *step (and errno) saying where it failed.  *max: the longest path. */
 int kjconn_connect_unix(const char *path, int type_flags,
 			enum kjconn_connect_step *step, size_t *max);
+
+/* ---- endpoints (ssh.c) ------------------------------------------------- */
+
+/* A socket here, or on another host through ssh. */
+struct kjconn_endpoint {
+	bool ssh;
+	char user[33];		/* "": ssh's choice (config, login name) */
+	char host[256];		/* without an IPv6 address's brackets */
+	int port;		/* 0: ssh's choice */
+	char path[108];		/* the unix socket, here or there */
+};
+
+/* Parses "PATH", "unix:PATH" or "ssh://[USER@]HOST[:PORT]/PATH".  0, or -1
+ * with a one-line message in err that quotes uri and shows the form. */
+int kjconn_parse_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			  char *err, size_t len);
+/* Starts the ssh child for an ssh endpoint and returns it with *fd, our
+ * end of its stdio (blocking, close-on-exec), at once: whatever blocks
+ * runs in the child, and a failure shows as EOF on *fd.  NULL with err
+ * when not even the child could start. */
+struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
+				   struct kqmp_error *err);
+/* A front-end's connect-by-uri: parses uri into *ep; for an ssh endpoint
+ * also starts its ssh (*t, *fd), else *t is NULL and the caller connects
+ * ep->path itself, in its own words.  0, or -1 with err (KQMP_E_INVAL for
+ * a malformed uri). */
+int kjconn_open_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			 struct kjconn_ssh **t, int *fd, struct kqmp_error *err);
+/* Keeps ssh's stderr from filling its pipe (the last 1 KiB is kept). */
+void kjconn_ssh_drain(struct kjconn_ssh *t);
+/* Appends ssh's reason and its fix to a failure's desc, if ssh said one. */
+void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len);
+/* Ends the child (TERM, then KILL after 1 s) and reaps it.  NULL is fine. */
+void kjconn_ssh_close(struct kjconn_ssh *t);
 
 /* ---- commands ---------------------------------------------------------- */
 

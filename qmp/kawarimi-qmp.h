@@ -94,8 +94,19 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags);
 /* Connects a unix socket; the handshake still proceeds from dispatch. */
 struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 			       struct kqmp_error *err);
-/* Blocking: connect + wait for KQMP_READY, at most timeout_ms. */
-struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
+/* Connects an endpoint: a socket path ("PATH" or "unix:PATH") as
+ * kqmp_connect_unix(), or "ssh://[USER@]HOST[:PORT]/PATH", a socket on
+ * another host reached through the operator's ssh (docs/cluster-file.md):
+ * the fd is then one end of an ssh child's stdio, returned at once; ssh's
+ * failures (authentication, host key, no such remote socket) come back
+ * from kqmp_dispatch() like a peer that closed, quoting ssh's reason.
+ * kqmp_close() ends and reaps the child.  KQMP_E_INVAL for a malformed uri. */
+struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags,
+			      struct kqmp_error *err);
+/* Blocking: connect (kqmp_connect_uri) + wait for KQMP_READY, at most
+ * timeout_ms.  KQMP_F_WAIT retries only a local socket: over ssh a QEMU
+ * not listening yet is known only as a closed connection. */
+struct kqmp *kqmp_open(const char *uri, unsigned flags, int timeout_ms,
 		       struct kqmp_error *err);
 /* Fails every pending command with KQMP_E_CLOSED, closes the fd, frees q
  * and its queued events.  From inside a callback it is deferred to the end

@@ -184,6 +184,35 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 	return q;
 }
 
+struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error *err)
+{
+	struct kjconn_endpoint ep;
+	struct kjconn_ssh *t;
+	struct kqmp *q;
+	int fd;
+
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, err) < 0) {
+		errno = 0;	/* not one for KQMP_F_WAIT to retry */
+		return NULL;
+	}
+	if (!t)
+		return kqmp_connect_unix(ep.path, flags, err);
+	q = kqmp_new_fd(fd, flags);
+	if (!q) {
+		close(fd);
+		kjconn_ssh_close(t);
+		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
+		return NULL;
+	}
+	q->c.ssh = t;
+	if (kqmp_set_name(q, uri) < 0) {
+		kqmp_close(q);
+		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
+		return NULL;
+	}
+	return q;
+}
+
 void kqmp_close(struct kqmp *q)
 {
 	if (!q || !kjconn_close(&q->c, "%s: connection closed by the caller", q->c.name))
@@ -520,7 +549,7 @@ static struct kqmp *connect_maybe_wait(const char *path, unsigned flags,
 	struct kqmp_error e;
 
 	for (;;) {
-		struct kqmp *q = kqmp_connect_unix(path, flags, &e);
+		struct kqmp *q = kqmp_connect_uri(path, flags, &e);
 		bool starting = !q && e.kind == KQMP_E_CONNECT &&
 				(errno == ENOENT || errno == ECONNREFUSED);
 

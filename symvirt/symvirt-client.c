@@ -206,10 +206,35 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	return s;
 }
 
+struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
+{
+	struct kjconn_endpoint ep;
+	struct kqmp_error e;
+	struct kjconn_ssh *t;
+	struct symvirt *s;
+	int fd;
+
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
+		sv_err(err, &e);
+		return NULL;
+	}
+	if (!t)
+		return symvirt_connect_unix(ep.path, err);
+	s = symvirt_new_fd(fd, uri);
+	if (!s) {
+		close(fd);
+		kjconn_ssh_close(t);
+		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		return NULL;
+	}
+	s->c.ssh = t;
+	return s;
+}
+
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
 			     struct symvirt_error *err)
 {
-	struct symvirt *s = symvirt_connect_unix(path, err);
+	struct symvirt *s = symvirt_connect_uri(path, err);
 
 	if (!s)
 		return NULL;

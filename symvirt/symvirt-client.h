@@ -73,7 +73,14 @@ struct symvirt *symvirt_new_fd(int fd, const char *name);
 /* Connects a unix socket (the QEMU chardev of the port).  No command is
  * sent; call symvirt_sync() before trusting the channel. */
 struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err);
-/* Blocking: connect + symvirt_sync(), at most timeout_ms in all.  *hello
+/* Connects an endpoint: a socket path ("PATH" or "unix:PATH") as
+ * symvirt_connect_unix(), or "ssh://[USER@]HOST[:PORT]/PATH" through the
+ * operator's ssh, as kqmp_connect_uri() (qmp/kawarimi-qmp.h): ssh's
+ * failures come back from symvirt_dispatch() as a closed connection that
+ * quotes ssh's reason.  SYMVIRT_E_INVAL for a malformed uri. */
+struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err);
+/* Blocking: connect (symvirt_connect_uri) + symvirt_sync(), at most
+ * timeout_ms in all.  *hello
  * (may be NULL) receives hello's return (caller puts). */
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
 			     struct symvirt_error *err);
