@@ -30,6 +30,8 @@ const char *kq_quote_json(char *dst, size_t size, json_object *obj);
  * end of the reader's buffer (NULL on ENOMEM), then commit what was read. */
 char *kq_reader_reserve(struct kjson_reader *r, size_t want);
 void kq_reader_commit(struct kjson_reader *r, size_t n);
+/* Bytes of the message kjson_reader_next() returned last. */
+size_t kq_reader_last_len(const struct kjson_reader *r);
 /* True while part of a message has been consumed but not completed. */
 bool kq_reader_mid_message(const struct kjson_reader *r);
 

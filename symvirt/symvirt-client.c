@@ -166,6 +166,8 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 		free(s);
 		return NULL;
 	}
+	s->c.max_events = SYMVIRT_MAX_EVENTS;
+	s->c.max_event_bytes = SYMVIRT_MAX_EVENT_BYTES;
 	fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -573,6 +575,11 @@ static void sv_event(struct symvirt_event *out, const struct kqmp_event *in)
 	out->data = in->data;
 	out->sec = in->sec;
 	out->usec = in->usec;
+}
+
+uint64_t symvirt_events_dropped(const struct symvirt *s)
+{
+	return s->c.events_dropped;
 }
 
 int symvirt_event_pop(struct symvirt *s, struct symvirt_event *ev)
