@@ -46,6 +46,16 @@ struct kqmp_error {
 
 const char *kqmp_err_kind_name(enum kqmp_err_kind kind);
 
+/*
+ * Text a peer sent (a guest's error description, a device name), made safe
+ * for a terminal: copies src into dst (size bytes, always terminated; dst
+ * may be src) with every control character -- C0 including ESC and CR,
+ * DEL, C1 (U+0080..U+009F) -- and every byte that is not well-formed
+ * UTF-8 replaced by '?'.  Stops early at a character that does not fit.
+ * Returns the length written.
+ */
+size_t kqmp_printable(char *dst, size_t size, const char *src);
+
 /* ---- the incremental JSON message reader ------------------------------ */
 
 /*

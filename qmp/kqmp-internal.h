@@ -16,7 +16,8 @@ void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	       const char *fmt, ...) KQ_PRINTF(3, 4);
 
 /* Error texts are one line: control characters (a peer's "\n" in a class
- * or desc) become spaces.  Returns s. */
+ * or desc; C1 ones and bytes that are not UTF-8 too, as kqmp_printable())
+ * become spaces.  Returns s. */
 char *kq_one_line(char *s);
 
 /* Writes src[0..len) as a quoted, escaped, printable string into dst,

@@ -296,6 +296,10 @@ static void error_from_reply(json_object *e, struct kqmp_error *out)
 	snprintf(out->desc, sizeof(out->desc), "%s",
 		 json_object_is_type(desc, json_type_string) ?
 		 json_object_get_string(desc) : "(the agent's error reply had no desc)");
+	/* The guest is untrusted and these end up on the operator's
+	 * terminal: no escape sequences in them from here on. */
+	kqmp_printable(out->cls, sizeof(out->cls), out->cls);
+	kqmp_printable(out->desc, sizeof(out->desc), out->desc);
 }
 
 static void handle_reply(struct symvirt *s, json_object *msg)

@@ -57,6 +57,8 @@ enum symvirt_err_kind {
 
 struct symvirt_error {
 	enum symvirt_err_kind kind;
+	/* The agent's texts arrive with control characters (ESC, CR, C1, bad
+	 * UTF-8) replaced by '?' (kqmp_printable): safe to print. */
 	char cls[64];		/* agent's class ("DeviceBusy") when kind == SYMVIRT_E_AGENT */
 	char desc[512];		/* one line for a human */
 };
