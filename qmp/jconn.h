@@ -80,10 +80,21 @@ struct kjconn_ops {
 
 struct kjconn_ev {
 	struct kjconn_ev *next;
+	size_t bytes;		/* the message's size on the wire */
 	struct kqmp_event ev;
 };
 
 struct kjconn_ssh;
+
+/*
+ * Bounds against a peer that floods (a hostile guest on symvirt, a broken
+ * QEMU): one dispatch reads at most KJCONN_READ_BUDGET bytes, so one
+ * connection cannot keep the caller's loop from every other one, and the
+ * event queue holds at most max_events events and max_event_bytes bytes
+ * of them (the newest one always stays): beyond, the oldest are dropped,
+ * counted in events_dropped, and the first drop is logged.
+ */
+#define KJCONN_READ_BUDGET	(64u << 10)
 
 struct kjconn {
 	int fd;
@@ -106,6 +117,10 @@ struct kjconn {
 
 	struct kjconn_ev *ev_head, *ev_tail;
 	size_t nevents;
+	size_t ev_bytes;
+	size_t max_events, max_event_bytes;	/* the front-end sets them */
+	uint64_t events_dropped;
+	size_t last_msg_len;	/* of the message ops->message has */
 
 	void (*log_fn)(void);	/* the front-end's log callback type; NULL: none */
 	void *log_arg;
@@ -212,8 +227,10 @@ bool kjconn_cancel(struct kjconn *c, uint64_t id);
 
 /* ---- events ------------------------------------------------------------ */
 
-/* Queues a copy of name and a reference to data.  The queue length, or 0
- * on ENOMEM (nothing queued). */
+/* Queues a copy of name and a reference to data, the size of the message
+ * being handled (c->last_msg_len) counted against the bounds; drops the
+ * oldest events beyond them.  The queue length, or 0 on ENOMEM (nothing
+ * queued). */
 size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
 			 int64_t sec, int64_t usec);
 /* 1: *ev filled (the caller owns it); 0: queue empty. */
@@ -225,8 +242,8 @@ bool kjconn_event_take(struct kjconn *c, const char *name,
 
 /* ---- driving it -------------------------------------------------------- */
 
-/* Writes, reads until the fd would block (ops->message per message),
- * writes again.  0, or -1 with err: the connection failed (c->error),
+/* Writes, reads until the fd would block or KJCONN_READ_BUDGET bytes
+ * came in (ops->message per message), writes again.  0, or -1 with err: the connection failed (c->error),
  * kind KQMP_E_INVAL when called from a callback, or KQMP_E_CLOSED when a
  * callback closed the front-end, which *freed says is gone. */
 int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed);

@@ -20,7 +20,10 @@
 #include "kqmp-internal.h"
 
 #define KQ_DEFAULT_MAX_MSG	(16u << 20)	/* query-qmp-schema is ~200 KiB */
-#define KQ_MAX_EVENTS		4096		/* beyond: drop the oldest, log */
+/* The event queue's bounds (jconn.h): QEMU's events are small and few,
+ * but a caller that never pops them must not grow without end. */
+#define KQ_MAX_EVENTS		4096
+#define KQ_MAX_EVENT_BYTES	(16u << 20)
 
 struct kqmp {
 	struct kjconn c;
@@ -128,6 +131,8 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags)
 		return NULL;
 	}
 	q->flags = flags;
+	q->c.max_events = KQ_MAX_EVENTS;
+	q->c.max_event_bytes = KQ_MAX_EVENT_BYTES;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		kjconn_fail(&q->c, KQMP_E_INVAL, "fd %d: cannot make it non-blocking: %s",
@@ -388,19 +393,9 @@ static void on_caps_reply(struct kqmp *q, const struct kq_msg *m)
 
 static void on_event(struct kqmp *q, const struct kq_msg *m)
 {
-	size_t n = kjconn_event_push(&q->c, m->event, m->data, m->sec, m->usec);
-	struct kqmp_event old;
-
-	if (!n) {
+	if (!kjconn_event_push(&q->c, m->event, m->data, m->sec, m->usec))
 		kjconn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing an event",
 			    q->c.name);
-		return;
-	}
-	if (n > KQ_MAX_EVENTS && kjconn_event_pop(&q->c, &old)) {
-		kjconn_log(&q->c, "%s: event queue full (%d): dropped the oldest, %s",
-		       q->c.name, KQ_MAX_EVENTS, old.name);
-		kqmp_event_clear(&old);
-	}
 }
 
 /* With oob on, QEMU may drop an in-band command when its queue is full;
@@ -513,6 +508,11 @@ int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
 int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev)
 {
 	return kjconn_event_pop(&q->c, ev);
+}
+
+uint64_t kqmp_events_dropped(const struct kqmp *q)
+{
+	return q->c.events_dropped;
 }
 
 void kqmp_event_clear(struct kqmp_event *ev)
