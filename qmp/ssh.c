@@ -574,11 +574,13 @@ static const struct hint hints[] = {
 	{ "cannot run", NULL },
 };
 
-static const char *const remote_hints[] = {
-	"No such file", "nothing at {path} on {host}: is the QEMU there running with that socket?",
-	"Connection refused", "{path} on {host} exists but nothing listens on it: is its QEMU still running?",
-	"Permission denied", "{user}{host} may not open {path}: log in as the QEMU's user or give the ssh "
-	"user read and write access to the socket",
+/* What the remote socat says about the socket, and the fix. */
+static const struct hint remote_hints[] = {
+	{ "No such file", "nothing at {path} on {host}: is the QEMU there running with that socket?" },
+	{ "Connection refused", "{path} on {host} exists but nothing listens on it: is its QEMU "
+	  "still running?" },
+	{ "Permission denied", "{user}{host} may not open {path}: log in as the QEMU's user or give "
+	  "the ssh user read and write access to the socket" },
 };
 
 /* The line that says why: a known one, else the last. */
@@ -674,9 +676,9 @@ void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len)
 	if (!line)
 		return;		/* the remote end just closed */
 	if (h && !h->fix) {
-		for (size_t i = 0; i < sizeof(remote_hints) / sizeof(remote_hints[0]); i += 2)
-			if (strstr(line, remote_hints[i])) {
-				fmt_fix(fix, sizeof(fix), remote_hints[i + 1], &t->ep);
+		for (size_t i = 0; i < sizeof(remote_hints) / sizeof(remote_hints[0]); i++)
+			if (strstr(line, remote_hints[i].said)) {
+				fmt_fix(fix, sizeof(fix), remote_hints[i].fix, &t->ep);
 				break;
 			}
 		line = strip_socat(line);
