@@ -241,9 +241,12 @@ static int mark_dst_quiesce(struct kwm_vm *vm)
 	return 0;
 }
 
+/* The rollback's quiesce holds the job like any other: answered or not,
+ * it is resumed afterwards. */
 int kwm_mark_rb_quiesce(struct kwm_vm *vm)
 {
 	blackout_start(vm, "rollback");
+	vm->rb_requiesce = vm->quiesce_sent[KWM_SRC] = vm->lease_held = true;
 	return 0;
 }
 

@@ -154,7 +154,8 @@ static void hca_back(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 static bool requiesce(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->hca_readded && !vm->lease_held && !vm->agent_lost[KWM_SRC];
+	return vm->hca_readded && (!vm->lease_held || vm->rb_requiesce) &&
+	       !vm->agent_lost[KWM_SRC];
 }
 
 static bool lease_out(struct kwm_vm *vm, struct kwm_op *op)

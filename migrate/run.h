@@ -177,6 +177,7 @@ struct kwm_vm {
 	bool rolled_forward;
 	bool quiesce_sent[2];		/* answered or not, per side */
 	bool lease_held;		/* quiesced (or asked to) and not resumed since */
+	bool rb_requiesce;		/* rollback moves the running job onto its HCA */
 	char agent_state[16];		/* from rollback's `status` */
 	int64_t wait_until;		/* monotonic ms, a rollback's pause */
 	int64_t presw_since;		/* monotonic ms: paused at pre-switchover */
