@@ -335,6 +335,14 @@ static bool lost_and_dst_up(struct kwm_vm *vm, struct kwm_op *op)
 	return src_dead(vm, op) && !vm->dst_complete && !vm->qmp_lost[KWM_DST];
 }
 
+static json_object *yank_nbd(const char *node)
+{
+	json_object *a = json_object_new_array();
+
+	json_object_array_add(a, kwm_obj("type=s node-name=s", "block-node", node));
+	return kwm_obj("instances=o", a);
+}
+
 void kwm_build_rollback(struct kwm_vm *vm)
 {
 	unsigned f = vm->facts;
@@ -347,6 +355,14 @@ void kwm_build_rollback(struct kwm_vm *vm)
 		undo(vm, KWM_SRC, "migrate_cancel", NULL);
 		settle(vm, migration_over, "waiting for the migration to stop");
 	}
+	/* A link that went black answers nothing and resets nothing: the
+	 * mirror's writes to the NBD client would never end, nor would a
+	 * blockdev-del of it, which waits for them with the source's main
+	 * loop (its monitor, its guest's I/O) stuck.  yank cuts the client's
+	 * connection: what is in flight fails at once. */
+	if (f & KWM_F_NBD_NODES)
+		for (size_t d = 0; d < vm->conf->ndisks; d++)
+			undo(vm, KWM_SRC, "yank", yank_nbd(vm->disks[d].nbd_node))->error_ok = true;
 	if (f & KWM_F_MIRRORS) {
 		for (size_t d = 0; d < vm->conf->ndisks; d++) {
 			op = undo(vm, KWM_SRC, "block-job-cancel",
