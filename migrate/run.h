@@ -289,6 +289,8 @@ void kwm_build_rollback(struct kwm_vm *vm);
  * failed (the source is gone or stale). */
 void kwm_build_rollforward(struct kwm_vm *vm);
 void kwm_build_recover(struct kwm_vm *vm);
+/* The destination QEMU died after the switchover: the VM is lost. */
+void kwm_mark_dst_lost(struct kwm_vm *vm);
 void kwm_on_dst_hca_added(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_on_dst_status(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_add_resume_dst(struct kwm_vm *vm);
