@@ -41,8 +41,11 @@ static void adopt(struct kwm_run *r)
 		vm->facts = j->facts;
 		vm->quiesce_sent[KWM_SRC] = j->quiesce_sent[0];
 		vm->quiesce_sent[KWM_DST] = j->quiesce_sent[1];
-		/* Answered or not: the agent's status settles it. */
-		vm->lease_held = j->quiesce_sent[0] || j->quiesce_sent[1];
+		/* A quiesce answered or not, with no resume sent after it:
+		 * the agent's status settles it.  A job resumed since runs
+		 * (and a rollback that plugs its HCA back moves it there). */
+		vm->lease_held = (j->quiesce_sent[0] && !j->resume_sent[0]) ||
+				 (j->quiesce_sent[1] && !j->resume_sent[1]);
 		vm->dst_complete = j->memory_complete;
 		vm->src_was_running = j->src_was_running;
 	}
