@@ -387,7 +387,7 @@ void kwm_build_rollback(struct kwm_vm *vm)
 	 * connection: what is in flight fails at once. */
 	if (f & KWM_F_NBD_NODES)
 		for (size_t d = 0; d < vm->conf->ndisks; d++)
-			undo(vm, KWM_SRC, "yank", yank_nbd(vm->disks[d].nbd_node))->error_ok = true;
+			undo(vm, KWM_SRC, "yank", yank_nbd(vm->disks[d].nbd_node));
 	if (f & KWM_F_MIRRORS) {
 		for (size_t d = 0; d < vm->conf->ndisks; d++) {
 			op = undo(vm, KWM_SRC, "block-job-cancel",
@@ -395,7 +395,9 @@ void kwm_build_rollback(struct kwm_vm *vm)
 			op->disk = (int)d;
 			op->cond = job_alive;
 		}
-		settle(vm, mirrors_gone, "waiting for the mirrors to stop");
+		/* A mirror that will not stop (its writes stuck on a black
+		 * link even after the yank) is left behind: say so. */
+		settle(vm, mirrors_gone, "waiting for the mirrors to stop")->essential = true;
 	}
 	if (f & KWM_F_NBD_NODES)
 		for (size_t d = 0; d < vm->conf->ndisks; d++)
