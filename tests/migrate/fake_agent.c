@@ -182,7 +182,8 @@ static void send_msg(int fd, json_object *m)
 {
 	const char *s = json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN);
 
-	if (write(fd, s, strlen(s)) < 0 || write(fd, "\n", 1) < 0)
+	/* A host that went away (EPIPE) is a fault the tests make. */
+	if ((write(fd, s, strlen(s)) < 0 || write(fd, "\n", 1) < 0) && errno != EPIPE)
 		perror("fake-agent: write");
 }
 
