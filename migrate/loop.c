@@ -68,6 +68,8 @@ static void lost(struct kwm_vm *vm, enum kwm_side_id side, bool agent, const cha
 				     "destination had all of the VM's memory; the VM goes forward");
 		return;
 	}
+	if (side == KWM_DST && (vm->facts & KWM_F_SWITCHED))
+		kwm_mark_dst_lost(vm);
 	if (vm->phase == KWM_PH_ROLLBACK) {
 		kwm_vm_note(vm, "the %s QEMU's QMP connection (%s) closed: %s",
 			    kwm_side_name(side), s->qmp, why);

@@ -241,9 +241,12 @@ static int mark_dst_quiesce(struct kwm_vm *vm)
 	return 0;
 }
 
+/* The rollback's quiesce holds the job like any other: answered or not,
+ * it is resumed afterwards. */
 int kwm_mark_rb_quiesce(struct kwm_vm *vm)
 {
 	blackout_start(vm, "rollback");
+	vm->rb_requiesce = vm->quiesce_sent[KWM_SRC] = vm->lease_held = true;
 	return 0;
 }
 
@@ -807,6 +810,17 @@ static bool lease_out_dst(struct kwm_vm *vm, struct kwm_op *op)
 	return vm->lease_held;
 }
 
+/* A running job needs no resume: it was resumed before (recover knows
+ * only that a quiesce was sent), or its lease ran out. */
+static void dst_agent_state(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	const char *st = str_of(ret, "state");
+
+	(void)op;
+	if (st && !strcmp(st, "running"))
+		vm->lease_held = vm->agent_quiesced = false;
+}
+
 /* Rolling forward: the job, quiesced at the source, resumes where the VM
  * now runs (its ranks reconnect by themselves: wait is left at true). */
 void kwm_add_resume_dst(struct kwm_vm *vm)
@@ -814,6 +828,11 @@ void kwm_add_resume_dst(struct kwm_vm *vm)
 	struct kwm_op *op;
 
 	kwm_add_hello(vm, KWM_DST);
+	op = agent(vm, KWM_DST, "status", NULL);
+	op->cond = lease_out_dst;
+	op->on_reply = dst_agent_state;
+	op->tolerant = true;
+	op->timeout_ms = 5000;
 	op = agent(vm, KWM_DST, "resume", kwm_resume_args(vm, dst_verbs(vm)));
 	op->cond = lease_out_dst;
 	op->on_reply = resumed;

@@ -154,7 +154,8 @@ static void hca_back(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 static bool requiesce(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->hca_readded && !vm->lease_held && !vm->agent_lost[KWM_SRC];
+	return vm->hca_readded && (!vm->lease_held || vm->rb_requiesce) &&
+	       !vm->agent_lost[KWM_SRC];
 }
 
 static bool lease_out(struct kwm_vm *vm, struct kwm_op *op)
@@ -290,34 +291,67 @@ static int reconnect_src(struct kwm_vm *vm)
 	return 0;
 }
 
-/* Neither side can run the VM: say where its disks are. */
-static int mark_lost(struct kwm_vm *vm)
+/* Neither side can run the VM: say why and where its disks are (dst_ran:
+ * the destination ran it after the switchover, so its images are the
+ * newest). */
+static void note_lost(struct kwm_vm *vm, const char *why, bool dst_ran)
 {
 	size_t off = 0;
 
 	vm->where = KWM_AT_LOST;
 	vm->rollback_incomplete = true;
-	off += (size_t)snprintf(vm->lost_note, sizeof(vm->lost_note), "the source QEMU died "
-				"before the destination had the VM's memory");
+	off += (size_t)snprintf(vm->lost_note, sizeof(vm->lost_note), "%s", why);
 	for (size_t d = 0; d < vm->conf->ndisks && off < sizeof(vm->lost_note); d++) {
 		const char *df = kwm_disk_file(vm, KWM_DST, d), *sf = kwm_disk_file(vm, KWM_SRC, d);
 
-		off += (size_t)snprintf(vm->lost_note + off, sizeof(vm->lost_note) - off,
-					"; disk '%s': the source's image %s holds it as the "
-					"source left it, the destination's %s a crash-consistent "
-					"copy as of the mirror's last write%s",
-					vm->conf->disks[d].src_node, sf ? sf : "?", df ? df : "?",
-					vm->disks[d].ready ? "" : " (the mirror had not caught up: "
-					"incomplete)");
+		if (dst_ran)
+			off += (size_t)snprintf(vm->lost_note + off, sizeof(vm->lost_note) - off,
+						"; disk '%s': the destination's image %s holds it "
+						"as the VM last ran, the source's %s as of the "
+						"switchover", vm->conf->disks[d].src_node,
+						df ? df : "?", sf ? sf : "?");
+		else
+			off += (size_t)snprintf(vm->lost_note + off, sizeof(vm->lost_note) - off,
+						"; disk '%s': the source's image %s holds it as the "
+						"source left it, the destination's %s a crash-"
+						"consistent copy as of the mirror's last write%s",
+						vm->conf->disks[d].src_node, sf ? sf : "?",
+						df ? df : "?", vm->disks[d].ready ? "" :
+						" (the mirror had not caught up: incomplete)");
 	}
 	kwm_progress_message(vm->run, vm, "error", vm->lost_note);
 	kwm_journal_fact(vm, "lost", kwm_obj("note=s", vm->lost_note));
+}
+
+static int mark_lost(struct kwm_vm *vm)
+{
+	note_lost(vm, "the source QEMU died before the destination had the VM's memory", false);
 	return 0;
+}
+
+/* The destination died after it was told to run the VM: the source is
+ * quit, or (--keep-source) a copy paused at the switchover that the
+ * destination has since run past. */
+void kwm_mark_dst_lost(struct kwm_vm *vm)
+{
+	note_lost(vm, vm->quit_sent[KWM_SRC] || vm->qmp_lost[KWM_SRC] ?
+		  "the destination QEMU died after the switchover, and the source was quit" :
+		  "the destination QEMU died after the switchover; the source is a stale copy "
+		  "paused at the switchover (do not cont it while the destination's disks may "
+		  "be in use)", true);
 }
 
 static bool lost_and_dst_up(struct kwm_vm *vm, struct kwm_op *op)
 {
 	return src_dead(vm, op) && !vm->dst_complete && !vm->qmp_lost[KWM_DST];
+}
+
+static json_object *yank_nbd(const char *node)
+{
+	json_object *a = json_object_new_array();
+
+	json_object_array_add(a, kwm_obj("type=s node-name=s", "block-node", node));
+	return kwm_obj("instances=o", a);
 }
 
 /* ---- each phase's undo (phase.h's undo column), latest phase first ----- */
@@ -366,6 +400,14 @@ void kwm_undo_storage(struct kwm_vm *vm)
 	unsigned f = vm->facts;
 	struct kwm_op *op;
 
+	/* A link that went black answers nothing and resets nothing: the
+	 * mirror's writes to the NBD client would never end, nor would a
+	 * blockdev-del of it, which waits for them with the source's main
+	 * loop (its monitor, its guest's I/O) stuck.  yank cuts the client's
+	 * connection: what is in flight fails at once. */
+	if (f & KWM_F_NBD_NODES)
+		for (size_t d = 0; d < vm->conf->ndisks; d++)
+			undo(vm, KWM_SRC, "yank", yank_nbd(vm->disks[d].nbd_node));
 	if (f & KWM_F_MIRRORS) {
 		for (size_t d = 0; d < vm->conf->ndisks; d++) {
 			op = undo(vm, KWM_SRC, "block-job-cancel",
@@ -373,7 +415,9 @@ void kwm_undo_storage(struct kwm_vm *vm)
 			op->disk = (int)d;
 			op->cond = job_alive;
 		}
-		settle(vm, mirrors_gone, "waiting for the mirrors to stop");
+		/* A mirror that will not stop (its writes stuck on a black
+		 * link even after the yank) is left behind: say so. */
+		settle(vm, mirrors_gone, "waiting for the mirrors to stop")->essential = true;
 	}
 	if (f & KWM_F_NBD_NODES)
 		for (size_t d = 0; d < vm->conf->ndisks; d++)

@@ -178,6 +178,7 @@ struct kwm_vm {
 	bool rolled_forward;
 	bool quiesce_sent[2];		/* answered or not, per side */
 	bool lease_held;		/* quiesced (or asked to) and not resumed since */
+	bool rb_requiesce;		/* rollback moves the running job onto its HCA */
 	char agent_state[16];		/* from rollback's `status` */
 	int64_t wait_until;		/* monotonic ms, a rollback's pause */
 	int64_t presw_since;		/* monotonic ms: paused at pre-switchover */
@@ -303,6 +304,8 @@ void kwm_build_rollback(struct kwm_vm *vm);
  * failed (the source is gone or stale). */
 void kwm_build_rollforward(struct kwm_vm *vm);
 void kwm_build_recover(struct kwm_vm *vm);
+/* The destination QEMU died after the switchover: the VM is lost. */
+void kwm_mark_dst_lost(struct kwm_vm *vm);
 void kwm_on_dst_hca_added(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_on_dst_status(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_add_resume_dst(struct kwm_vm *vm);

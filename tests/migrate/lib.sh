@@ -18,9 +18,9 @@ export KAWARIMI_STATE_DIR=$T/state
 PIDS=()
 kwm_cleanup() {
 	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do kill -- "$p" 2>/dev/null; done
 	sleep 0.2
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do kill -9 -- "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	# KWM_KEEP=1 keeps the files for a post-mortem.
 	if [ -n "${KWM_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
@@ -123,7 +123,8 @@ kwm_json() {
 
 # kwm_cluster FILE N: writes a cluster file for VMs 1..N.  Knobs (env):
 # STORAGE, PARALLEL, BANDWIDTH, TIMEOUTS (a YAML map), AGENTS=yes|no,
-# SRC_HCA / DST_HCA (a YAML value, default none).
+# SRC_HCA / DST_HCA (a YAML value, default none), RELAY=yes (the source
+# dials the migration and NBD through kwm_relays' sockets).
 kwm_cluster() {
 	local f=$1 n=$2 i
 	local tmo='{preflight: 10s, storage: 60s, memory: 60s}'
@@ -149,8 +150,13 @@ kwm_cluster() {
 			echo "      qmp: $T/d$i.qmp"
 			echo "      symvirt: $da"
 			echo "      hca: ${DST_HCA:-none}"
-			echo "      migration: {listen: \"unix:$T/m$i.sock\"}"
-			echo "      nbd: {listen: \"unix:$T/nbd$i.sock\"}"
+			if [ "${RELAY:-no}" = yes ]; then
+				echo "      migration: {listen: \"unix:$T/m$i.sock\", connect: \"unix:$T/m$i.relay\"}"
+				echo "      nbd: {listen: \"unix:$T/nbd$i.sock\", connect: \"unix:$T/nbd$i.relay\"}"
+			else
+				echo "      migration: {listen: \"unix:$T/m$i.sock\"}"
+				echo "      nbd: {listen: \"unix:$T/nbd$i.sock\"}"
+			fi
 			echo "    disks: [{source: disk0}]"
 		done
 	} >"$f"
@@ -166,6 +172,30 @@ kwm_agents() {
 		kwm_wait_sock "$T/d$i.sv"
 	done
 }
+
+# kwm_relays N: the "WAN link" between the sites for VMs 1..N: a socat
+# relay per migration and NBD socket (RELAY=yes in kwm_cluster), all in one
+# process group (RELAY_PGID) so that kwm_blackhole can stop them together:
+# a stopped relay drops nothing and resets nothing, like a link that went
+# black; the sender's bytes just stop moving.
+kwm_relays() {
+	local i
+	setsid bash -c '
+		for i in $(seq 1 "$1"); do
+			socat "UNIX-LISTEN:$2/m$i.relay,fork" "UNIX-CONNECT:$2/m$i.sock" 2>>"$2/relay.log" &
+			socat "UNIX-LISTEN:$2/nbd$i.relay,fork" "UNIX-CONNECT:$2/nbd$i.sock" 2>>"$2/relay.log" &
+		done
+		wait' relays "$1" "$T" &
+	RELAY_PGID=$!
+	PIDS+=("-$RELAY_PGID")
+	for i in $(seq 1 "$1"); do
+		kwm_wait_sock "$T/m$i.relay"
+		kwm_wait_sock "$T/nbd$i.relay"
+	done
+}
+
+kwm_blackhole() { kill -STOP -- "-$RELAY_PGID"; }
+kwm_heal() { kill -CONT -- "-$RELAY_PGID"; }
 
 kwm_alive() {
 	kill -0 "$1" 2>/dev/null
