@@ -817,22 +817,54 @@ static void dst_agent_state(struct kwm_vm *vm, struct kwm_op *op, json_object *r
 	const char *st = str_of(ret, "state");
 
 	(void)op;
-	if (st && !strcmp(st, "running"))
+	if (!st)
+		return;
+	snprintf(vm->agent_state, sizeof(vm->agent_state), "%s", st);
+	if (!strcmp(st, "running"))
 		vm->lease_held = vm->agent_quiesced = false;
 }
 
-/* Rolling forward: the job, quiesced at the source, resumes where the VM
- * now runs (its ranks reconnect by themselves: wait is left at true). */
+/* A job that runs (on TCP) where an HCA is there now is moved onto it. */
+static bool wants_dst_hca(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return dst_verbs(vm) && !strcmp(vm->agent_state, "running") && !vm->rb_requiesce &&
+	       !vm->agent_lost[KWM_DST];
+}
+
+static bool requiescing(struct kwm_vm *vm, struct kwm_op *op)
+{
+	(void)op;
+	return vm->rb_requiesce && vm->lease_held;
+}
+
+static int mark_dst_requiesce(struct kwm_vm *vm)
+{
+	vm->rb_requiesce = true;
+	return mark_quiesce_sent_dst(vm);
+}
+
+/*
+ * Rolling forward: the job resumes where the VM now runs (its ranks
+ * reconnect by themselves: wait is left at true).  The agent is asked
+ * first: a job already running (resumed before, or by its lease) needs no
+ * resume, but is moved onto the destination's HCA if there is one.
+ */
 void kwm_add_resume_dst(struct kwm_vm *vm)
 {
 	struct kwm_op *op;
 
 	kwm_add_hello(vm, KWM_DST);
 	op = agent(vm, KWM_DST, "status", NULL);
-	op->cond = lease_out_dst;
 	op->on_reply = dst_agent_state;
 	op->tolerant = true;
 	op->timeout_ms = 5000;
+	op = call(vm, mark_dst_requiesce, "moving the job onto the destination's HCA");
+	op->cond = wants_dst_hca;
+	op = agent(vm, KWM_DST, "quiesce", quiesce_args(vm));
+	op->cond = requiescing;
+	op->on_reply = quiesced;
+	op->tolerant = true;
 	op = agent(vm, KWM_DST, "resume", kwm_resume_args(vm, dst_verbs(vm)));
 	op->cond = lease_out_dst;
 	op->on_reply = resumed;

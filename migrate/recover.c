@@ -60,6 +60,14 @@ static int open_for_append(struct kwm_run *r)
 	return 0;
 }
 
+/* A run that ended with something left to finish: what could not be
+ * undone or resumed then may be now (an agent back, a link up again). */
+static bool unfinished_result(const char *result)
+{
+	return !strcmp(result, "rollback-incomplete") || !strcmp(result, "vm-lost") ||
+	       !strcmp(result, "failed-after-switchover");
+}
+
 /* -1: go on and recover; else the exit status. */
 int kwm_recover_prepare(struct kwm_run *r)
 {
@@ -90,7 +98,7 @@ int kwm_recover_prepare(struct kwm_run *r)
 			"matching cluster file or --journal\n", prog, r->journal_path, cl, r->c->name);
 		return 2;
 	}
-	if (r->jr->ended) {
+	if (r->jr->ended && !unfinished_result(r->jr->result)) {
 		fprintf(stderr, "%s: nothing to do: the last run of cluster '%s' ended (%s); "
 			"journal %s\n", prog, r->c->name, r->jr->result, r->journal_path);
 		return 0;

@@ -154,8 +154,15 @@ static void hca_back(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 static bool requiesce(struct kwm_vm *vm, struct kwm_op *op)
 {
 	(void)op;
-	return vm->hca_readded && (!vm->lease_held || vm->rb_requiesce) &&
-	       !vm->agent_lost[KWM_SRC];
+	return vm->hca_readded && (!vm->lease_held || vm->rb_requiesce) && !vm->rb_resumed &&
+	       !vm->agent_lost[KWM_SRC] && strcmp(vm->agent_state, "-");
+}
+
+/* A resume of the rollback's own: the job is where it belongs now. */
+static void rb_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	vm->rb_resumed = true;
+	kwm_on_resumed(vm, op, ret);
 }
 
 static bool lease_out(struct kwm_vm *vm, struct kwm_op *op)
@@ -231,19 +238,12 @@ static int check_resumed(struct kwm_vm *vm)
  * the agent where it stands, resume once it is quiesced, and while it is
  * still quiescing look again a little later.
  */
-static void add_agent_steps(struct kwm_vm *vm)
+/* Ask where the agent stands; resume once it is quiesced (onto the HCA
+ * when it is there); while it is still quiescing, look again later. */
+static void add_status_loop(struct kwm_vm *vm, bool verbs)
 {
-	bool verbs = vm->conf->src.hca != NULL;
 	struct kwm_op *op;
 
-	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
-	op->fn = kwm_mark_rb_quiesce;
-	op->cond = requiesce;
-	op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "quiesce", kwm_quiesce_args(vm));
-	op->cond = requiesce;
-	op->on_reply = kwm_on_quiesced;
-	op->tolerant = op->essential = true;
-	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_QUIESCE];
 	for (int i = 0; i < 6; i++) {
 		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 		op->fn = mark_asking;
@@ -255,7 +255,7 @@ static void add_agent_steps(struct kwm_vm *vm)
 		op->timeout_ms = 5000;
 		op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "resume", kwm_resume_args(vm, verbs));
 		op->cond = agent_quiesced_now;
-		op->on_reply = kwm_on_resumed;
+		op->on_reply = rb_resumed;
 		op->tolerant = true;
 		op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_RESUME];
 		op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
@@ -264,6 +264,30 @@ static void add_agent_steps(struct kwm_vm *vm)
 		op = settle(vm, pause_over, "waiting for the agent to finish its quiesce");
 		op->cond = agent_answers;
 	}
+}
+
+/*
+ * The job is resumed wherever a quiesce was sent, answered or not; then a
+ * job that runs on TCP (resumed before the failure, or by its lease) is
+ * moved onto the HCA put back with a quiesce and a second round.  What the
+ * agent says decides, not what we sent: a coordinator that died between
+ * sending a resume and journaling its answer cannot know.
+ */
+static void add_agent_steps(struct kwm_vm *vm)
+{
+	bool verbs = vm->conf->src.hca != NULL;
+	struct kwm_op *op;
+
+	add_status_loop(vm, verbs);
+	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
+	op->fn = kwm_mark_rb_quiesce;
+	op->cond = requiesce;
+	op = kwm_op_add(vm, KWM_OP_AGENT, KWM_SRC, "quiesce", kwm_quiesce_args(vm));
+	op->cond = requiesce;
+	op->on_reply = kwm_on_quiesced;
+	op->tolerant = op->essential = true;
+	op->timeout_ms = vm->run->c->timeout_ms[KWM_PH_QUIESCE];
+	add_status_loop(vm, verbs);
 	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = check_resumed;
 }
 

@@ -179,6 +179,7 @@ struct kwm_vm {
 	bool quiesce_sent[2];		/* answered or not, per side */
 	bool lease_held;		/* quiesced (or asked to) and not resumed since */
 	bool rb_requiesce;		/* rollback moves the running job onto its HCA */
+	bool rb_resumed;		/* rollback's own resume was answered */
 	char agent_state[16];		/* from rollback's `status` */
 	int64_t wait_until;		/* monotonic ms, a rollback's pause */
 	int64_t presw_since;		/* monotonic ms: paused at pre-switchover */

@@ -30,7 +30,7 @@ FAULT=${1:?usage: fault.sh FAULT PHASE} PHASE=${2:?usage: fault.sh FAULT PHASE}
 # yet); the rest must still hold.
 expect() {
 	case "$FAULT/$PHASE" in
-	kill-dst/unplug) echo "1 rolled-back source source coordinator-tcp" ;;
+	kill-dst/unplug) echo "1 rolled-back source source coordinator" ;;
 	kill-dst/resume) echo "3 vm-lost lost destination lost" ;;
 	kill-dst/*) echo "1 rolled-back source source coordinator" ;;
 	kill-src/switchover|kill-src/resume) echo "0 completed destination destination coordinator" ;;
@@ -49,7 +49,7 @@ expect() {
 	blackhole/*) echo "1 rolled-back source source coordinator" ;;
 	coord-kill/quiesce) echo "1 rolled-back source source lease" ;;
 	coord-kill/memory) echo "4 partial source destination coordinator" ;;
-	coord-kill/switchover) echo "4 partial destination source coordinator-tcp" ;;
+	coord-kill/switchover) echo "4 partial destination source coordinator" ;;
 	coord-kill/resume) echo "0 rolled-forward destination destination lease" ;;
 	coord-kill/*) echo "1 rolled-back source source coordinator" ;;
 	*) fail "unknown cell $FAULT/$PHASE" ;;
