@@ -170,3 +170,72 @@ kwm_agents() {
 kwm_alive() {
 	kill -0 "$1" 2>/dev/null
 }
+
+# kwm_pki DIR [ORG]: a throwaway PKI in QEMU's x509 layout (ca-cert.pem,
+# server-cert.pem for 127.0.0.1 and localhost, server-key.pem,
+# client-cert.pem "O=ORG,CN=source", client-key.pem), made with openssl
+# as docs/security-tls.md shows.  Prints the client's DN as QEMU sees it.
+kwm_pki() {
+	local d=$1 org=${2:-kawarimi-test}
+	command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
+	mkdir -p "$d"
+	(
+		set -e
+		cd "$d"
+		key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+		key ca-key.pem
+		openssl req -new -x509 -key ca-key.pem -out ca-cert.pem -days 2 \
+			-subj "/O=$org/CN=$org CA" -addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign"
+		sign() {	# NAME SUBJECT EXTENSIONS
+			key "$1-key.pem"
+			openssl req -new -key "$1-key.pem" -subj "$2" -out "$1.csr"
+			printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+				"keyUsage=critical,digitalSignature,keyEncipherment" "$3" >"$1.ext"
+			openssl x509 -req -in "$1.csr" -CA ca-cert.pem -CAkey ca-key.pem \
+				-CAcreateserial -days 2 -extfile "$1.ext" -out "$1-cert.pem"
+			rm "$1.csr" "$1.ext"
+		}
+		sign server "/O=$org/CN=localhost" $'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost'
+		sign client "/O=$org/CN=source" "extendedKeyUsage=clientAuth"
+	) >"$d.log" 2>&1 || { cat "$d.log"; fail "openssl could not make the PKI in $d"; }
+	openssl x509 -noout -subject -nameopt esc_2253,sep_comma_plus -in "$d/client-cert.pem" |
+		sed 's/^subject=//'
+}
+
+# kwm_free_ports N: N TCP ports free on 127.0.0.1 right now.
+kwm_free_ports() {
+	python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+# kwm_relay DIR LISTEN=TARGET...: tests/migrate/dump-relay.py, started and
+# waited for; RELAY_PID is its pid.
+kwm_relay() {
+	local d=$1 i
+	shift
+	mkdir -p "$d"
+	python3 "$(dirname "${BASH_SOURCE[0]}")/dump-relay.py" "$d" "$@" 2>>"$d/relay.log" &
+	RELAY_PID=$!
+	PIDS+=($!)
+	for i in $(seq 1 100); do
+		[ -e "$d/ready" ] && return 0
+		sleep 0.1
+	done
+	fail "the relay did not start: $(cat "$d/relay.log")"
+}
+
+# kwm_has FILE STRING: does FILE hold STRING's bytes anywhere?
+kwm_has() {
+	python3 -c 'import sys; sys.exit(0 if sys.argv[2].encode() in open(sys.argv[1], "rb").read() else 1)' "$1" "$2"
+}
+
+# kwm_objects SOCKET: the ids under /objects of a QEMU, one line.
+kwm_objects() {
+	kwm_qmp "$1" qom-list '{"path":"/objects"}' |
+		python3 -c 'import json,sys; print(" ".join(o["name"] for o in json.load(sys.stdin)["return"]))'
+}
