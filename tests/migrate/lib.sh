@@ -171,36 +171,11 @@ kwm_alive() {
 	kill -0 "$1" 2>/dev/null
 }
 
-# kwm_pki DIR [ORG]: a throwaway PKI in QEMU's x509 layout (ca-cert.pem,
-# server-cert.pem for 127.0.0.1 and localhost, server-key.pem,
-# client-cert.pem "O=ORG,CN=source", client-key.pem), made with openssl
-# as docs/security-tls.md shows.  Prints the client's DN as QEMU sees it.
+# kwm_pki DIR [ORG]: a throwaway PKI in QEMU's x509 layout for 127.0.0.1
+# (tests/migrate/kwm-pki.sh); prints the client's DN as QEMU sees it.
 kwm_pki() {
-	local d=$1 org=${2:-kawarimi-test}
 	command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
-	mkdir -p "$d"
-	(
-		set -e
-		cd "$d"
-		key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
-		key ca-key.pem
-		openssl req -new -x509 -key ca-key.pem -out ca-cert.pem -days 2 \
-			-subj "/O=$org/CN=$org CA" -addext "basicConstraints=critical,CA:TRUE" \
-			-addext "keyUsage=critical,keyCertSign,cRLSign"
-		sign() {	# NAME SUBJECT EXTENSIONS
-			key "$1-key.pem"
-			openssl req -new -key "$1-key.pem" -subj "$2" -out "$1.csr"
-			printf '%s\n' "basicConstraints=critical,CA:FALSE" \
-				"keyUsage=critical,digitalSignature,keyEncipherment" "$3" >"$1.ext"
-			openssl x509 -req -in "$1.csr" -CA ca-cert.pem -CAkey ca-key.pem \
-				-CAcreateserial -days 2 -extfile "$1.ext" -out "$1-cert.pem"
-			rm "$1.csr" "$1.ext"
-		}
-		sign server "/O=$org/CN=localhost" $'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost'
-		sign client "/O=$org/CN=source" "extendedKeyUsage=clientAuth"
-	) >"$d.log" 2>&1 || { cat "$d.log"; fail "openssl could not make the PKI in $d"; }
-	openssl x509 -noout -subject -nameopt esc_2253,sep_comma_plus -in "$d/client-cert.pem" |
-		sed 's/^subject=//'
+	bash "$(dirname "${BASH_SOURCE[0]}")/kwm-pki.sh" "$@" || fail "could not make the PKI in $1"
 }
 
 # kwm_free_ports N: N TCP ports free on 127.0.0.1 right now.
