@@ -212,7 +212,7 @@ print(f"\nWAN {rate_s}, RTT {rtt} ms; {disk} disks, base {base} MiB, overlay {ov
 hdr = ("mode", "#VM", "tls", "moved GB", "wire GB", "time s", "ideal s", "ratio", "| paper s",
        "paper GB", "ratio")
 print("%-12s %4s %5s %9s %8s %8s %8s %6s %9s %9s %6s" % hdr)
-clear, cost = {}, []
+times = {}
 for path in sys.argv[8:]:
     r = json.load(open(path))
     mode, n = r["storage"], len(r["vms"])
@@ -225,10 +225,9 @@ for path in sys.argv[8:]:
     pideal = pb * 8 / 920e6
     print("%-12s %4d %5s %9.2f %8.2f %8.1f %8.1f %6.2f | %7d %9.2f %6.2f" %
           (mode, n, tls, moved / 1e9, wire / 1e9, t, ideal, t / ideal, pt, pb / 1e9, pt / pideal))
-    if tls == "none":
-        clear[(mode, n)] = (t, wire)
-    elif (mode, n) in clear:
-        cost.append((mode, n, t / clear[(mode, n)][0], wire / clear[(mode, n)][1]))
+    times[(mode, n, tls)] = (t, wire)
+cost = [(m, n, t / times[(m, n, "none")][0], w / times[(m, n, "none")][1])
+        for (m, n, tls), (t, w) in times.items() if tls == "x509" and (m, n, "none") in times]
 if cost:
     print("\nTLS cost (x509 run / tls: none run, same mode and VMs, same bench run):")
     for mode, n, tr, wr in cost:

@@ -178,6 +178,29 @@ kwm_pki() {
 	bash "$(dirname "${BASH_SOURCE[0]}")/kwm-pki.sh" "$@" || fail "could not make the PKI in $1"
 }
 
+# kwm_tcp_cluster FILE NAME STORAGE TLS MIG NBD: a 1-VM cluster file whose
+# streams go over TCP on 127.0.0.1; TLS is the value of the tls key, MIG
+# and NBD are "LISTEN-PORT[:CONNECT-PORT]" (a relay's port to dial).
+kwm_tcp_cluster() {
+	local mig=$5 nbd=$6
+	cat >"$1" <<YAML
+format: 1
+cluster: $2
+storage: $3
+limits: {timeouts: {preflight: 10s, storage: 60s, memory: 60s}}
+tls: $4
+vms:
+  - name: vm1
+    source: {qmp: $T/s1.qmp, symvirt: none}
+    destination:
+      qmp: $T/d1.qmp
+      symvirt: none
+      migration: {listen: "tcp:127.0.0.1:${mig%%:*}", connect: "tcp:127.0.0.1:${mig##*:}"}
+      nbd: {listen: "tcp:127.0.0.1:${nbd%%:*}", connect: "tcp:127.0.0.1:${nbd##*:}"}
+    disks: [{source: disk0}]
+YAML
+}
+
 # kwm_free_ports N: N TCP ports free on 127.0.0.1 right now.
 kwm_free_ports() {
 	python3 -c '

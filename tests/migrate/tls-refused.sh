@@ -29,22 +29,8 @@ refused() {
 	rm -f "$T"/*.qmp
 	kwm_start_src 1
 	kwm_start_dst 1
-	cat >"$T/c-$name.yaml" <<YAML
-format: 1
-cluster: $name
-storage: $storage
-limits: {timeouts: {preflight: 10s, storage: 30s, memory: 30s}}
-tls: {dir: $dir, source-dn: "$dn"}
-vms:
-  - name: vm1
-    source: {qmp: $T/s1.qmp, symvirt: none}
-    destination:
-      qmp: $T/d1.qmp
-      symvirt: none
-      migration: {listen: "tcp:127.0.0.1:$pm"}
-      nbd: {listen: "tcp:127.0.0.1:$pn"}
-    disks: [{source: disk0}]
-YAML
+	kwm_tcp_cluster "$T/c-$name.yaml" "$name" "$storage" "{dir: $dir, source-dn: \"$dn\"}" \
+		"$pm" "$pn"
 	timeout 120 "$KAWARIMI" migrate "$T/c-$name.yaml" --report "$T/r-$name.json" \
 		>"$T/out-$name" 2>&1
 	local rc=$?

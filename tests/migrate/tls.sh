@@ -29,22 +29,7 @@ run() {
 	kwm_relay "$T/cap-$mode" "$rm=$pm" "$rn=$pn"
 	tls="{dir: $T/pki, source-dn: \"$DN\"}"
 	[ "$mode" = none ] && tls=none
-	cat >"$T/c-$mode.yaml" <<YAML
-format: 1
-cluster: tls-$mode
-storage: incremental
-limits: {timeouts: {preflight: 10s, storage: 60s, memory: 60s}}
-tls: $tls
-vms:
-  - name: vm1
-    source: {qmp: $T/s1.qmp, symvirt: none}
-    destination:
-      qmp: $T/d1.qmp
-      symvirt: none
-      migration: {listen: "tcp:127.0.0.1:$pm", connect: "tcp:127.0.0.1:$rm"}
-      nbd: {listen: "tcp:127.0.0.1:$pn", connect: "tcp:127.0.0.1:$rn"}
-    disks: [{source: disk0}]
-YAML
+	kwm_tcp_cluster "$T/c-$mode.yaml" "tls-$mode" incremental "$tls" "$pm:$rm" "$pn:$rn"
 	"$KAWARIMI" plan "$T/c-$mode.yaml" >"$T/plan-$mode" 2>&1 || { cat "$T/plan-$mode"; fail "$mode: plan"; }
 	timeout 120 "$KAWARIMI" migrate "$T/c-$mode.yaml" --report "$T/r-$mode.json" \
 		--journal "$T/j-$mode.log" >"$T/out-$mode" 2>&1
