@@ -39,6 +39,8 @@ run() {
 	qemu-img compare -U "$T/s1.qcow2" "$T/d1.qcow2" || fail "$mode: disks differ"
 	[ "$(kwm_status "$T/d1.qmp")" = running ] || fail "$mode: destination not running"
 	MIG=$T/cap-$mode/$rm.dump NBD=$T/cap-$mode/$rn.dump
+	[ "$(kwm_json "$T/r-$mode.json" 'r["vms"][0]["tls"]')" = "${mode/tls/x509}" ] ||
+		fail "$mode: the report's tls is not ${mode/tls/x509}"
 	[ "$(stat -c %s "$MIG")" -gt $((4 << 20)) ] || fail "$mode: the migration did not go through the relay"
 	[ "$(stat -c %s "$NBD")" -gt 65536 ] || fail "$mode: NBD did not go through the relay"
 }
