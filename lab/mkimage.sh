@@ -231,9 +231,11 @@ build_layer() {
 			*) cp "$b" "$d/kw/bin/" ;;
 			esac
 		done
-		# Their own shared libraries from this build (libkawarimi-*.so).
+		# Their own shared libraries from this build (libkawarimi-*.so),
+		# as their RUNPATH finds them: a caller's LD_LIBRARY_PATH (meson
+		# test sets one to its own build) would point ldd elsewhere.
 		for b in "${files[@]}"; do
-			ldd "$b" 2>/dev/null | sed -n "s,.*=> \\($(cd "$BUILD" && pwd)/[^ ]*\\).*,\\1,p"
+			env -u LD_LIBRARY_PATH ldd "$b" 2>/dev/null | sed -n "s,.*=> \\($(cd "$BUILD" && pwd)/[^ ]*\\).*,\\1,p"
 		done | sort -u | while read -r lib; do
 			cp -L "$lib" "$d/kw/lib/"
 		done

@@ -16,6 +16,7 @@
 #include <yaml.h>
 
 #include "cluster.h"
+#include "jconn.h"
 
 #define KWM_MAX_FILE (4u << 20)
 
@@ -395,24 +396,21 @@ static bool is_none(yaml_node_t *n)
 		!strcmp(scalar(n), "~") || !*scalar(n));
 }
 
-/* A unix socket path; "ssh://" is reserved and refused for now. */
+/* A unix socket here ("PATH", "unix:PATH") or on another host
+ * ("ssh://[USER@]HOST[:PORT]/PATH"), checked as the connection will read it. */
 static int get_endpoint(struct walker *w, yaml_node_t *n, const char *path,
 			bool allow_none, char **out)
 {
-	const char *s;
+	struct kjconn_endpoint ep;
+	char msg[400];
 
 	*out = NULL;
 	if (allow_none && is_none(n))
 		return 0;
 	if (get_str(w, n, path, out))
 		return -1;
-	s = *out;
-	if (!strncmp(s, "ssh://", 6))
-		return fail(w, n, path, "'%s': ssh:// endpoints are not supported yet; "
-			    "run kawarimi on the QEMU's host and give the socket path", s);
-	if (strstr(s, "://"))
-		return fail(w, n, path, "'%s' is not a unix socket path; write e.g. /run/kawarimi/node1.qmp%s",
-			    s, allow_none ? " or none" : "");
+	if (kjconn_parse_endpoint(*out, &ep, msg, sizeof(msg)) < 0)
+		return fail(w, n, path, "%s%s", msg, allow_none ? " (or none)" : "");
 	return 0;
 }
 

@@ -25,7 +25,7 @@ const char *kwm_storage_name(enum kwm_storage s);
 int kwm_storage_parse(const char *name, enum kwm_storage *out);
 
 struct kwm_side {
-	char *qmp;		/* unix socket path */
+	char *qmp;		/* unix socket path, or ssh://[USER@]HOST[:PORT]/PATH */
 	char *symvirt;		/* NULL: "none" */
 	json_object *hca;	/* device_add arguments, NULL: none */
 	const char *hca_id;	/* points into hca */

@@ -29,7 +29,8 @@ static void usage(FILE *f)
 		"\n"
 		"Runs one symvirt command (docs/symvirt-protocol.md) against the\n"
 		"kawarimi-agent behind SOCKET (the unix socket of the VM's\n"
-		"org.kawarimi.symvirt.0 chardev) and prints its \"return\" value as\n"
+		"org.kawarimi.symvirt.0 chardev; a path, or ssh://[USER@]HOST[:PORT]/PATH\n"
+		"on another host) and prints its \"return\" value as\n"
 		"pretty JSON on stdout.  Commands: hello, query-commands, inventory,\n"
 		"status, quiesce, resume.  E.g.\n"
 		"  %s agent /run/vm1.symvirt quiesce '{\"deadline-ms\": 20000}'\n"
@@ -112,7 +113,7 @@ int cmd_agent(int argc, char *argv[])
 	if (argc - i == 3 && !(args = parse_args(argv[i + 2])))
 		return 2;
 
-	s = symvirt_connect_unix(sock, &err);
+	s = symvirt_connect_uri(sock, &err);
 	if (!s) {
 		fprintf(stderr, "%s agent: %s\n", prog, err.desc);
 		json_object_put(args);

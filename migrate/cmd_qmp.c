@@ -3,6 +3,7 @@
  * kawarimi qmp SOCKET COMMAND [ARGS-JSON]
  * kawarimi qmp SOCKET --events SECONDS
  *
+ * SOCKET is any endpoint kqmp_connect_uri() takes: a path or ssh://.
  * One QMP command from the shell, or a window onto the event stream.
  * Exit status: 0 done, 1 QEMU answered with an error, 2 anything else
  * (usage, bad ARGS-JSON, cannot connect, connection lost, timeout).
@@ -28,6 +29,8 @@ static void usage(FILE *f)
 		"\n"
 		"Runs one QMP command against the QEMU monitor at the unix socket\n"
 		"SOCKET and prints its \"return\" value as pretty JSON on stdout.\n"
+		"SOCKET is a path, or ssh://[USER@]HOST[:PORT]/PATH for a socket on\n"
+		"another host, through your ssh (BatchMode=yes, one master per host).\n"
 		"ARGS-JSON is the command's arguments as one JSON object, e.g.\n"
 		"  %s qmp /run/vm1.qmp device_del '{\"id\": \"hca0\"}'\n"
 		"\n"

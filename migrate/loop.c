@@ -113,7 +113,7 @@ static void connect_vm(struct kwm_vm *vm)
 		struct kqmp_error err = { 0 };
 		struct symvirt_error serr = { 0 };
 
-		vm->qmp[s] = kqmp_connect_unix(sides[s]->qmp, 0, &err);
+		vm->qmp[s] = kqmp_connect_uri(sides[s]->qmp, 0, &err);
 		if (!vm->qmp[s] && vm->run->opt.recover) {
 			/* recover works with what is left. */
 			vm->qmp_lost[s] = true;
@@ -135,7 +135,7 @@ static void connect_vm(struct kwm_vm *vm)
 		/* Connect both ends now: the guest blocks writing to a port
 		 * that has no host connected, and it will write after the
 		 * switchover. */
-		vm->agent[s] = symvirt_connect_unix(sides[s]->symvirt, &serr);
+		vm->agent[s] = symvirt_connect_uri(sides[s]->symvirt, &serr);
 		if (!vm->agent[s] && vm->run->opt.recover) {
 			vm->agent_lost[s] = true;
 			continue;
@@ -148,6 +148,31 @@ static void connect_vm(struct kwm_vm *vm)
 			return;
 		}
 	}
+}
+
+/*
+ * A QMP connection that dropped is not yet a dead QEMU (an ssh link, a
+ * restarted monitor): one new connection is tried.  Over ssh the connect
+ * itself always succeeds and a link still broken shows as a second loss,
+ * which is final: this is tried once per side.
+ */
+void kwm_reconnect(struct kwm_vm *vm, enum kwm_side_id side)
+{
+	const char *ep = side == KWM_SRC ? vm->conf->src.qmp : vm->conf->dst.qmp;
+	struct kqmp_error err = { 0 };
+	struct kqmp *q;
+
+	if (!vm->qmp_lost[side] || vm->quit_sent[side] || vm->reconnected[side])
+		return;
+	vm->reconnected[side] = true;
+	q = kqmp_connect_uri(ep, 0, &err);
+	if (!q)
+		return;
+	if (vm->qmp[side])
+		kqmp_close(vm->qmp[side]);
+	vm->qmp[side] = q;
+	vm->qmp_lost[side] = false;
+	kwm_vm_note(vm, "connecting again to the %s's QMP %s", kwm_side_name(side), ep);
 }
 
 int kwm_run_connect(struct kwm_run *r)

@@ -931,6 +931,12 @@ void kwm_add_resume_dst(struct kwm_vm *vm)
 	op->tolerant = op->essential = true;
 }
 
+static int reconnect_src(struct kwm_vm *vm)
+{
+	kwm_reconnect(vm, KWM_SRC);
+	return 0;
+}
+
 static int mark_quit(struct kwm_vm *vm)
 {
 	vm->quit_sent[KWM_SRC] = true;
@@ -941,6 +947,9 @@ void kwm_build_finish(struct kwm_vm *vm)
 {
 	struct kwm_op *op;
 
+	/* A source whose link dropped after its memory arrived may still
+	 * run (paused): it is reached once more to be quit. */
+	call(vm, reconnect_src, "reaching the source again");
 	call(vm, mark_quit, "quitting the source");
 	op = step(vm, KWM_SRC, "quit", NULL, 0);
 	op->tolerant = true;

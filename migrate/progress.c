@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "report.h"
 #include "run.h"
 
 static void emit(json_object *o)
@@ -132,6 +133,7 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 			  const char *msg)
 {
 	json_object *o;
+	char *safe;
 
 	if (r->opt.output == KWM_OUT_JSON) {
 		o = event("message", vm);
@@ -144,8 +146,12 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 		return;
 	}
 	clear_block(r);
+	/* msg may quote a guest (an agent's error, a rank's note). */
+	safe = kwm_printable(msg);
 	fprintf(stderr, "kawarimi: %s%s%s [%s]: %s\n", vm ? vm->conf->name : "",
-		vm ? ": " : "", level, vm ? kwm_phase_name(vm->phase) : "-", msg);
+		vm ? ": " : "", level, vm ? kwm_phase_name(vm->phase) : "-",
+		safe ? safe : "(out of memory)");
+	free(safe);
 	fflush(stderr);
 	if (r->opt.output == KWM_OUT_TTY)
 		kwm_progress_tick(r, true);

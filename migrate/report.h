@@ -27,6 +27,12 @@ void kwm_report_print(json_object *rep, enum kwm_report_format f, FILE *out);
  */
 json_object *kwm_report_load(const char *path, char *err, size_t errlen);
 
+/* A copy of s (caller frees; NULL on ENOMEM) safe for a terminal: guest
+ * texts (agent errors, rank notes, device names) reach messages, reports
+ * and progress lines, and their control characters must not act there
+ * (kqmp_printable: '?' instead).  JSON output keeps the raw, escaped text. */
+char *kwm_printable(const char *s);
+
 /* Members by name; NULL, 0 or "" when absent or of another type. */
 json_object *kwm_jget(json_object *o, const char *key);
 double kwm_jnum(json_object *o, const char *key);

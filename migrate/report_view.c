@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kawarimi-qmp.h"
 #include "phase.h"
 #include "report.h"
 
@@ -25,6 +26,16 @@ double kwm_jnum(json_object *o, const char *key)
 
 	return v && (json_object_is_type(v, json_type_int) ||
 		     json_object_is_type(v, json_type_double)) ? json_object_get_double(v) : 0;
+}
+
+char *kwm_printable(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = malloc(n);
+
+	if (p)
+		kqmp_printable(p, n, s);
+	return p;
 }
 
 const char *kwm_jstr(json_object *o, const char *key)
@@ -64,14 +75,18 @@ struct view {
 static void row(struct view *v, int n, const char *const *cell, int w)
 {
 	for (int i = 0; i < n; i++) {
+		char c[256];
+
+		/* A report file carries guest texts (VM names, phases) as they were. */
+		kqmp_printable(c, sizeof(c), cell[i]);
 		if (v->md)
-			fprintf(v->out, "| %s ", cell[i]);
+			fprintf(v->out, "| %s ", c);
 		else if (i == 0)
-			fprintf(v->out, "%-12s", cell[i]);
+			fprintf(v->out, "%-12s", c);
 		else if (i == 1 && w > 9)
-			fprintf(v->out, " %-20s", cell[i]);
+			fprintf(v->out, " %-20s", c);
 		else
-			fprintf(v->out, " %*.*s", w, w, cell[i]);
+			fprintf(v->out, " %*.*s", w, w, c);
 	}
 	fprintf(v->out, v->md ? "|\n" : "\n");
 	if (v->md && n && !strcmp(cell[0], "VM")) {
@@ -102,10 +117,13 @@ static void totals_table(struct view *v, json_object *rep, json_object *vms)
 	const char *cell[6];
 	double sb = 0, mb = 0;
 
-	if (v->md)
-		fprintf(v->out, "## Cluster %s: %s\n\n", kwm_jstr(rep, "cluster"),
-			kwm_jstr(rep, "result"));
-	else
+	if (v->md) {
+		char name[256], result[64];
+
+		kqmp_printable(name, sizeof(name), kwm_jstr(rep, "cluster"));
+		kqmp_printable(result, sizeof(result), kwm_jstr(rep, "result"));
+		fprintf(v->out, "## Cluster %s: %s\n\n", name, result);
+	} else
 		fprintf(v->out, "\n");
 	row(v, 6, head, 11);
 	for (size_t i = 0; i < json_object_array_length(vms); i++) {
@@ -176,9 +194,17 @@ void kwm_report_print(json_object *rep, enum kwm_report_format f, FILE *out)
 		return;
 	totals_table(&v, rep, vms);
 	phase_table(&v, vms);
-	if (v.md && e)
-		fprintf(out, "\nFirst failure: VM %s in phase %s: %s\n", kwm_jstr(e, "vm"),
-			kwm_jstr(e, "phase"), kwm_jstr(e, "message"));
+	if (v.md && e) {
+		char *vm = kwm_printable(kwm_jstr(e, "vm")),
+		     *phase = kwm_printable(kwm_jstr(e, "phase")),
+		     *msg = kwm_printable(kwm_jstr(e, "message"));
+
+		fprintf(out, "\nFirst failure: VM %s in phase %s: %s\n", vm ? vm : "?",
+			phase ? phase : "?", msg ? msg : "(out of memory)");
+		free(vm);
+		free(phase);
+		free(msg);
+	}
 	fprintf(out, v.md ? "\nWall time %.3f s.\n" : "\nwall time %.3f s\n",
 		kwm_jnum(rep, "ended") - kwm_jnum(rep, "started"));
 }

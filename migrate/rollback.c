@@ -284,23 +284,9 @@ static void add_hca_steps(struct kwm_vm *vm)
 	op->essential = true;
 }
 
-/* A QMP connection that dropped is not yet a dead QEMU (an ssh link, a
- * restarted monitor): one new connection settles it. */
 static int reconnect_src(struct kwm_vm *vm)
 {
-	struct kqmp_error err = { 0 };
-	struct kqmp *q;
-
-	if (!vm->qmp_lost[KWM_SRC] || vm->quit_sent[KWM_SRC])
-		return 0;
-	q = kqmp_connect_unix(vm->conf->src.qmp, 0, &err);
-	if (!q)
-		return 0;
-	if (vm->qmp[KWM_SRC])
-		kqmp_close(vm->qmp[KWM_SRC]);
-	vm->qmp[KWM_SRC] = q;
-	vm->qmp_lost[KWM_SRC] = false;
-	kwm_vm_note(vm, "reconnected to the source's QMP socket %s", vm->conf->src.qmp);
+	kwm_reconnect(vm, KWM_SRC);
 	return 0;
 }
 
@@ -475,6 +461,7 @@ void kwm_build_rollforward(struct kwm_vm *vm)
 	struct kwm_op *op;
 
 	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = mark_forward;
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = reconnect_src;
 	for (size_t d = 0; d < vm->conf->ndisks && (f & KWM_F_MIRRORS); d++) {
 		op = undo(vm, KWM_SRC, "block-job-cancel",
 			  kwm_obj("device=s force=b", vm->disks[d].job, 1));

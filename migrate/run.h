@@ -150,6 +150,7 @@ struct kwm_vm {
 	bool hello[2];			/* the agent answered hello, per side */
 	bool hca_readded;		/* rollback put the HCA back */
 	bool quit_sent[2];		/* EOF on that QMP is expected */
+	bool reconnected[2];		/* kwm_reconnect() was tried */
 	json_object *nodes[2];		/* query-named-block-nodes, per side */
 	bool skipped[KWM_PH__COUNT];	/* the phase does not apply to this VM */
 
@@ -249,6 +250,8 @@ int kwm_run_connect(struct kwm_run *r);
 /* Drives everything until no VM is busy; returns 0, or -1 when a VM failed. */
 int kwm_run_loop(struct kwm_run *r);
 void kwm_run_close(struct kwm_run *r);
+/* Tries once more to reach a side whose QMP connection dropped. */
+void kwm_reconnect(struct kwm_vm *vm, enum kwm_side_id side);
 
 /* ---- ops.c --------------------------------------------------------------- */
 

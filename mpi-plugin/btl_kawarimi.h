@@ -65,6 +65,9 @@ struct kw_component {
 	struct kw_addrs local;		/* current local addresses */
 	struct mca_btl_base_endpoint_t **eps;	/* by vpid */
 	uint32_t neps;
+	/* Ranks in our job (PMIx's job size, or KW_VPID_CEILING when the
+	 * runtime does not say): every rank a peer names must be below it. */
+	uint32_t job_size;
 	struct kw_conn *conns;		/* every live connection */
 	enum kw_state state;
 
@@ -101,6 +104,11 @@ struct kw_component {
 extern struct kw_component mca_btl_kawarimi_component;
 extern mca_btl_base_module_t mca_btl_kawarimi_module;
 #define kw mca_btl_kawarimi_component
+
+/* Bound on the rank numbers the endpoint table takes when the runtime
+ * does not give the job size: far above any real job, low enough that
+ * the table's doubling cannot wrap. */
+#define KW_VPID_CEILING (1u << 24)
 
 /* endpoint.c: the reliability layer and connection management */
 struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create);

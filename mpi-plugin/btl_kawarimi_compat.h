@@ -40,6 +40,23 @@
 #define KW_MODEX_SCOPE OPAL_PMIX_GLOBAL
 #endif
 
+/* The number of ranks in our job, as PMIx gives it to every process
+ * (the key ompi_rte_init reads for MPI_COMM_WORLD's size); 0 when the
+ * runtime does not say. */
+static inline uint32_t kw_compat_job_size(opal_process_name_t me)
+{
+	opal_process_name_t job = { .jobid = me.jobid, .vpid = OPAL_VPID_WILDCARD };
+	uint32_t size = 0, *p = &size;
+	int rc;
+
+#if BTL_VERSION >= 330
+	OPAL_MODEX_RECV_VALUE_OPTIONAL(rc, PMIX_JOB_SIZE, &job, &p, PMIX_UINT32);
+#else
+	OPAL_MODEX_RECV_VALUE_OPTIONAL(rc, OPAL_PMIX_JOB_SIZE, &job, &p, OPAL_UINT32);
+#endif
+	return rc == OPAL_SUCCESS ? size : 0;
+}
+
 /* Hands one received segment to the callback ob1 (or the AM RDMA
  * emulation) registered for its tag. The descriptor lives on the stack:
  * under both APIs it is valid only during the callback. */

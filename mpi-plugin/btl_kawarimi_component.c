@@ -163,6 +163,12 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 	*num = 0;
 	gethostname(kw.hostname, sizeof(kw.hostname) - 1);
 	kw.me = opal_proc_local_get()->proc_name;
+	kw.job_size = kw_compat_job_size(kw.me);
+	if (!kw.job_size || kw.job_size > KW_VPID_CEILING) {
+		kw_log(1, "the runtime gives job size %u; ranks up to %u are accepted from peers",
+		       kw.job_size, KW_VPID_CEILING - 1);
+		kw.job_size = KW_VPID_CEILING;
+	}
 	if (mpi_threads) {
 		/* ob1 would call us from several threads at once, and our
 		 * callbacks assume the single application thread. */

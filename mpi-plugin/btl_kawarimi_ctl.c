@@ -127,6 +127,10 @@ static void ctl_try(uint64_t now)
 		json_object_array_add(paths, json_object_new_string(kw_verbs_path.name));
 	json_object_array_add(paths, json_object_new_string(kw.path->name));
 	json_object_object_add(args, "paths", paths);
+	/* An agent that restarted while we were quiesced learns it here: it
+	 * adopts the quiesce, so its `resume` (or its lease) reaches us. */
+	json_object_object_add(args, "state", json_object_new_string(
+		kw.state == KW_QUIESCED ? "quiesced" : "running"));
 	ctl_write(kw_ctl_fmt_command("register", args, ctl.next_id++));
 	if (ctl.fd >= 0)
 		kw_log(1, "registered with the agent at %s", kw.agent_socket);
@@ -619,9 +623,18 @@ void kw_ctl_readable(void)
 	}
 }
 
+/* Register again only in a state that lasts (running or quiesced): a
+ * quiescing rank that said "running" would be resumed by nobody, one that
+ * said "quiesced" would refuse the resume it gets.  A drain or a resume
+ * ends by its deadline. */
+static int ctl_may_register(void)
+{
+	return ctl.enabled && ctl.fd < 0 && kw.state != KW_QUIESCING && kw.state != KW_RESUMING;
+}
+
 void kw_ctl_service(uint64_t now)
 {
-	if (ctl.enabled && ctl.fd < 0 && now >= ctl.retry_ms)
+	if (ctl_may_register() && now >= ctl.retry_ms)
 		ctl_try(now);
 	if (kw.state == KW_QUIESCING) {
 		if (all_closed())
@@ -639,7 +652,7 @@ void kw_ctl_service(uint64_t now)
 
 uint64_t kw_ctl_next_timer(void)
 {
-	if (ctl.enabled && ctl.fd < 0)
+	if (ctl_may_register())
 		return ctl.retry_ms;
 	if (kw.state == KW_QUIESCING || kw.state == KW_RESUMING || ctl.peers_pending)
 		return ctl.deadline_ms;

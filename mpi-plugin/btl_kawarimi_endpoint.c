@@ -49,10 +49,12 @@ struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create)
 
 	if (vpid < kw.neps && kw.eps[vpid])
 		return kw.eps[vpid];
-	if (!create)
+	/* Only ranks of our job: the table is indexed by rank, and a rank
+	 * near 2^32 made the doubling below wrap to 0 and spin for ever. */
+	if (!create || vpid >= kw.job_size)
 		return NULL;
 	if (vpid >= kw.neps) {
-		uint32_t n = kw.neps ? kw.neps : 16;
+		uint64_t n = kw.neps ? kw.neps : 16;
 		void *p;
 
 		while (n <= vpid)
@@ -62,7 +64,7 @@ struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create)
 			return NULL;
 		kw.eps = p;
 		memset(kw.eps + kw.neps, 0, (n - kw.neps) * sizeof(*kw.eps));
-		kw.neps = n;
+		kw.neps = (uint32_t)n;
 	}
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
@@ -459,7 +461,7 @@ static int hello_in(struct kw_conn *c, struct kw_rfrag *r)
 	struct mca_btl_base_endpoint_t *ep;
 	struct kw_addrs addrs;
 	struct kw_hello h;
-	char err[256];
+	char err[256], peer[24];
 	int status = KW_HELLO_OK;
 
 	if (r->hdr.type != KW_FRAME_HELLO || c->state != KW_CONN_HELLO_WAIT) {
@@ -475,6 +477,10 @@ static int hello_in(struct kw_conn *c, struct kw_rfrag *r)
 		kw_err("HELLO for job %u rank %u reached job %u rank %u (stale address?); refusing it",
 		       h.jobid, h.dst_vpid, kw.me.jobid, kw.me.vpid);
 		status = KW_HELLO_UNKNOWN;
+	} else if (kw_hello_src_check(&h, kw.job_size, err, sizeof(err))) {
+		kw_ip_str(c->cand.remote.ip, peer, sizeof(peer));
+		kw_err("HELLO from %s: %s; closing the connection", peer, err);
+		return -EPROTO;
 	} else if (kw.stop) {
 		status = KW_HELLO_GONE;
 	} else if (kw.state == KW_QUIESCING || kw.state == KW_QUIESCED) {

@@ -38,3 +38,12 @@ int kw_hello_parse(const void *buf, size_t len, struct kw_hello *h, struct kw_ad
 	return kw_addrs_decode((const char *)buf + sizeof(*h), len - sizeof(*h), addrs, err,
 			       errlen);
 }
+
+int kw_hello_src_check(const struct kw_hello *h, uint32_t job_size, char *err, size_t errlen)
+{
+	if (h->src_vpid < job_size)
+		return 0;
+	snprintf(err, errlen, "HELLO names sender rank %u but the job has %u ranks (0..%u)",
+		 h->src_vpid, job_size, job_size ? job_size - 1 : 0);
+	return -1;
+}

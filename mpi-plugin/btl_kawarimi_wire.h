@@ -72,4 +72,10 @@ const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data);
 int kw_hello_parse(const void *buf, size_t len, struct kw_hello *h, struct kw_addrs *addrs,
 		   char *err, size_t errlen);
 
+/* Checks the sender's rank of a parsed HELLO/HELLO_ACK from our own job
+ * against the job's size: the rank indexes the endpoint table, so a
+ * forged one must not get that far. Returns 0, or -1 with err quoting
+ * the rank and the size. */
+int kw_hello_src_check(const struct kw_hello *h, uint32_t job_size, char *err, size_t errlen);
+
 #endif

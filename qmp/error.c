@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Errors as values, and quoting bad input for them. */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -44,11 +45,78 @@ void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	va_end(ap);
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF) with its code point in
+ * *cp, or 0 when s does not start one. */
+static size_t u8_seq(const unsigned char *s, uint32_t *cp)
+{
+	uint32_t v, min;
+	size_t n;
+
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2, v = s[0] & 0x1f, min = 0x80;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3, v = s[0] & 0x0f, min = 0x800;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4, v = s[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)	/* the terminating NUL stops here too */
+			return 0;
+		v = v << 6 | (s[i] & 0x3f);
+	}
+	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return n;
+}
+
+/* A terminal acts on C0 controls (ESC starts a sequence, CR rewrites the
+ * line), DEL and C1 controls (U+009B is a CSI of its own); a byte that is
+ * not UTF-8 may be taken as one by a terminal in an 8-bit mode. */
+static size_t sanitize(char *dst, size_t size, const char *src, char repl)
+{
+	const unsigned char *s = (const unsigned char *)src;
+	size_t o = 0;
+
+	if (!size)
+		return 0;
+	while (*s) {
+		uint32_t cp = 0;
+		size_t n = u8_seq(s, &cp);
+		bool bad = !n || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f);
+
+		if (o + (bad ? 1 : n) >= size)
+			break;
+		if (bad) {
+			dst[o++] = repl;
+		} else {
+			memmove(dst + o, s, n);	/* dst may be src: o never passes s */
+			o += n;
+		}
+		s += n ? n : 1;
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+size_t kqmp_printable(char *dst, size_t size, const char *src)
+{
+	return sanitize(dst, size, src, '?');
+}
+
+/* Not inlined: gcc 12's -Wformat-truncation, under -fsanitize=undefined,
+ * took the inlined loop for a null format string in kjconn_vseterr(). */
+__attribute__((noinline))
 char *kq_one_line(char *s)
 {
-	for (char *p = s; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	sanitize(s, strlen(s) + 1, s, ' ');
 	return s;
 }
 

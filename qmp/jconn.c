@@ -21,6 +21,7 @@
 #include "kqmp-internal.h"
 
 #define KJ_READ_CHUNK	(64u << 10)
+_Static_assert(KJ_READ_CHUNK <= KJCONN_READ_BUDGET, "one read must fit the budget");
 
 int kjconn_init(struct kjconn *c, int fd, const char *name, size_t max_msg,
 		uint64_t first_id, const struct kjconn_ops *ops)
@@ -94,6 +95,8 @@ void kjconn_fail(struct kjconn *c, enum kqmp_err_kind kind, const char *fmt, ...
 	va_start(ap, fmt);
 	kjconn_vseterr(&c->error, kind, fmt, ap);
 	va_end(ap);
+	if (c->ssh)
+		kjconn_ssh_explain(c->ssh, c->error.desc, sizeof(c->error.desc));
 	c->opos = c->olen = 0;
 	if (c->ops->failed)
 		c->ops->failed(c);
@@ -113,8 +116,11 @@ void kjconn_destroy(struct kjconn *c, const struct kqmp_error *err)
 		kqmp_event_clear(&n->ev);
 		free(n);
 	}
+	c->ev_tail = NULL;
+	c->nevents = c->ev_bytes = 0;
 	if (c->fd >= 0)
 		close(c->fd);
+	kjconn_ssh_close(c->ssh);
 	kjson_reader_free(c->rd);
 	free(c->obuf);
 	free(c->name);
@@ -329,6 +335,35 @@ bool kjconn_cancel(struct kjconn *c, uint64_t id)
 
 /* ---- events ------------------------------------------------------------ */
 
+static struct kjconn_ev *ev_unlink_head(struct kjconn *c)
+{
+	struct kjconn_ev *n = c->ev_head;
+
+	c->ev_head = n->next;
+	if (!c->ev_head)
+		c->ev_tail = NULL;
+	c->nevents--;
+	c->ev_bytes -= n->bytes;
+	return n;
+}
+
+/* A peer sending events faster than the caller takes them costs the
+ * oldest ones, never unbounded memory. */
+static void ev_trim(struct kjconn *c)
+{
+	while ((c->max_events && c->nevents > c->max_events) ||
+	       (c->max_event_bytes && c->ev_bytes > c->max_event_bytes && c->nevents > 1)) {
+		struct kjconn_ev *n = ev_unlink_head(c);
+
+		if (!c->events_dropped++)
+			kjconn_log(c, "%s: event queue full (%zu events, %zu bytes at most): "
+				   "dropping the oldest from here on, first %s", c->name,
+				   c->max_events, c->max_event_bytes, n->ev.name);
+		kqmp_event_clear(&n->ev);
+		free(n);
+	}
+}
+
 size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
 			 int64_t sec, int64_t usec)
 {
@@ -341,24 +376,26 @@ size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
 	n->ev.data = json_object_get(data);
 	n->ev.sec = sec;
 	n->ev.usec = usec;
+	/* At least the struct: a zero-length message still costs memory. */
+	n->bytes = c->last_msg_len + sizeof(*n);
 	if (c->ev_tail)
 		c->ev_tail->next = n;
 	else
 		c->ev_head = n;
 	c->ev_tail = n;
-	return ++c->nevents;
+	c->nevents++;
+	c->ev_bytes += n->bytes;
+	ev_trim(c);
+	return c->nevents;
 }
 
 int kjconn_event_pop(struct kjconn *c, struct kqmp_event *ev)
 {
-	struct kjconn_ev *n = c->ev_head;
+	struct kjconn_ev *n;
 
-	if (!n)
-		return 0;
-	c->ev_head = n->next;
 	if (!c->ev_head)
-		c->ev_tail = NULL;
-	c->nevents--;
+		return 0;
+	n = ev_unlink_head(c);
 	*ev = n->ev;
 	free(n);
 	return 1;
@@ -379,6 +416,7 @@ bool kjconn_event_take(struct kjconn *c, const char *name,
 		if (c->ev_tail == n)
 			c->ev_tail = prev;
 		c->nevents--;
+		c->ev_bytes -= n->bytes;
 		*ev = n->ev;
 		free(n);
 		return true;
@@ -433,15 +471,20 @@ static void drain_reader(struct kjconn *c)
 			c->ops->io_failed(c, KJCONN_BAD_INPUT, 0, &e);
 			return;
 		}
+		c->last_msg_len = kq_reader_last_len(c->rd);
 		c->ops->message(c, msg);
 		json_object_put(msg);
 	}
 }
 
-/* Reads until the fd is empty (so edge-triggered polling works too). */
+/* Reads until the fd is empty or the budget is spent: a peer that writes
+ * as fast as we read must not keep the caller's loop here.  What is left
+ * keeps the fd readable, so level-triggered polling comes back for it. */
 static void read_in(struct kjconn *c)
 {
-	while (!c->failed && !c->close_requested) {
+	size_t budget = KJCONN_READ_BUDGET;
+
+	while (!c->failed && !c->close_requested && budget) {
 		char *p = kq_reader_reserve(c->rd, KJ_READ_CHUNK);
 		ssize_t n;
 
@@ -449,7 +492,7 @@ static void read_in(struct kjconn *c)
 			kjconn_fail(c, KQMP_E_NOMEM, "%s: out of memory reading", c->name);
 			return;
 		}
-		n = read(c->fd, p, KJ_READ_CHUNK);
+		n = read(c->fd, p, KJ_READ_CHUNK < budget ? KJ_READ_CHUNK : budget);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -462,6 +505,7 @@ static void read_in(struct kjconn *c)
 			return;
 		}
 		kq_reader_commit(c->rd, (size_t)n);
+		budget -= (size_t)n;
 		drain_reader(c);
 	}
 }
@@ -474,6 +518,8 @@ int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed)
 			  c->name, c->ops->dispatch_fn);
 		return -1;
 	}
+	if (c->ssh)
+		kjconn_ssh_drain(c->ssh);
 	if (!c->failed && !c->close_requested) {
 		c->depth++;
 		if (flush_out(c) == 0)

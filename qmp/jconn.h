@@ -80,12 +80,26 @@ struct kjconn_ops {
 
 struct kjconn_ev {
 	struct kjconn_ev *next;
+	size_t bytes;		/* the message's size on the wire */
 	struct kqmp_event ev;
 };
+
+struct kjconn_ssh;
+
+/*
+ * Bounds against a peer that floods (a hostile guest on symvirt, a broken
+ * QEMU): one dispatch reads at most KJCONN_READ_BUDGET bytes, so one
+ * connection cannot keep the caller's loop from every other one, and the
+ * event queue holds at most max_events events and max_event_bytes bytes
+ * of them (the newest one always stays): beyond, the oldest are dropped,
+ * counted in events_dropped, and the first drop is logged.
+ */
+#define KJCONN_READ_BUDGET	(64u << 10)
 
 struct kjconn {
 	int fd;
 	char *name;		/* for messages */
+	struct kjconn_ssh *ssh;	/* set: fd is the stdio of this ssh (ssh.c) */
 	const struct kjconn_ops *ops;
 	bool failed;
 	bool close_requested;	/* close from a callback, or closing now */
@@ -103,6 +117,10 @@ struct kjconn {
 
 	struct kjconn_ev *ev_head, *ev_tail;
 	size_t nevents;
+	size_t ev_bytes;
+	size_t max_events, max_event_bytes;	/* the front-end sets them */
+	uint64_t events_dropped;
+	size_t last_msg_len;	/* of the message ops->message has */
 
 	void (*log_fn)(void);	/* the front-end's log callback type; NULL: none */
 	void *log_arg;
@@ -148,6 +166,40 @@ enum kjconn_connect_step {
 int kjconn_connect_unix(const char *path, int type_flags,
 			enum kjconn_connect_step *step, size_t *max);
 
+/* ---- endpoints (ssh.c) ------------------------------------------------- */
+
+/* A socket here, or on another host through ssh. */
+struct kjconn_endpoint {
+	bool ssh;
+	char user[33];		/* "": ssh's choice (config, login name) */
+	char host[256];		/* without an IPv6 address's brackets */
+	int port;		/* 0: ssh's choice */
+	char path[108];		/* the unix socket, here or there */
+};
+
+/* Parses "PATH", "unix:PATH" or "ssh://[USER@]HOST[:PORT]/PATH".  0, or -1
+ * with a one-line message in err that quotes uri and shows the form. */
+int kjconn_parse_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			  char *err, size_t len);
+/* Starts the ssh child for an ssh endpoint and returns it with *fd, our
+ * end of its stdio (blocking, close-on-exec), at once: whatever blocks
+ * runs in the child, and a failure shows as EOF on *fd.  NULL with err
+ * when not even the child could start. */
+struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
+				   struct kqmp_error *err);
+/* A front-end's connect-by-uri: parses uri into *ep; for an ssh endpoint
+ * also starts its ssh (*t, *fd), else *t is NULL and the caller connects
+ * ep->path itself, in its own words.  0, or -1 with err (KQMP_E_INVAL for
+ * a malformed uri). */
+int kjconn_open_endpoint(const char *uri, struct kjconn_endpoint *ep,
+			 struct kjconn_ssh **t, int *fd, struct kqmp_error *err);
+/* Keeps ssh's stderr from filling its pipe (the last 1 KiB is kept). */
+void kjconn_ssh_drain(struct kjconn_ssh *t);
+/* Appends ssh's reason and its fix to a failure's desc, if ssh said one. */
+void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len);
+/* Ends the child (TERM, then KILL after 1 s) and reaps it.  NULL is fine. */
+void kjconn_ssh_close(struct kjconn_ssh *t);
+
 /* ---- commands ---------------------------------------------------------- */
 
 /* Queues {"execute" (or "exec-oob"): command, "arguments": args, "id"}
@@ -175,8 +227,10 @@ bool kjconn_cancel(struct kjconn *c, uint64_t id);
 
 /* ---- events ------------------------------------------------------------ */
 
-/* Queues a copy of name and a reference to data.  The queue length, or 0
- * on ENOMEM (nothing queued). */
+/* Queues a copy of name and a reference to data, the size of the message
+ * being handled (c->last_msg_len) counted against the bounds; drops the
+ * oldest events beyond them.  The queue length, or 0 on ENOMEM (nothing
+ * queued). */
 size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
 			 int64_t sec, int64_t usec);
 /* 1: *ev filled (the caller owns it); 0: queue empty. */
@@ -188,8 +242,8 @@ bool kjconn_event_take(struct kjconn *c, const char *name,
 
 /* ---- driving it -------------------------------------------------------- */
 
-/* Writes, reads until the fd would block (ops->message per message),
- * writes again.  0, or -1 with err: the connection failed (c->error),
+/* Writes, reads until the fd would block or KJCONN_READ_BUDGET bytes
+ * came in (ops->message per message), writes again.  0, or -1 with err: the connection failed (c->error),
  * kind KQMP_E_INVAL when called from a callback, or KQMP_E_CLOSED when a
  * callback closed the front-end, which *freed says is gone. */
 int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed);

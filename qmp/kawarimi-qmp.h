@@ -46,6 +46,16 @@ struct kqmp_error {
 
 const char *kqmp_err_kind_name(enum kqmp_err_kind kind);
 
+/*
+ * Text a peer sent (a guest's error description, a device name), made safe
+ * for a terminal: copies src into dst (size bytes, always terminated; dst
+ * may be src) with every control character -- C0 including ESC and CR,
+ * DEL, C1 (U+0080..U+009F) -- and every byte that is not well-formed
+ * UTF-8 replaced by '?'.  Stops early at a character that does not fit.
+ * Returns the length written.
+ */
+size_t kqmp_printable(char *dst, size_t size, const char *src);
+
 /* ---- the incremental JSON message reader ------------------------------ */
 
 /*
@@ -94,8 +104,19 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags);
 /* Connects a unix socket; the handshake still proceeds from dispatch. */
 struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 			       struct kqmp_error *err);
-/* Blocking: connect + wait for KQMP_READY, at most timeout_ms. */
-struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
+/* Connects an endpoint: a socket path ("PATH" or "unix:PATH") as
+ * kqmp_connect_unix(), or "ssh://[USER@]HOST[:PORT]/PATH", a socket on
+ * another host reached through the operator's ssh (docs/cluster-file.md):
+ * the fd is then one end of an ssh child's stdio, returned at once; ssh's
+ * failures (authentication, host key, no such remote socket) come back
+ * from kqmp_dispatch() like a peer that closed, quoting ssh's reason.
+ * kqmp_close() ends and reaps the child.  KQMP_E_INVAL for a malformed uri. */
+struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags,
+			      struct kqmp_error *err);
+/* Blocking: connect (kqmp_connect_uri) + wait for KQMP_READY, at most
+ * timeout_ms.  KQMP_F_WAIT retries only a local socket: over ssh a QEMU
+ * not listening yet is known only as a closed connection. */
+struct kqmp *kqmp_open(const char *uri, unsigned flags, int timeout_ms,
 		       struct kqmp_error *err);
 /* Fails every pending command with KQMP_E_CLOSED, closes the fd, frees q
  * and its queued events.  From inside a callback it is deferred to the end
@@ -123,7 +144,8 @@ void kqmp_set_max_msg(struct kqmp *q, size_t bytes);
  * Reads and writes what it can without blocking, then runs reply callbacks.
  * Returns 0, or -1 once the connection has failed (err says why; every
  * pending command's callback has then been called with that error).
- * It reads until the fd would block, so edge-triggered polling works.
+ * It reads at most 64 KiB per call, so a QEMU that floods cannot hold the
+ * caller's loop: poll level-triggered (what is left keeps the fd readable).
  * Not to be called from a callback (-1, KQMP_E_INVAL, state unchanged).
  * If a callback called kqmp_close(), q is freed on the way out and -1 is
  * returned with KQMP_E_CLOSED.
@@ -178,6 +200,10 @@ struct kqmp_event {
 /* 1: *ev filled (release with kqmp_event_clear); 0: queue empty. */
 int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev);
 void kqmp_event_clear(struct kqmp_event *ev);
+/* The queue keeps at most 4096 events and 16 MiB of them (the newest one
+ * always): beyond, the oldest are dropped (the first drop is logged).
+ * How many were dropped on this connection. */
+uint64_t kqmp_events_dropped(const struct kqmp *q);
 
 /* Blocking helper: pops events until one named name (and, if match is not
  * NULL, for which match(data, arg) is true) arrives, or timeout_ms (< 0: no

@@ -16,7 +16,8 @@ void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	       const char *fmt, ...) KQ_PRINTF(3, 4);
 
 /* Error texts are one line: control characters (a peer's "\n" in a class
- * or desc) become spaces.  Returns s. */
+ * or desc; C1 ones and bytes that are not UTF-8 too, as kqmp_printable())
+ * become spaces.  Returns s. */
 char *kq_one_line(char *s);
 
 /* Writes src[0..len) as a quoted, escaped, printable string into dst,
@@ -30,6 +31,8 @@ const char *kq_quote_json(char *dst, size_t size, json_object *obj);
  * end of the reader's buffer (NULL on ENOMEM), then commit what was read. */
 char *kq_reader_reserve(struct kjson_reader *r, size_t want);
 void kq_reader_commit(struct kjson_reader *r, size_t n);
+/* Bytes of the message kjson_reader_next() returned last. */
+size_t kq_reader_last_len(const struct kjson_reader *r);
 /* True while part of a message has been consumed but not completed. */
 bool kq_reader_mid_message(const struct kjson_reader *r);
 

@@ -20,7 +20,10 @@
 #include "kqmp-internal.h"
 
 #define KQ_DEFAULT_MAX_MSG	(16u << 20)	/* query-qmp-schema is ~200 KiB */
-#define KQ_MAX_EVENTS		4096		/* beyond: drop the oldest, log */
+/* The event queue's bounds (jconn.h): QEMU's events are small and few,
+ * but a caller that never pops them must not grow without end. */
+#define KQ_MAX_EVENTS		4096
+#define KQ_MAX_EVENT_BYTES	(16u << 20)
 
 struct kqmp {
 	struct kjconn c;
@@ -128,6 +131,8 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags)
 		return NULL;
 	}
 	q->flags = flags;
+	q->c.max_events = KQ_MAX_EVENTS;
+	q->c.max_event_bytes = KQ_MAX_EVENT_BYTES;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		kjconn_fail(&q->c, KQMP_E_INVAL, "fd %d: cannot make it non-blocking: %s",
@@ -179,6 +184,35 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 		if (!q)
 			close(fd);
 		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", path);
+		return NULL;
+	}
+	return q;
+}
+
+struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error *err)
+{
+	struct kjconn_endpoint ep;
+	struct kjconn_ssh *t;
+	struct kqmp *q;
+	int fd;
+
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, err) < 0) {
+		errno = 0;	/* not one for KQMP_F_WAIT to retry */
+		return NULL;
+	}
+	if (!t)
+		return kqmp_connect_unix(ep.path, flags, err);
+	q = kqmp_new_fd(fd, flags);
+	if (!q) {
+		close(fd);
+		kjconn_ssh_close(t);
+		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
+		return NULL;
+	}
+	q->c.ssh = t;
+	if (kqmp_set_name(q, uri) < 0) {
+		kqmp_close(q);
+		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
 		return NULL;
 	}
 	return q;
@@ -359,19 +393,9 @@ static void on_caps_reply(struct kqmp *q, const struct kq_msg *m)
 
 static void on_event(struct kqmp *q, const struct kq_msg *m)
 {
-	size_t n = kjconn_event_push(&q->c, m->event, m->data, m->sec, m->usec);
-	struct kqmp_event old;
-
-	if (!n) {
+	if (!kjconn_event_push(&q->c, m->event, m->data, m->sec, m->usec))
 		kjconn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing an event",
 			    q->c.name);
-		return;
-	}
-	if (n > KQ_MAX_EVENTS && kjconn_event_pop(&q->c, &old)) {
-		kjconn_log(&q->c, "%s: event queue full (%d): dropped the oldest, %s",
-		       q->c.name, KQ_MAX_EVENTS, old.name);
-		kqmp_event_clear(&old);
-	}
 }
 
 /* With oob on, QEMU may drop an in-band command when its queue is full;
@@ -486,6 +510,11 @@ int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev)
 	return kjconn_event_pop(&q->c, ev);
 }
 
+uint64_t kqmp_events_dropped(const struct kqmp *q)
+{
+	return q->c.events_dropped;
+}
+
 void kqmp_event_clear(struct kqmp_event *ev)
 {
 	free(ev->name);
@@ -520,7 +549,7 @@ static struct kqmp *connect_maybe_wait(const char *path, unsigned flags,
 	struct kqmp_error e;
 
 	for (;;) {
-		struct kqmp *q = kqmp_connect_unix(path, flags, &e);
+		struct kqmp *q = kqmp_connect_uri(path, flags, &e);
 		bool starting = !q && e.kind == KQMP_E_CONNECT &&
 				(errno == ENOENT || errno == ECONNREFUSED);
 

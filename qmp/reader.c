@@ -112,6 +112,11 @@ void kq_reader_commit(struct kjson_reader *r, size_t n)
 	r->len += n;
 }
 
+size_t kq_reader_last_len(const struct kjson_reader *r)
+{
+	return r->in_msg ? 0 : r->msg_len;
+}
+
 bool kq_reader_mid_message(const struct kjson_reader *r)
 {
 	return r->in_msg;

@@ -44,6 +44,12 @@ static const struct sv_argspec args_status[] = {
 
 static const struct sv_argspec args_quiesce[] = {
 	{ "deadline-ms", SV_INT, false, 1, 3600000 },
+	{ "lease-ms", SV_INT, false, AGENT_LEASE_MIN_MS, AGENT_LEASE_MAX_MS },
+	{ .name = NULL }
+};
+
+static const struct sv_argspec args_renew[] = {
+	{ "lease-ms", SV_INT, false, AGENT_LEASE_MIN_MS, AGENT_LEASE_MAX_MS },
 	{ .name = NULL }
 };
 
@@ -73,6 +79,7 @@ static const struct sv_argspec args_register[] = {
 	{ "jobid", SV_STR, true, 0, 128 },
 	{ "rank", SV_INT, true, 0, INT32_MAX },
 	{ "paths", SV_STRLIST, true, 0, 8 },
+	{ "state", SV_STR, false, 0, 16 },	/* "running" or "quiesced" */
 	{ .name = NULL }
 };
 
@@ -83,6 +90,7 @@ static json_object *cmd_status(struct agent *a, struct rank *from, json_object *
 static json_object *cmd_quiesce(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id);
+static json_object *cmd_renew(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_register(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_unregister(struct agent *a, struct rank *from, json_object *args, json_object *id);
 
@@ -95,6 +103,7 @@ const struct agent_command agent_commands[] = {
 	{ "quiesce", LEG_HOST, args_quiesce, cmd_quiesce },
 	{ "resume", LEG_HOST, args_resume, cmd_resume },
 	{ "peers", LEG_HOST, args_peers, cmd_peers },
+	{ "renew", LEG_HOST, args_renew, cmd_renew },
 	{ "register", LEG_RANK, args_register, cmd_register },
 	{ "unregister", LEG_RANK, args_none, cmd_unregister },
 	{ .name = NULL }
@@ -223,6 +232,29 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 	return sv_reply_return(r, id);
 }
 
+static const char *op_name(enum op_kind k)
+{
+	static const char *const names[] = { NULL, "quiesce", "resume", "peers" };
+
+	return names[k];
+}
+
+/* Another operation is under way; none answers a resume the lease started. */
+static json_object *busy_error(struct agent *a, json_object *id)
+{
+	if (a->op.by_lease)
+		return errorf(id, "InvalidState", "%s", "the lease ran out and the agent is resuming the ranks "
+			      "by itself (event lease-expired); renew the lease sooner");
+	return errorf(id, "InvalidState", "a %s is in progress; wait for its reply", op_name(a->op.kind));
+}
+
+static json_object *lease_left_json(struct agent *a)
+{
+	int64_t left = agent_lease_left(a);
+
+	return left < 0 ? NULL : json_object_new_int64(left);
+}
+
 static json_object *rank_json(struct rank *r)
 {
 	json_object *o = json_object_new_object();
@@ -242,15 +274,14 @@ static json_object *rank_json(struct rank *r)
 static json_object *status_json(struct agent *a)
 {
 	json_object *r = json_object_new_object(), *ranks = json_object_new_array();
-	static const char *const ops[] = { NULL, "quiesce", "resume" };
-
 	for (struct rank *x = a->ranks; x; x = x->next)
 		if (x->registered)
 			json_object_array_add(ranks, rank_json(x));
 	json_object_object_add(r, "state", json_object_new_string(agent_state_name(a->state)));
-	json_object_object_add(r, "operation", ops[a->op.kind] ? json_object_new_string(ops[a->op.kind]) : NULL);
+	json_object_object_add(r, "operation", a->op.kind ? json_object_new_string(op_name(a->op.kind)) : NULL);
 	json_object_object_add(r, "ranks", ranks);
 	json_object_object_add(r, "uptime-ms", json_object_new_int64(agent_now_ms() - a->started));
+	json_object_object_add(r, "lease-ms-left", lease_left_json(a));
 	return r;
 }
 
@@ -344,20 +375,45 @@ static void send_quiesce(struct agent *a, struct rank *r, int64_t deadline_ms)
 	agent_to_rank(a, r, "quiesce", args);
 }
 
+static void send_resume(struct agent *a, struct rank *r, json_object *fabrics, int64_t link_ms);
+static json_object *current_fabrics(struct agent *a, bool *verbs_ready);
+
+/* What a rank says it is: an agent that (re)starts learns so of a quiesce
+ * it never saw.  Absent (an older BTL): running. */
+static int register_state(json_object *args, enum rank_state *st, struct sv_err *e)
+{
+	const char *s = sv_arg_str(args, "state", "running");
+
+	if (!strcmp(s, "running")) {
+		*st = RS_RUNNING;
+	} else if (!strcmp(s, "quiesced")) {
+		*st = RS_QUIESCED;
+	} else {
+		sv_err_set(e, "InvalidParameter", "register: \"state\" must be \"running\" or \"quiesced\", not \"%.32s\"", s);
+		return -1;
+	}
+	return 0;
+}
+
 static json_object *cmd_register(struct agent *a, struct rank *r, json_object *args, json_object *id)
 {
+	enum rank_state st;
 	json_object *ret;
+	struct sv_err e;
 
 	if (r->registered)
 		return errorf(id, "InvalidState", "this connection already registered rank %s; one rank per connection",
 			      r->jobid);
+	if (register_state(args, &st, &e) < 0)
+		return sv_reply_error(&e, id);
 	r->registered = true;
+	r->state = st;
 	r->pid = sv_arg_int(args, "pid", 0);
 	r->rank = sv_arg_int(args, "rank", 0);
 	snprintf(r->jobid, sizeof(r->jobid), "%s", sv_arg_str(args, "jobid", ""));
 	r->paths_offered = json_object_get(sv_arg(args, "paths"));
-	agent_log(a, LOG_INFO, "rank %" PRId64 " of job %s (pid %" PRId64 ") registered",
-		  r->rank, r->jobid, r->pid);
+	agent_log(a, LOG_INFO, "rank %" PRId64 " of job %s (pid %" PRId64 ") registered %s",
+		  r->rank, r->jobid, r->pid, rank_state_name(r->state));
 	ret = json_object_new_object();
 	json_object_object_add(ret, "version", json_object_new_int(SYMVIRT_PROTOCOL_VERSION));
 	/* The reply goes first: a quiesce may follow at once. */
@@ -378,12 +434,65 @@ static json_object *cmd_unregister(struct agent *a, struct rank *r, json_object 
 	return sv_reply_return(NULL, id);
 }
 
+/* A rank that registers quiesced during a resume missed it: it gets one
+ * now, or it would stay quiesced with the agent running. */
+static void resume_late_rank(struct agent *a, struct rank *r)
+{
+	struct op *op = &a->op;
+	json_object *fabrics = op->fabrics ? json_object_get(op->fabrics) : current_fabrics(a, NULL);
+
+	r->op_member = op->kind == OP_RESUME;
+	r->op_answered = false;
+	send_resume(a, r, fabrics, op->kind == OP_RESUME ?
+		    sv_arg_int(op->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS) : 0);
+	json_object_put(fabrics);
+}
+
+/*
+ * A rank registered quiesced: the agent that quiesced it is gone (this one
+ * restarted) or its connection dropped meanwhile.  A running agent adopts
+ * the quiesce, so that a `resume` is accepted and reaches the rank, and
+ * holds a lease for it, since nobody may be left to renew one.  The ranks
+ * that say running are quiesced too, as any rank registering while the
+ * agent is quiesced: `quiesced` keeps meaning that no rank here holds the
+ * HCA, and the job resumes together.
+ */
+static void adopt_quiesced(struct agent *a, struct rank *r)
+{
+	struct op *op = &a->op;
+
+	if (a->state == AS_RUNNING) {
+		agent_log(a, LOG_NOTICE, "rank %" PRId64 " of job %s (pid %" PRId64 ") registered quiesced: "
+			  "adopting its quiesce with a lease of %" PRId64 " ms", r->rank, r->jobid, r->pid,
+			  a->o.adopt_lease_ms);
+		a->state = AS_QUIESCED;
+		agent_lease_hold(a, a->o.adopt_lease_ms, agent_now_ms(), true);
+		for (struct rank *x = a->ranks; x; x = x->next)
+			if (x != r && x->registered && x->state == RS_RUNNING)
+				send_quiesce(a, x, DEFAULT_DEADLINE_MS);
+	} else if (op->kind == OP_QUIESCE && op->phase == PH_RANKS) {
+		/* A member like the others; it answers at once. */
+		r->op_member = true;
+		r->op_answered = false;
+		send_quiesce(a, r, rank_deadline_ms(a));
+	} else if ((op->kind == OP_RESUME && op->phase == PH_RANKS) ||
+		   (op->kind == OP_QUIESCE && op->phase == PH_ROLLBACK)) {
+		resume_late_rank(a, r);
+	}
+	/* Else quiesced already, or a resume before its ranks phase, which
+	 * finds the rank by its state. */
+}
+
 void agent_rank_registered(struct agent *a, struct rank *r)
 {
 	json_object *d = rank_event_data(r);
 
 	json_object_object_add(d, "paths", json_object_get(r->paths_offered));
 	agent_to_host(a, sv_event("RANK_REGISTERED", d));
+	if (r->state == RS_QUIESCED) {
+		adopt_quiesced(a, r);
+		return;
+	}
 	/* A rank that starts while the others are quiesced must not open
 	 * the HCA either. */
 	if (a->state == AS_QUIESCING && a->op.kind == OP_QUIESCE && a->op.phase == PH_RANKS) {
@@ -558,7 +667,11 @@ void agent_op_fini(struct agent *a)
 
 static void op_reply(struct agent *a, json_object *reply)
 {
-	if (a->op.generation == a->ch.generation) {
+	if (a->op.by_lease) {
+		agent_log(a, LOG_NOTICE, "resume after the lease ran out: %.300s",
+			  json_object_to_json_string(reply));
+		json_object_put(reply);
+	} else if (a->op.generation == a->ch.generation) {
 		agent_to_host(a, reply);
 	} else {
 		agent_log(a, LOG_INFO, "the host that asked has gone; reply dropped: %.200s",
@@ -672,6 +785,7 @@ static void quiesce_rollback(struct agent *a)
 
 	agent_log(a, LOG_WARNING, "quiesce failed (%s: %s); resuming the ranks", a->op.fail.cls,
 		  a->op.fail.desc);
+	agent_lease_drop(a, "the quiesce failed");
 	a->op.phase = PH_ROLLBACK;
 	a->op.deadline = agent_now_ms() + ROLLBACK_WAIT_MS;
 	for (struct rank *r = a->ranks; r; r = r->next) {
@@ -779,10 +893,15 @@ static json_object *cmd_quiesce(struct agent *a, struct rank *from, json_object 
 {
 	(void)from;
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
-			      a->op.kind == OP_QUIESCE ? "quiesce" : "resume");
+		return busy_error(a, id);
 	op_begin(a, OP_QUIESCE, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	a->op.phase = PH_RANKS;
+	/* Every quiesce says what lease it wants, none included (an older
+	 * coordinator, which resumes by itself). */
+	if (sv_arg(args, "lease-ms"))
+		agent_lease_hold(a, sv_arg_int(args, "lease-ms", 0), a->op.start, false);
+	else
+		agent_lease_drop(a, "a quiesce without lease-ms");
 	if (a->state == AS_QUIESCED) {
 		/* Again: only the holder check can have changed. */
 		a->op.again = true;
@@ -1001,6 +1120,18 @@ static void resume_step(struct agent *a)
 		resume_done(a);
 }
 
+static void resume_begin(struct agent *a, json_object *id, json_object *args, bool want_verbs)
+{
+	/* The host resumes: nothing left for a lease to guard. */
+	agent_lease_drop(a, "resume");
+	op_begin(a, OP_RESUME, id, args, 0);
+	a->state = AS_RESUMING;
+	a->op.want_verbs = want_verbs;
+	a->op.phase = PH_HOOK;
+	if (sv_arg(args, "hook"))
+		hook_start(a, sv_arg_str(args, "hook", ""));
+}
+
 static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *args, json_object *id)
 {
 	json_object *f = sv_arg(args, "fabrics");
@@ -1016,18 +1147,55 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 			return errorf(id, "InvalidParameter", "resume: fabric \"%.64s\" is unknown; use \"verbs\" or \"tcp\"", n);
 	}
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
-			      a->op.kind == OP_QUIESCE ? "quiesce" : "resume");
+		return busy_error(a, id);
 	if (a->state != AS_QUIESCED)
 		return errorf(id, "InvalidState", "resume needs a quiesced agent; the agent is %s",
 			      agent_state_name(a->state));
-	op_begin(a, OP_RESUME, id, args, 0);
-	a->state = AS_RESUMING;
-	a->op.want_verbs = want_verbs;
-	a->op.phase = PH_HOOK;
-	if (sv_arg(args, "hook"))
-		hook_start(a, sv_arg_str(args, "hook", ""));
+	resume_begin(a, id, args, want_verbs);
 	return NULL;
+}
+
+/* The lease ran out while quiesced: what a `resume` with "fabrics":
+ * ["verbs", "tcp"] does (hook aside: only the coordinator knows one),
+ * with nobody to answer. */
+void agent_lease_resume(struct agent *a, int64_t link_timeout_ms)
+{
+	json_object *args = json_object_new_object(), *f = json_object_new_array();
+
+	json_object_array_add(f, json_object_new_string("verbs"));
+	json_object_array_add(f, json_object_new_string("tcp"));
+	json_object_object_add(args, "fabrics", f);
+	json_object_object_add(args, "link-timeout-ms", json_object_new_int64(link_timeout_ms));
+	resume_begin(a, NULL, args, true);
+	a->op.by_lease = true;
+	json_object_put(args);
+	agent_op_step(a);
+}
+
+void agent_quiesce_abort(struct agent *a, const struct sv_err *why)
+{
+	a->op.fail = *why;
+	quiesce_rollback(a);
+}
+
+/* ---- renew ------------------------------------------------------------------------ */
+
+/*
+ * The coordinator is still there: the lease starts over (with lease-ms, a
+ * new length; also a new lease on a quiesce that had none).  Never an
+ * error for want of a quiesce: a renew that crosses a resume, or the
+ * lease running out, must be harmless; the reply says what is held.
+ */
+static json_object *cmd_renew(struct agent *a, struct rank *from, json_object *args, json_object *id)
+{
+	json_object *r = json_object_new_object();
+
+	(void)from;
+	if (agent_lease_holdable(a) && (a->lease.held || sv_arg(args, "lease-ms")))
+		agent_lease_hold(a, sv_arg_int(args, "lease-ms", a->lease.length_ms), agent_now_ms(), false);
+	json_object_object_add(r, "state", json_object_new_string(agent_state_name(a->state)));
+	json_object_object_add(r, "lease-ms-left", lease_left_json(a));
+	return sv_reply_return(r, id);
 }
 
 /* ---- peers ------------------------------------------------------------------------ */
@@ -1127,8 +1295,7 @@ static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *a
 	if (bad)
 		return bad;
 	if (a->op.kind != OP_NONE)
-		return errorf(id, "InvalidState", "a %s is in progress; wait for its reply",
-			      a->op.kind == OP_QUIESCE ? "quiesce" : a->op.kind == OP_RESUME ? "resume" : "peers");
+		return busy_error(a, id);
 	op_begin(a, OP_PEERS, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		json_object *rargs;

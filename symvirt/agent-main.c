@@ -28,6 +28,10 @@ static void usage(FILE *f)
 		"  --foreground       do not detach; log to stderr unless --syslog\n"
 		"  --syslog           log to syslog (the default when detached)\n"
 		"  -v, --verbose      more log lines (twice: every message)\n"
+		"  --adopt-lease-ms MS  lease held for ranks that register quiesced, as\n"
+		"                     after a restart of this agent: unless the\n"
+		"                     coordinator renews or resumes, they are resumed\n"
+		"                     after MS (1000-3600000, default 60000)\n"
 		"  --proc-root DIR    where uverbs holders are looked for (default /proc)\n"
 		"  --dev-root DIR     uverbs nodes are DIR/infiniband/uverbs* (default /dev)\n"
 		"  --sys-root DIR     sysfs for PCI rescan and device links (default /sys)\n"
@@ -43,9 +47,28 @@ static const char *env_or(const char *name, const char *dflt)
 	return v && *v ? v : dflt;
 }
 
+/* --adopt-lease-ms: the bounds of a coordinator's lease-ms.  No "never":
+ * with nobody to renew it, an adopted quiesce would last for ever. */
+static int parse_lease_ms(const char *text, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno || end == text || *end || v < AGENT_LEASE_MIN_MS || v > AGENT_LEASE_MAX_MS) {
+		fprintf(stderr, "kawarimi-agent: --adopt-lease-ms '%s' is not a number of milliseconds "
+			"between %d and %d\n", text, AGENT_LEASE_MIN_MS, AGENT_LEASE_MAX_MS);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 static int parse(int argc, char *argv[], struct agent_opts *o)
 {
-	enum { O_CHANNEL = 256, O_SOCKET, O_GROUP, O_FG, O_SYSLOG, O_PROC, O_DEV, O_SYS, O_DUMP, O_VERSION };
+	enum { O_CHANNEL = 256, O_SOCKET, O_GROUP, O_FG, O_SYSLOG, O_PROC, O_DEV, O_SYS, O_DUMP, O_VERSION,
+	       O_ADOPT };
 	static const struct option opts[] = {
 		{ "channel", required_argument, NULL, O_CHANNEL },
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -57,6 +80,7 @@ static int parse(int argc, char *argv[], struct agent_opts *o)
 		{ "dev-root", required_argument, NULL, O_DEV },
 		{ "sys-root", required_argument, NULL, O_SYS },
 		{ "pci-dump", required_argument, NULL, O_DUMP },
+		{ "adopt-lease-ms", required_argument, NULL, O_ADOPT },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -69,6 +93,7 @@ static int parse(int argc, char *argv[], struct agent_opts *o)
 		.proc_root = env_or("KAWARIMI_AGENT_PROC_ROOT", "/proc"),
 		.dev_root = env_or("KAWARIMI_AGENT_DEV_ROOT", "/dev"),
 		.sys_root = env_or("KAWARIMI_AGENT_SYS_ROOT", "/sys"),
+		.adopt_lease_ms = AGENT_DEFAULT_ADOPT_LEASE_MS,
 	};
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -82,6 +107,10 @@ static int parse(int argc, char *argv[], struct agent_opts *o)
 		case O_DEV: o->dev_root = optarg; break;
 		case O_SYS: o->sys_root = optarg; break;
 		case O_DUMP: o->pci_dump = optarg; break;
+		case O_ADOPT:
+			if (parse_lease_ms(optarg, &o->adopt_lease_ms) < 0)
+				return -1;
+			break;
 		case O_VERSION:
 			printf("kawarimi-agent %s (symvirt protocol %d)\n", KAWARIMI_VERSION,
 			       SYMVIRT_PROTOCOL_VERSION);

@@ -660,7 +660,7 @@ enum { SLOT_SIG, SLOT_RANKLISTEN, SLOT_CHLISTEN, SLOT_CHAN, SLOT_OP, SLOT_RANKS 
 
 static int poll_timeout(struct agent *a)
 {
-	int64_t now = agent_now_ms(), t = 0, op = agent_op_timer(a);
+	int64_t now = agent_now_ms(), t = 0, op = agent_op_timer(a), lease = agent_lease_timer(a);
 
 	if (a->ch.retry_at)
 		t = a->ch.retry_at;
@@ -668,6 +668,8 @@ static int poll_timeout(struct agent *a)
 		t = a->accept_again;
 	if (op && (!t || op < t))
 		t = op;
+	if (lease && (!t || lease < t))
+		t = lease;
 	if (!t)
 		return -1;
 	return t <= now ? 0 : (int)(t - now);
@@ -812,6 +814,7 @@ static int loop_once(struct agent *a)
 	}
 	chan_timers(a);
 	agent_op_step(a);
+	agent_lease_step(a);
 	/* Replies produced above go out now rather than after the next poll. */
 	for (struct rank *r = a->ranks, *next; r; r = next) {
 		next = r->next;

@@ -22,6 +22,10 @@
 #define AGENT_OUT_MAX (4u << 20)
 /* More rank connections than any VM has cores: the rest are refused. */
 #define AGENT_MAX_RANKS 4096
+/* Bounds of a lease (quiesce's and renew's lease-ms, --adopt-lease-ms). */
+#define AGENT_LEASE_MIN_MS 1000
+#define AGENT_LEASE_MAX_MS 3600000
+#define AGENT_DEFAULT_ADOPT_LEASE_MS 60000
 
 struct agent_opts {
 	const char *channel;	/* PATH, unix:PATH or listen:PATH */
@@ -31,6 +35,7 @@ struct agent_opts {
 	const char *dev_root;	/* "/dev": uverbs nodes are DEV/infiniband/uverbs* */
 	const char *sys_root;	/* "/sys": PCI rescan, netdev and verbs links */
 	const char *pci_dump;	/* read PCI devices from an `lspci -x` dump */
+	int64_t adopt_lease_ms;	/* lease held for ranks that register quiesced */
 	bool foreground;
 	bool syslog;
 	int verbose;
@@ -117,8 +122,21 @@ struct op {
 	int64_t link_start, link_deadline, next_link_poll;
 	bool want_verbs, verbs_ready;
 	bool again;		/* quiesce while already quiesced */
+	bool by_lease;		/* a resume the agent started itself: no one to answer */
 	int64_t link_wait_ms;
 	json_object *fabrics;
+};
+
+/*
+ * The coordinator's hold on a quiesce (docs/symvirt-protocol.md, "Leases"):
+ * unless renewed, the agent resumes the ranks itself when it runs out, so
+ * a coordinator that dies never leaves a job quiesced for ever.
+ */
+struct lease {
+	bool held;
+	bool adopted;		/* taken for ranks that registered quiesced */
+	int64_t length_ms;
+	int64_t expires;	/* agent_now_ms() */
 };
 
 struct agent {
@@ -130,6 +148,7 @@ struct agent {
 	struct rank *ranks;
 	enum agent_state state;
 	struct op op;
+	struct lease lease;
 	struct {		/* `status` with "ranks": true, one at a time */
 		bool active;
 		json_object *id;
@@ -185,6 +204,23 @@ int64_t agent_op_timer(struct agent *a);
 int agent_op_fd(struct agent *a);
 void agent_op_fd_ready(struct agent *a);
 void agent_op_fini(struct agent *a);
+/* The lease ran out while quiescing: the quiesce fails, the ranks resume. */
+void agent_quiesce_abort(struct agent *a, const struct sv_err *why);
+/* The lease ran out while quiesced: a resume with both fabrics, answered
+ * to nobody; link_timeout_ms bounds the wait for a verbs port. */
+void agent_lease_resume(struct agent *a, int64_t link_timeout_ms);
+
+/* agent-lease.c */
+/* Quiescing (before the ranks answered) or quiesced: a lease means something. */
+bool agent_lease_holdable(const struct agent *a);
+void agent_lease_hold(struct agent *a, int64_t length_ms, int64_t from, bool adopted);
+void agent_lease_drop(struct agent *a, const char *why);
+/* ms until the lease runs out (0 once it has), or -1 when none is held. */
+int64_t agent_lease_left(const struct agent *a);
+/* Acts on an expired lease; called once per loop. */
+void agent_lease_step(struct agent *a);
+/* When agent_lease_step() next has something to do (ms), or 0. */
+int64_t agent_lease_timer(const struct agent *a);
 
 /* inventory.c */
 json_object *inv_pci(const struct agent_opts *o, struct sv_err *e);

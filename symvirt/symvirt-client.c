@@ -166,6 +166,8 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 		free(s);
 		return NULL;
 	}
+	s->c.max_events = SYMVIRT_MAX_EVENTS;
+	s->c.max_event_bytes = SYMVIRT_MAX_EVENT_BYTES;
 	fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -206,10 +208,35 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	return s;
 }
 
+struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
+{
+	struct kjconn_endpoint ep;
+	struct kqmp_error e;
+	struct kjconn_ssh *t;
+	struct symvirt *s;
+	int fd;
+
+	if (kjconn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
+		sv_err(err, &e);
+		return NULL;
+	}
+	if (!t)
+		return symvirt_connect_unix(ep.path, err);
+	s = symvirt_new_fd(fd, uri);
+	if (!s) {
+		close(fd);
+		kjconn_ssh_close(t);
+		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		return NULL;
+	}
+	s->c.ssh = t;
+	return s;
+}
+
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
 			     struct symvirt_error *err)
 {
-	struct symvirt *s = symvirt_connect_unix(path, err);
+	struct symvirt *s = symvirt_connect_uri(path, err);
 
 	if (!s)
 		return NULL;
@@ -294,6 +321,10 @@ static void error_from_reply(json_object *e, struct kqmp_error *out)
 	snprintf(out->desc, sizeof(out->desc), "%s",
 		 json_object_is_type(desc, json_type_string) ?
 		 json_object_get_string(desc) : "(the agent's error reply had no desc)");
+	/* The guest is untrusted and these end up on the operator's
+	 * terminal: no escape sequences in them from here on. */
+	kqmp_printable(out->cls, sizeof(out->cls), out->cls);
+	kqmp_printable(out->desc, sizeof(out->desc), out->desc);
 }
 
 static void handle_reply(struct symvirt *s, json_object *msg)
@@ -573,6 +604,11 @@ static void sv_event(struct symvirt_event *out, const struct kqmp_event *in)
 	out->data = in->data;
 	out->sec = in->sec;
 	out->usec = in->usec;
+}
+
+uint64_t symvirt_events_dropped(const struct symvirt *s)
+{
+	return s->c.events_dropped;
 }
 
 int symvirt_event_pop(struct symvirt *s, struct symvirt_event *ev)

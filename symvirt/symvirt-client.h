@@ -57,6 +57,8 @@ enum symvirt_err_kind {
 
 struct symvirt_error {
 	enum symvirt_err_kind kind;
+	/* The agent's texts arrive with control characters (ESC, CR, C1, bad
+	 * UTF-8) replaced by '?' (kqmp_printable): safe to print. */
 	char cls[64];		/* agent's class ("DeviceBusy") when kind == SYMVIRT_E_AGENT */
 	char desc[512];		/* one line for a human */
 };
@@ -73,7 +75,14 @@ struct symvirt *symvirt_new_fd(int fd, const char *name);
 /* Connects a unix socket (the QEMU chardev of the port).  No command is
  * sent; call symvirt_sync() before trusting the channel. */
 struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err);
-/* Blocking: connect + symvirt_sync(), at most timeout_ms in all.  *hello
+/* Connects an endpoint: a socket path ("PATH" or "unix:PATH") as
+ * symvirt_connect_unix(), or "ssh://[USER@]HOST[:PORT]/PATH" through the
+ * operator's ssh, as kqmp_connect_uri() (qmp/kawarimi-qmp.h): ssh's
+ * failures come back from symvirt_dispatch() as a closed connection that
+ * quotes ssh's reason.  SYMVIRT_E_INVAL for a malformed uri. */
+struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err);
+/* Blocking: connect (symvirt_connect_uri) + symvirt_sync(), at most
+ * timeout_ms in all.  *hello
  * (may be NULL) receives hello's return (caller puts). */
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
 			     struct symvirt_error *err);
@@ -87,8 +96,8 @@ const struct symvirt_error *symvirt_last_error(const struct symvirt *s);
 const char *symvirt_name(const struct symvirt *s);
 
 /*
- * Reads and writes what it can without blocking, then runs reply callbacks.
- * Returns 0, or -1 once the connection has failed (err says why; every
+ * Reads (at most 64 KiB: poll again for the rest) and writes what it can
+ * without blocking, then runs reply callbacks.  Returns 0, or -1 once the connection has failed (err says why; every
  * pending command's callback has then been called with that error).
  */
 int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err);
@@ -137,6 +146,17 @@ struct symvirt_event {
 /* 1: *ev filled (release with symvirt_event_clear); 0: queue empty. */
 int symvirt_event_pop(struct symvirt *s, struct symvirt_event *ev);
 void symvirt_event_clear(struct symvirt_event *ev);
+
+/* The guest is untrusted: its queued events are bounded to
+ * SYMVIRT_MAX_EVENTS events and SYMVIRT_MAX_EVENT_BYTES bytes as they came
+ * over the wire (the newest one always stays).  Beyond, the oldest are
+ * dropped and counted (the first drop is logged).  A real agent sends a
+ * few events per rank and migration.  symvirt_dispatch() reads at most
+ * 64 KiB per call, so a flooding guest cannot starve the loop that drives
+ * every other VM: poll level-triggered and call it again. */
+#define SYMVIRT_MAX_EVENTS 1024
+#define SYMVIRT_MAX_EVENT_BYTES (4u << 20)
+uint64_t symvirt_events_dropped(const struct symvirt *s);
 
 /* Blocking helper: waits for an event named name (and, if match is not
  * NULL, for which match(data, arg) is true) or timeout_ms.  Events that do

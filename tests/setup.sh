@@ -19,6 +19,9 @@ KAWARIMI_PACKAGES=(
 	debhelper dpkg-dev lintian systemd udev
 	# the lab's guests
 	linux-image-amd64 busybox-static dropbear-bin openssh-client
+	# ssh:// endpoints are tested against a private sshd (tests/qmp/sshd-lib.sh),
+	# counting its masters and sessions with pgrep
+	openssh-server procps
 )
 
 kawarimi_install_deps() {

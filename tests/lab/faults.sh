@@ -19,7 +19,7 @@ grep -q '^RESULT: OK' "$BUILD/fault-$MODE.log" || fail "no RESULT: OK from lab/d
 if [ "$MODE" = coordinator ]; then
 	grep -q 'recovered: rolled-back' "$BUILD/fault-$MODE.log" || fail "recover did not roll back"
 else
-	grep -q 'the VM goes forward' "$BUILD/fault-$MODE.log" "$out/migrate-fault.txt" ||
+	grep -q 'the VM goes forward' "$out/migrate-fault.json" ||
 		fail "node1 did not go forward"
 fi
 ip netns list | grep -q "^$TEST_PREFIX-" && fail "namespaces left: $(ip netns list | grep "^$TEST_PREFIX-")"

@@ -25,8 +25,8 @@ expect 0 'plan: OK' "$KAWARIMI" plan "$T/c.yaml"
 # Cluster-file errors: file:line:column and the fix.
 sed 's/qmp: /qpm: /' "$T/c.yaml" >"$T/bad.yaml"
 expect 2 "bad.yaml:[0-9]+:[0-9]+: vms\\[0\\]\\.source: unknown key 'qpm'" "$KAWARIMI" plan "$T/bad.yaml"
-sed "s|qmp: $T/d1.qmp|qmp: ssh://siteb$T/d1.qmp|" "$T/c.yaml" >"$T/ssh.yaml"
-expect 2 'ssh.yaml:[0-9]+:[0-9]+: .*not supported yet' "$KAWARIMI" migrate "$T/ssh.yaml"
+sed "s|qmp: $T/d1.qmp|qmp: ssh://-oProxyCommand=x$T/d1.qmp|" "$T/c.yaml" >"$T/ssh.yaml"
+expect 2 "ssh.yaml:[0-9]+:[0-9]+: .*'-oProxyCommand=x' is not a host name" "$KAWARIMI" migrate "$T/ssh.yaml"
 expect 2 'nothere.yaml: cannot open' "$KAWARIMI" plan "$T/nothere.yaml"
 
 # The HCA named in the file is not at the source.

@@ -28,7 +28,7 @@ static const char good[] =
 	"  - name: n1\n"
 	"    source:\n"
 	"      qmp: /run/a/n1.qmp\n"
-	"      symvirt: /run/a/n1.sv\n"
+	"      symvirt: ssh://kawarimi@[fd00::a]:2222/run/a/n1.sv\n"
 	"      hca: {driver: e1000e, id: hca0, netdev: n1, bus: rp1, addr: 0, x: '5', on: true}\n"
 	"    destination:\n"
 	"      qmp: /run/b/n1.qmp\n"
@@ -66,6 +66,8 @@ static void test_good(void)
 	CHECK(json_object_object_get_ex(c->vms[0].src.hca, "on", &v) &&
 	      json_object_is_type(v, json_type_boolean), "true is a boolean");
 	CHECK(c->vms[0].dst.hca == NULL, "dst hca none by default");
+	CHECK(!strcmp(c->vms[0].src.symvirt, "ssh://kawarimi@[fd00::a]:2222/run/a/n1.sv"),
+	      "an ssh:// endpoint is kept as written: %s", c->vms[0].src.symvirt);
 	CHECK(!strcmp(c->vms[0].mig_connect, "tcp:127.0.0.1:14444"), "connect");
 	CHECK(c->vms[0].nbd_connect == NULL, "nbd connect default");
 	CHECK(c->tls.mode == KWM_TLS_X509 && c->vms[0].tls.mode == KWM_TLS_X509 &&
@@ -188,8 +190,14 @@ int main(void)
 	expect_error("qmp: /run/a", "qpm: /run/a", "bad.yaml:12:7:",
 		     "unknown key 'qpm'; expected one of qmp, symvirt, hca");
 	expect_error("920Mbit/s", "920Mbps", "bad.yaml:5:14:", "'920Mbps' is not a rate");
-	expect_error("/run/b/n1.qmp", "ssh://b/run/n1.qmp", "bad.yaml:16:12:",
-		     "not supported yet");
+	expect_error("/run/b/n1.qmp", "ssh://-oProxyCommand=x/run/n1.qmp", "bad.yaml:16:12:",
+		     "'-oProxyCommand=x' is not a host name; write ssh://[USER@]HOST[:PORT]/PATH");
+	expect_error("/run/b/n1.qmp", "ssh://root@b:99999/run/n1.qmp", "bad.yaml:16:12:",
+		     "'99999' is not a port");
+	expect_error("/run/b/n1.qmp", "ssh://b/run/n1,x.qmp", "bad.yaml:16:12:",
+		     "may only hold letters");
+	expect_error("/run/b/n1.qmp", "tcp://b:4444", "bad.yaml:16:12:",
+		     "neither a unix socket path nor an ssh:// endpoint");
 	expect_error("storage: full", "storage: fast", "bad.yaml:3:10:",
 		     "write incremental, full or shared");
 	expect_error("parallel: 2", "parallel: two", "bad.yaml:6:13:", "whole number");

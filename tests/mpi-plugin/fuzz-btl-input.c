@@ -32,7 +32,8 @@ static void frames(const uint8_t *p, size_t n)
 		if (kw_hdr_check(&h, 256 * 1024 + KW_CTRL_MAX_PAYLOAD) || h.len > n)
 			return;
 		if (h.type == KW_FRAME_HELLO || h.type == KW_FRAME_HELLO_ACK)
-			kw_hello_parse(p, h.len, &hello, &addrs, err, sizeof(err));
+			if (!kw_hello_parse(p, h.len, &hello, &addrs, err, sizeof(err)))
+				kw_hello_src_check(&hello, 4, err, sizeof(err));
 		p += h.len;
 		n -= h.len;
 	}

@@ -123,6 +123,20 @@ class Host(Lines):
                   (cmd, m["error"]["class"], cls, m["error"]["desc"]))
         return m["error"]
 
+    def event(self, name, timeout=10.0):
+        """The first event NAME, already received or arriving within timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e["event"] == name:
+                    self.events.remove(e)
+                    e["_t"] = time.monotonic()
+                    return e
+            m = self.recv(max(0.01, end - time.monotonic()))
+            check(m is not None, "agent closed the channel while we waited for %s" % name)
+            check("event" in m, "unexpected message %r while waiting for event %s" % (m, name))
+            self.events.append(m)
+
     def close(self):
         self.sock.close()
 
@@ -130,7 +144,7 @@ class Host(Lines):
 class Rank(threading.Thread):
     """A fake BTL: registers, then obeys a behaviour per command."""
 
-    def __init__(self, path, rank, quiesce="ok", resume="ok", delay=0.0, sysroot=None):
+    def __init__(self, path, rank, quiesce="ok", resume="ok", delay=0.0, sysroot=None, state=None):
         super().__init__(daemon=True)
         self.io = Lines(connect(path))
         self.rank = rank
@@ -140,10 +154,11 @@ class Rank(threading.Thread):
         self.npaths = 1
         self.log = []           # (time, "got"/"sent", command, args)
         self.rescan_seen = None
-        self.state = "running"
-        self.io.send({"execute": "register", "id": "r%d" % rank,
-                      "arguments": {"pid": os.getpid(), "jobid": "kws-job", "rank": rank,
-                                    "paths": ["verbs", "tcp"]}})
+        self.state = state or "running"
+        args = {"pid": os.getpid(), "jobid": "kws-job", "rank": rank, "paths": ["verbs", "tcp"]}
+        if state:
+            args["state"] = state
+        self.io.send({"execute": "register", "id": "r%d" % rank, "arguments": args})
         m = self.io.recv()
         check(m == {"return": {"version": 1}, "id": "r%d" % rank}, "register reply %r" % (m,))
         self.start()
@@ -211,7 +226,7 @@ class Env:
         open(os.path.join(self.sys, "bus/pci/rescan"), "w").close()
         self.agent = None
 
-    def start(self, channel=None, max_fds=None):
+    def start(self, channel=None, max_fds=None, extra=()):
         channel = channel or "listen:" + self.ch
 
         def limit():
@@ -220,7 +235,7 @@ class Env:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))
         self.agent = subprocess.Popen([AGENT, "--foreground", "-v", "--channel", channel,
                                        "--socket", self.ranks, "--sys-root", self.sys,
-                                       "--dev-root", self.dev], preexec_fn=limit)
+                                       "--dev-root", self.dev] + list(extra), preexec_fn=limit)
         procs.append(self.agent)
         end = time.monotonic() + 10
         while not os.path.exists(self.ranks) or (channel.startswith("listen:") and not os.path.exists(self.ch)):
@@ -228,6 +243,13 @@ class Env:
             check(self.agent.poll() is None, "agent exited with %s" % self.agent.returncode)
             time.sleep(0.02)
         return Host(self.ch) if channel.startswith("listen:") else None
+
+    def crash(self):
+        """SIGKILL: the agent's exit path never runs, its sockets stay behind."""
+        self.agent.kill()
+        self.agent.wait()
+        for p in (self.ranks, self.ch):
+            os.unlink(p)
 
     def alive(self):
         check(self.agent.poll() is None, "the agent died (rc %s)" % self.agent.returncode)
@@ -534,7 +556,190 @@ def sc_connect(env):
     srv.close()
 
 
-SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_big, sc_fdlimit, sc_connect]
+# ---- leases (docs/symvirt-protocol.md, "Leases") ----------------------------
+
+def wait_for(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while not cond():
+        check(time.monotonic() < end, "%s within %.1f s" % (what, timeout))
+        time.sleep(0.02)
+
+
+def with_ranks(env, n, **behaviour):
+    """The agent, and n fake ranks registered with it."""
+    host = env.start()
+    ranks = [Rank(env.ranks, i, **behaviour) for i in range(n)]
+    time.sleep(0.2)
+    return host, ranks
+
+
+def resumed_once(ranks):
+    return all(len(r.got("resume")) == 1 and r.state == "running" for r in ranks)
+
+
+def sc_lease_expire(env):
+    """A lease nobody renews runs out: the agent resumes the ranks itself, on what there is, and says so."""
+    host, ranks = with_ranks(env, 2, sysroot=env.sys, delay=0.5)
+    t0 = time.monotonic()
+    host.ok("quiesce", {"deadline-ms": 5000, "lease-ms": 1500})
+    st = host.ok("status")
+    check(st["state"] == "quiesced" and 0 < st["lease-ms-left"] <= 1500, "status with a lease %r" % st)
+    ev = host.event("lease-expired", timeout=5)
+    check(ev["data"] == {"state": "quiesced", "ranks": 2}, "event %r" % ev)
+    check(ev["_t"] - t0 >= 1.45, "lease ran out after %.2f s, not 1.5" % (ev["_t"] - t0))
+    # the ranks take 0.5 s to answer: a resume meanwhile is told why not
+    e = host.err("resume", {}, "InvalidState")
+    check("lease ran out" in e["desc"], "resume while the agent resumes by itself: %r" % e)
+    wait_for(lambda: resumed_once(ranks), 3, "ranks resumed once")
+    for r in ranks:
+        got = r.got("resume")[0]
+        check(got[0] - t0 >= 1.45, "rank %d resumed %.2f s after the quiesce" % (r.rank, got[0] - t0))
+        check(r.rescan_seen == "1", "rank %d resumed before the PCI rescan" % r.rank)
+        check(all(f["name"] in ("verbs", "tcp") for f in got[3]["fabrics"]), "fabrics %r" % got[3])
+    st = host.ok("status")
+    check(st["state"] == "running" and st["lease-ms-left"] is None and
+          all(x["state"] == "running" for x in st["ranks"]), "status after the lease ran out %r" % st)
+    e = host.err("resume", {}, "InvalidState")
+    check("running" in e["desc"], "resume after the lease ran out: %r" % e)
+    for r in ranks:
+        r.close()
+
+
+def sc_lease_renew(env):
+    """Renewed every 500 ms a 1500 ms lease holds past three lengths; resume ends it; renew never fails."""
+    host, ranks = with_ranks(env, 2)
+    host.ok("quiesce", {"lease-ms": 1500})
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        rn = host.ok("renew")
+        check(rn["state"] == "quiesced" and 900 < rn["lease-ms-left"] <= 1500, "renew %r" % rn)
+    rn = host.ok("renew", {"lease-ms": 3000})
+    check(2500 < rn["lease-ms-left"] <= 3000, "renew with a new length %r" % rn)
+    check(all(r.got("resume") == [] for r in ranks), "resumed although renewed")
+    check(host.ok("status")["state"] == "quiesced", "not quiesced after 5 s of renews")
+    host.ok("resume", {"fabrics": ["tcp"], "rescan": False})
+    check(resumed_once(ranks), "resume did not reach the ranks")
+    for args in ({}, {"lease-ms": 1000}):
+        rn = host.ok("renew", args)
+        check(rn == {"state": "running", "lease-ms-left": None}, "renew after resume %r" % rn)
+    # a quiesce without lease-ms holds none (renew without a length adds
+    # none); renew with one puts one on it; a quiesce without drops it
+    host.ok("quiesce")
+    check(host.ok("renew")["lease-ms-left"] is None, "a lease nobody asked for")
+    check(host.ok("renew", {"lease-ms": 1000})["lease-ms-left"] <= 1000, "renew did not start a lease")
+    check(host.ok("quiesce")["ranks"] == [], "second quiesce")
+    check(host.ok("status")["lease-ms-left"] is None, "quiesce without lease-ms kept the lease")
+    time.sleep(1.4)
+    check(all(len(r.got("resume")) == 1 for r in ranks), "the dropped lease still ran out")
+    host.ok("resume")
+    host.ok("hello")
+    check(not [e for e in host.events if e["event"] == "lease-expired"], "lease-expired %r" % host.events)
+    for r in ranks:
+        r.close()
+
+
+def sc_lease_disconnect(env):
+    """The host going away does not stop the lease; the next host hears of it."""
+    host, ranks = with_ranks(env, 2)
+    host.ok("quiesce", {"lease-ms": 1500})
+    host.close()
+    wait_for(lambda: resumed_once(ranks), 5, "ranks resumed with the host gone")
+    host = Host(env.ch)
+    ev = host.event("lease-expired", timeout=5)
+    check(ev["data"]["ranks"] == 2, "event %r" % ev)
+    check(host.ok("status")["state"] == "running", "state after the lease ran out")
+    for r in ranks:
+        r.close()
+
+
+def sc_lease_quiescing(env):
+    """A lease that runs out before every rank quiesced fails the quiesce and resumes the ranks."""
+    host = env.start()
+    ranks = [Rank(env.ranks, 0), Rank(env.ranks, 1, quiesce="ignore")]
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    e = host.err("quiesce", {"deadline-ms": 20000, "lease-ms": 1000}, "Timeout")
+    check("lease of 1000 ms" in e["desc"] and time.monotonic() - t0 < 5, "quiesce %r" % e)
+    ev = host.event("lease-expired")
+    check(ev["data"] == {"state": "quiescing", "ranks": 2}, "event %r" % ev)
+    wait_for(lambda: resumed_once(ranks[:1]), 3, "rank 0 resumed")
+    check(host.ok("status")["state"] == "running", "state after the lease ran out")
+    for r in ranks:
+        r.close()
+
+
+def sc_lease_adopt(env):
+    """A restarted agent adopts ranks that register quiesced: resume reaches them, or its lease runs out."""
+    lease = ["--adopt-lease-ms", "1500"]
+    host = env.start(extra=lease)
+    ranks = [Rank(env.ranks, i) for i in range(2)]
+    time.sleep(0.2)
+    host.ok("quiesce")
+    env.crash()
+    for r in ranks:
+        r.close()
+    host = env.start(extra=lease)
+    check(host.ok("hello")["state"] == "running", "a fresh agent")
+    # the BTL registers again with its state
+    ranks = [Rank(env.ranks, i, state="quiesced") for i in range(2)]
+    time.sleep(0.2)
+    st = host.ok("status")
+    check(st["state"] == "quiesced" and 0 < st["lease-ms-left"] <= 1500 and
+          all(x["state"] == "quiesced" for x in st["ranks"]), "adopted %r" % st)
+    check(all(r.got("quiesce") == [] for r in ranks), "quiesced ranks told to quiesce again")
+    host.ok("resume", {"rescan": False})
+    check(resumed_once(ranks), "resume did not reach the adopted ranks")
+    time.sleep(1.7)
+    check(all(len(r.got("resume")) == 1 for r in ranks), "the adopted lease ran out after resume")
+    # again, with nobody to resume: ranks that say running, before and
+    # after the quiesced ones, are quiesced too; the lease resumes all
+    host.ok("quiesce")
+    env.crash()
+    for r in ranks:
+        r.close()
+    host = env.start(extra=lease)
+    t0 = time.monotonic()
+    ranks = [Rank(env.ranks, 2), Rank(env.ranks, 0, state="quiesced"), Rank(env.ranks, 1, state="quiesced")]
+    time.sleep(0.2)
+    ranks.append(Rank(env.ranks, 3))
+    wait_for(lambda: all(r.state == "quiesced" for r in ranks), 3, "running ranks quiesced")
+    check(len(ranks[0].got("quiesce")) == 1 and len(ranks[3].got("quiesce")) == 1, "quiesce of running ranks")
+    ev = host.event("lease-expired", timeout=5)
+    check(ev["data"] == {"state": "quiesced", "ranks": 4}, "event %r" % ev)
+    check(ev["_t"] - t0 >= 1.45, "adopted lease ran out after %.2f s" % (ev["_t"] - t0))
+    wait_for(lambda: resumed_once(ranks), 3, "ranks resumed by the adopted lease")
+    check(host.ok("status")["state"] == "running", "state after the adopted lease")
+    for r in ranks:
+        r.close()
+
+
+def sc_lease_bad(env):
+    """Bad lease-ms, register state and --adopt-lease-ms are refused, quoting the value."""
+    host = env.start()
+    for cmd, args, quoted in (("quiesce", {"lease-ms": 999}, "999"), ("quiesce", {"lease-ms": 3600001}, "3600001"),
+                              ("quiesce", {"lease-ms": "1500"}, '"1500"'), ("renew", {"lease-ms": 0}, "0"),
+                              ("renew", {"lease-ms": -1500}, "-1500"), ("renew", {"lease-ms": 1.5}, "1.5"),
+                              ("renew", {"lease": 1500}, "lease")):
+        e = host.err(cmd, args, "InvalidParameter")
+        check(e["desc"].startswith(cmd + ": ") and quoted in e["desc"], "%s %r: %r" % (cmd, args, e))
+    check(host.ok("status")["state"] == "running", "a refused quiesce changed the state")
+    r = Lines(connect(env.ranks))
+    for st, quoted in (("paused", '"paused"'), (1, "1")):
+        r.send({"execute": "register", "id": 1, "arguments": {"pid": 1, "jobid": "j", "rank": 0, "paths": [],
+                                                              "state": st}})
+        m = r.recv()
+        check(m["error"]["class"] == "InvalidParameter" and quoted in m["error"]["desc"], "register %r" % m)
+    check(host.ok("status")["ranks"] == [], "a refused register was taken")
+    r.sock.close()
+    for bad in ("10", "3600001", "1e4", ""):
+        p = subprocess.run([AGENT, "--foreground", "--adopt-lease-ms", bad, "--channel", "listen:" + env.ch + "x",
+                            "--socket", env.ranks + "x"], capture_output=True, text=True, timeout=10)
+        check(p.returncode == 2 and "'%s'" % bad in p.stderr, "--adopt-lease-ms %r: %d %r" % (bad, p.returncode, p.stderr))
+
+
+SCENARIOS = [sc_order, sc_silent, sc_dies, sc_busy, sc_malformed, sc_verbs_wait, sc_big, sc_fdlimit, sc_connect,
+             sc_lease_expire, sc_lease_renew, sc_lease_disconnect, sc_lease_quiescing, sc_lease_adopt, sc_lease_bad]
 
 for sc in SCENARIOS:
     name = sc.__name__[3:]

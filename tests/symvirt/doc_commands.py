@@ -80,7 +80,7 @@ rank_code = {c["name"] for c in cmds if c["leg"] == "rank"}
 
 code = "".join(open(f).read() for f in glob.glob(os.path.join(SRC, "*.c")))
 classes_code = set(re.findall(r'(?:sv_err_set\(&?[\w.>-]+,\s*|errorf\(id,\s*|bad_line\(f, line_done,\s*)"([A-Z][A-Za-z]+)"', code))
-events_code = set(re.findall(r'sv_event\("([A-Z_]+)"', code))
+events_code = set(re.findall(r'sv_event\("([A-Za-z_-]+)"', code))
 
 bad = False
 for what, doc, impl in (("host commands", host_doc, host_code), ("rank commands", rank_doc, rank_code),

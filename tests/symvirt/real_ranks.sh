@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kawarimi-agent with real MPI ranks: the kawarimi BTL (mpi-plugin/) in an
 # mpirun job on this machine registers with the agent, quiesces and resumes
-# on the agent's word while the job exchanges verified messages
-# (suite 'symvirt').
+# on the agent's word while the job exchanges verified messages; a lease
+# nobody renews resumes it, and an agent killed while the job is quiesced
+# adopts the ranks when they register again (suite 'symvirt').
 #
 # Usage: real_ranks.sh KAWARIMI-AGENT KAWARIMI KWS-RANKS BTL-COMPONENT-DIR
 set -u
@@ -32,16 +33,22 @@ fail() {
 	echo "FAIL: $*"
 	echo "---- mpirun ----"
 	tail -n 30 "$T/mpirun.log"
+	echo "---- agent ----"
+	tail -n 30 "$T/agent.log"
 	exit 1
 }
 
-"$AGENT" --foreground --channel "listen:$T/ch.sock" --socket "$T/ranks.sock" 2>"$T/agent.log" &
-APID=$!
 agent() { "$KAWARIMI" agent --timeout 60 "$T/ch.sock" "$@"; }
-for _ in $(seq 1 100); do
-	agent hello >/dev/null 2>&1 && break
-	sleep 0.1
-done
+start_agent() {
+	"$AGENT" --foreground --channel "listen:$T/ch.sock" --socket "$T/ranks.sock" \
+		--adopt-lease-ms 2000 2>>"$T/agent.log" &
+	APID=$!
+	for _ in $(seq 1 100); do
+		agent hello >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+}
+start_agent
 
 timeout 200 mpirun --oversubscribe -np $NP --mca pml ob1 --mca btl self,kawarimi \
 	--mca btl_kawarimi_if_include lo --mca btl_kawarimi_agent_socket "$T/ranks.sock" \
@@ -89,6 +96,47 @@ for x in r["ranks"]:
 PY
 	echo "ok   quiesce/resume cycle $cycle: $NP ranks resumed on tcp"
 	sleep 1
+done
+
+# waits up to $1 s for the agent's state to be $2 with every rank in it
+wait_state() {
+	for _ in $(seq 1 $(($1 * 10))); do
+		agent status | python3 -c '
+import json, sys
+s, want, np = json.load(sys.stdin), sys.argv[1], int(sys.argv[2])
+sys.exit(not (s["state"] == want and len(s["ranks"]) == np and all(r["state"] == want for r in s["ranks"])))
+' "$2" $NP 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# A lease nobody renews: the agent resumes the job by itself.
+# (The lease counts from the quiesce's arrival, after start: a slow drain
+# must not make it look early.)
+start=$(date +%s%N)
+q=$(agent quiesce '{"deadline-ms": 20000, "lease-ms": 1500}') || fail "quiesce with a lease: $q"
+wait_state 10 running || fail "the lease ran out but the ranks are not running: $(agent status)"
+ms=$((($(date +%s%N) - start) / 1000000))
+[ $ms -ge 1500 ] || fail "resumed $ms ms after the quiesce, before its lease of 1500 ms ran out"
+grep -q "lease of 1500 ms ran out" "$T/agent.log" || fail "no log line for the lease: $(cat "$T/agent.log")"
+echo "ok   a lease of 1500 ms nobody renewed: the agent resumed the $NP ranks"
+
+# The agent dies while the job is quiesced; the ranks register again
+# quiesced and the new agent adopts them: resume reaches them, or else
+# its lease does.
+for how in resume lease; do
+	q=$(agent quiesce '{"deadline-ms": 20000}') || fail "quiesce: $q"
+	kill -9 "$APID"
+	wait "$APID" 2>/dev/null
+	start_agent
+	wait_state 15 quiesced || fail "the restarted agent did not adopt $NP quiesced ranks: $(agent status)"
+	if [ $how = resume ]; then
+		r=$(agent resume '{"fabrics": ["tcp"], "rescan": false}') || fail "resume of adopted ranks: $r"
+		[ "$(echo "$r" | grep -c '"rank"')" = $NP ] || fail "resume of adopted ranks: $r"
+	fi
+	wait_state 10 running || fail "adopted ranks not running ($how): $(agent status)"
+	echo "ok   agent killed while quiesced: $NP ranks adopted, resumed by $how"
 done
 
 touch "$T/stop"

@@ -9,7 +9,11 @@
  *      reply and an event arrive before the answer, replies come out of
  *      order and in pieces, an error reply, a wrong protocol version, an
  *      agent that never answers, the agent going away.
- * 4:   the real kawarimi-agent: sync, commands, events from a rank.
+ * 4:   the real kawarimi-agent: sync, commands, events from a rank, a
+ *      lease that runs out (its event among replies).
+ * 5:   a flooding guest: one dispatch reads at most 64 KiB, and the event
+ *      queue stays within SYMVIRT_MAX_EVENTS / SYMVIRT_MAX_EVENT_BYTES,
+ *      counting what it dropped.
  */
 #include <errno.h>
 #include <signal.h>
@@ -328,6 +332,131 @@ static void test_version_and_silence(void)
 	CHECK(rc >= 5, "only %d hellos in 700 ms at a 100 ms retry", rc);
 }
 
+/* ---- a flooding guest ---------------------------------------------------------------- */
+
+struct flood_log {
+	int lines, full;
+};
+
+static void flood_log_fn(struct symvirt *s, const char *msg, void *arg)
+{
+	struct flood_log *l = arg;
+
+	(void)s;
+	l->lines++;
+	l->full += strstr(msg, "event queue full") != NULL;
+}
+
+/* An event line of exactly len bytes (newline included), numbered i. */
+static size_t event_line(char *buf, size_t len, int i)
+{
+	int n = snprintf(buf, len, "{\"event\": \"FLOOD\", \"data\": {\"i\": %d, \"pad\": \"", i);
+
+	memset(buf + n, 'x', len - (size_t)n - 4);
+	memcpy(buf + len - 4, "\"}}\n", 4);
+	return len;
+}
+
+static size_t drain_events(struct symvirt *s)
+{
+	struct symvirt_event ev;
+	size_t n = 0;
+
+	while (symvirt_event_pop(s, &ev) == 1) {
+		n++;
+		symvirt_event_clear(&ev);
+	}
+	return n;
+}
+
+/* Writes count events of len bytes to peer, dispatching s whenever the
+ * socket is full (nobody pops); returns the events written. */
+static int flood(struct symvirt *s, int peer, int count, size_t len)
+{
+	static char line[16384];
+	int i;
+
+	for (i = 0; i < count; i++) {
+		size_t off = 0;
+
+		event_line(line, len, i);
+		while (off < len) {
+			ssize_t w = send(peer, line + off, len - off, MSG_DONTWAIT);
+
+			if (w > 0) {
+				off += (size_t)w;
+			} else if (errno == EAGAIN && symvirt_dispatch(s, NULL) == 0) {
+				continue;
+			} else {
+				CHECK(0, "flood write %d: %s", i, strerror(errno));
+				return i;
+			}
+		}
+	}
+	for (int k = 0; k < 100 && symvirt_dispatch(s, NULL) == 0; k++)
+		;	/* the rest, 64 KiB a call */
+	return i;
+}
+
+static void test_flood(void)
+{
+	static char batch[500 * 100];
+	struct flood_log log = { 0 };
+	struct symvirt *s;
+	size_t first, rest;
+	int sv[2];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+	s = symvirt_new_fd(sv[0], "flood");
+	symvirt_set_log(s, flood_log_fn, &log);
+
+	/* 1000 events of 100 bytes in the socket (two writes: a unix socket
+	 * holds few small ones): one dispatch takes at most 64 KiB of them,
+	 * the next ones the rest. */
+	for (int w = 0; w < 2; w++) {
+		for (int i = 0; i < 500; i++)
+			event_line(batch + i * 100, 100, w * 500 + i);
+		CHECK(send(sv[1], batch, sizeof(batch), MSG_DONTWAIT) == (ssize_t)sizeof(batch),
+		      "write: %s", strerror(errno));
+	}
+	CHECK(symvirt_dispatch(s, NULL) == 0, "dispatch");
+	first = drain_events(s);
+	CHECK(first > 0 && first <= 65536 / 100, "one dispatch read %zu events of 100 bytes, "
+	      "more than 64 KiB", first);
+	for (int k = 0; k < 10; k++)
+		symvirt_dispatch(s, NULL);
+	rest = drain_events(s);
+	CHECK(first + rest == 1000, "%zu + %zu events arrived, not 1000", first, rest);
+
+	/* 3000 small events, never popped: the newest SYMVIRT_MAX_EVENTS stay. */
+	CHECK(flood(s, sv[1], 3000, 100) == 3000, "flood by count");
+	CHECK(symvirt_events_dropped(s) == 3000 - SYMVIRT_MAX_EVENTS,
+	      "dropped %llu events, expected %d", (unsigned long long)symvirt_events_dropped(s),
+	      3000 - SYMVIRT_MAX_EVENTS);
+	{
+		struct symvirt_event ev;
+		json_object *v;
+
+		CHECK(symvirt_event_pop(s, &ev) == 1 && json_object_object_get_ex(ev.data, "i", &v) &&
+		      json_object_get_int(v) == 3000 - SYMVIRT_MAX_EVENTS,
+		      "the oldest kept is not event %d", 3000 - SYMVIRT_MAX_EVENTS);
+		symvirt_event_clear(&ev);
+	}
+	CHECK(drain_events(s) == SYMVIRT_MAX_EVENTS - 1, "queue length");
+
+	/* 1000 events of 16 KiB, 16 MiB in all: the byte bound holds first. */
+	CHECK(flood(s, sv[1], 1000, 16384) == 1000, "flood by size");
+	rest = drain_events(s);
+	CHECK(rest >= 1 && rest * 16384 <= SYMVIRT_MAX_EVENT_BYTES,
+	      "%zu events of 16 KiB queued, over %u bytes", rest, SYMVIRT_MAX_EVENT_BYTES);
+	CHECK(symvirt_events_dropped(s) == 3000 - SYMVIRT_MAX_EVENTS + 1000 - rest,
+	      "dropped %llu in all", (unsigned long long)symvirt_events_dropped(s));
+	CHECK(log.full == 1, "\"event queue full\" logged %d times, want once", log.full);
+	CHECK(symvirt_is_open(s), "a flood of well-formed events is not a failure");
+	symvirt_close(s);
+	close(sv[1]);
+}
+
 /* ---- the real agent ---------------------------------------------------------------- */
 
 static int connect_unix(const char *path)
@@ -349,6 +478,42 @@ static bool rank_is_5(json_object *data, void *arg)
 
 	(void)arg;
 	return json_object_object_get_ex(data, "rank", &v) && json_object_get_int(v) == 5;
+}
+
+static int64_t lease_left(json_object *ret)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(ret, "lease-ms-left", &v) || !json_object_is_type(v, json_type_int))
+		return -1;
+	return json_object_get_int64(v);
+}
+
+/* A lease nobody renews runs out; its event comes through the client
+ * like any other, and the connection carries on. */
+static void test_lease(struct symvirt *s)
+{
+	struct symvirt_error err;
+	struct symvirt_event ev;
+	json_object *ret = NULL, *args = json_object_new_object(), *v;
+	int rc;
+
+	json_object_object_add(args, "lease-ms", json_object_new_int(1000));
+	rc = symvirt_execute(s, "quiesce", args, 10000, NULL, &err);
+	CHECK(rc == 0, "quiesce with a lease: %s", err.desc);
+	rc = symvirt_execute(s, "renew", NULL, 5000, &ret, &err);
+	CHECK(rc == 0 && lease_left(ret) > 0 && lease_left(ret) <= 1000, "renew: %s %s", err.desc,
+	      rc ? "" : json_object_to_json_string(ret));
+	json_object_put(ret);
+	rc = symvirt_wait_event(s, "lease-expired", NULL, NULL, 5000, &ev, &err);
+	CHECK(rc == 0 && json_object_object_get_ex(ev.data, "state", &v) &&
+	      !strcmp(json_object_get_string(v), "quiesced"), "lease-expired: rc %d %s", rc, rc ? err.desc : "");
+	if (rc == 0)
+		symvirt_event_clear(&ev);
+	rc = symvirt_execute(s, "renew", NULL, 5000, &ret, &err);
+	CHECK(rc == 0 && lease_left(ret) == -1 && json_object_object_get_ex(ret, "state", &v),
+	      "renew once the lease ran out: %s", err.desc);
+	json_object_put(ret);
 }
 
 static void test_real_agent(const char *agent)
@@ -413,6 +578,7 @@ static void test_real_agent(const char *agent)
 	rc = symvirt_execute(s, "resume", NULL, 10000, &ret, &err);
 	CHECK(rc == 0 && json_object_object_get_ex(ret, "fabrics", &v), "resume: %s", err.desc);
 	json_object_put(ret);
+	test_lease(s);
 	symvirt_close(s);
 out:
 	kill(pid, SIGTERM);
@@ -430,6 +596,7 @@ int main(int argc, char *argv[])
 	signal(SIGPIPE, SIG_IGN);
 	test_scripted();
 	test_version_and_silence();
+	test_flood();
 	test_real_agent(argv[1]);
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);
