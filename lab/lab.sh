@@ -197,6 +197,9 @@ write_cluster_file() { # FROM TO FILE
 		echo "  bandwidth: $(sed 's,mbit$,Mbit/s,; s,gbit$,Gbit/s,; s,kbit$,kbit/s,' <<<"$rate")"
 		echo "  parallel: $nodes"
 		echo "  downtime: 300ms"
+		echo "# The lab's WAN is a veth pair on this one host: clear text on purpose"
+		echo "# (docs/security-tls.md makes the PKI a real site needs)."
+		echo "tls: none"
 		echo "vms:"
 		for i in $(seq 1 "$nodes"); do
 			echo "  - name: node$i"

@@ -4,6 +4,7 @@
  * document API and walked with a "path" (vms[1].source.qmp) so that every
  * complaint says where, what was found, and what to write instead.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -188,6 +189,81 @@ json_object *kwm_socket_address(const char *uri, int flat)
 	return NULL;
 }
 
+/* The host of a "tcp:HOST:PORT" URI; -1 for anything else. */
+static int uri_host(const char *uri, char *host, size_t len)
+{
+	char port[16];
+
+	if (!uri || strncmp(uri, "tcp:", 4))
+		return -1;
+	return split_tcp(uri + 4, host, len, port, sizeof(port));
+}
+
+static bool is_loopback(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (!strcmp(host, "localhost"))
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* 0.0.0.0, ::, and what getaddrinfo() also reads as them ("0", "::0"). */
+static bool is_wildcard(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (inet_aton(host, &a4) == 1)
+		return a4.s_addr == 0;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
+}
+
+/* vm's streams, with the keys that name them in messages. */
+static const char *stream_uri(const struct kwm_vm_conf *vm, int i, const char **key)
+{
+	static const char *const keys[] = {
+		"destination.migration.listen", "destination.migration.connect",
+		"destination.nbd.listen", "destination.nbd.connect",
+	};
+	const char *uris[] = { vm->mig_listen, vm->mig_connect, vm->nbd_listen,
+			       vm->nbd_connect };
+
+	*key = keys[i];
+	return uris[i];
+}
+
+static const char *remote_stream(const struct kwm_vm_conf *vm, const char **key)
+{
+	char host[256];
+
+	for (int i = 0; i < 4; i++) {
+		const char *uri = stream_uri(vm, i, key);
+
+		if (!uri_host(uri, host, sizeof(host)) && !is_loopback(host))
+			return uri;
+	}
+	return NULL;
+}
+
+const char *kwm_vm_remote_uri(const struct kwm_vm_conf *vm)
+{
+	const char *key;
+
+	return remote_stream(vm, &key);
+}
+
+const char *kwm_tls_hostname(const struct kwm_vm_conf *vm, const char *uri,
+			     char *buf, size_t len)
+{
+	if (vm->tls.hostname)
+		return vm->tls.hostname;
+	return uri_host(uri, buf, len) ? NULL : buf;
+}
+
 /* ---- walking ---------------------------------------------------------- */
 
 /* Paths in messages ("vms[1].source.qmp"); a long one is cut, never wrong. */
@@ -359,11 +435,17 @@ static int get_listen_connect(struct walker *w, yaml_node_t *n, const char *path
 	yaml_node_t *v[2];
 	char p[160];
 
+	char host[256];
+
 	if (map_keys(w, n, path, keys, v) || need(w, n, path, v[0], "listen"))
 		return -1;
 	mkpath(p, sizeof(p), "%s.listen", path);
 	if (get_uri(w, v[0], p, listen))
 		return -1;
+	if (!uri_host(*listen, host, sizeof(host)) && is_wildcard(host))
+		return fail(w, v[0], p, "'%s' listens on every address of the host; write "
+			    "the destination's own address on the WAN (e.g. tcp:10.77.0.2:4444), "
+			    "so that the stream is taken from there only", *listen);
 	mkpath(p, sizeof(p), "%s.connect", path);
 	if (v[1] && get_uri(w, v[1], p, connect))
 		return -1;
@@ -497,11 +579,90 @@ static int get_disks(struct walker *w, yaml_node_t *n, const char *path,
 	return 0;
 }
 
+#define DN_HINT "take it from `openssl x509 -noout -subject -nameopt " \
+	"esc_2253,sep_comma_plus -in client-cert.pem` (e.g. \"O=site-a,CN=node1\")"
+
+/* tls: none | {dir: PATH, source-dn: DN, hostname: NAME} */
+static int get_tls(struct walker *w, yaml_node_t *n, const char *path, struct kwm_tls *t)
+{
+	static const char *const keys[] = { "dir", "source-dn", "hostname", NULL };
+	yaml_node_t *v[3];
+	char p[160];
+
+	if (n->type == YAML_SCALAR_NODE && is_plain(n) && !strcmp(scalar(n), "none")) {
+		t->mode = KWM_TLS_NONE;
+		return 0;
+	}
+	if (n->type != YAML_MAPPING_NODE)
+		return fail(w, n, path, "'%s' is not a TLS setting; write {dir: /etc/pki/qemu, "
+			    "source-dn: \"O=...,CN=...\"} or none",
+			    n->type == YAML_SCALAR_NODE ? scalar(n) : node_kind(n));
+	if (map_keys(w, n, path, keys, v) || need(w, n, path, v[0], "dir"))
+		return -1;
+	t->mode = KWM_TLS_X509;
+	mkpath(p, sizeof(p), "%s.dir", path);
+	if (get_str(w, v[0], p, &t->dir))
+		return -1;
+	if (t->dir[0] != '/')
+		return fail(w, v[0], p, "'%s' is not an absolute path; write the directory "
+			    "holding ca-cert.pem, server-cert.pem, ... on every QEMU host, e.g. "
+			    "/etc/pki/qemu", t->dir);
+	if (!v[1])
+		return fail(w, n, path, "missing key 'source-dn': the destination accepts only "
+			    "the source's client certificate; " DN_HINT);
+	mkpath(p, sizeof(p), "%s.source-dn", path);
+	if (get_str(w, v[1], p, &t->source_dn))
+		return -1;
+	if (!strchr(t->source_dn, '='))
+		return fail(w, v[1], p, "'%s' is not a distinguished name; %s", t->source_dn,
+			    DN_HINT);
+	mkpath(p, sizeof(p), "%s.hostname", path);
+	return v[2] ? get_str(w, v[2], p, &t->hostname) : 0;
+}
+
+static int copy_tls(struct kwm_tls *dst, const struct kwm_tls *src)
+{
+	dst->mode = src->mode;
+	dst->dir = src->dir ? strdup(src->dir) : NULL;
+	dst->source_dn = src->source_dn ? strdup(src->source_dn) : NULL;
+	dst->hostname = src->hostname ? strdup(src->hostname) : NULL;
+	return (src->dir && !dst->dir) || (src->source_dn && !dst->source_dn) ||
+	       (src->hostname && !dst->hostname) ? -1 : 0;
+}
+
+/* Clear text over the network only when asked for; a TLS stream over a
+ * unix socket needs a name to check the destination's certificate. */
+static int check_tls(struct walker *w, yaml_node_t *n, const char *path,
+		     const struct kwm_vm_conf *vm)
+{
+	const char *key, *uri = remote_stream(vm, &key);
+	char host[256];
+
+	if (vm->tls.mode == KWM_TLS_UNSET && uri)
+		return fail(w, n, path, "%s '%s' crosses the network in clear text; add "
+			    "tls: {dir: /etc/pki/qemu, source-dn: \"O=...,CN=...\"} (top level "
+			    "or this VM) to encrypt the migration and NBD streams, or write "
+			    "tls: none to send them in clear", key, uri);
+	if (vm->tls.mode != KWM_TLS_X509 || vm->tls.hostname)
+		return 0;
+	for (int i = 1; i < 4; i += 2) {
+		const char *dial = stream_uri(vm, i, &key);
+
+		dial = dial ? dial : stream_uri(vm, i - 1, &key);
+		if (dial && uri_host(dial, host, sizeof(host)))
+			return fail(w, n, path, "tls: %s '%s' names no host to check the "
+				    "destination's certificate against; add hostname: NAME "
+				    "(a name in server-cert.pem) under tls", key, dial);
+	}
+	return 0;
+}
+
 static int get_vm(struct walker *w, yaml_node_t *n, size_t idx)
 {
-	static const char *const keys[] = { "name", "source", "destination", "disks", NULL };
+	static const char *const keys[] = { "name", "source", "destination", "disks", "tls",
+					    NULL };
 	struct kwm_vm_conf *vm = &w->c->vms[idx];
-	yaml_node_t *v[4];
+	yaml_node_t *v[5];
 	char path[64], p[160];
 
 	mkpath(path, sizeof(path), "vms[%zu]", idx);
@@ -530,7 +691,10 @@ static int get_vm(struct walker *w, yaml_node_t *n, size_t idx)
 	mkpath(p, sizeof(p), "%s.disks", path);
 	if (v[3] && get_disks(w, v[3], p, vm))
 		return -1;
-	return 0;
+	mkpath(p, sizeof(p), "%s.tls", path);
+	if (v[4] ? get_tls(w, v[4], p, &vm->tls) : copy_tls(&vm->tls, &w->c->tls))
+		return v[4] ? -1 : fail(w, n, p, "out of memory");
+	return check_tls(w, n, path, vm);
 }
 
 /* limits.timeouts' keys: the phases' (phase.h; two phases may share
@@ -673,8 +837,8 @@ static int check_storage(struct walker *w, yaml_node_t *vms)
 static int walk(struct walker *w)
 {
 	static const char *const keys[] = { "format", "cluster", "storage", "limits",
-					    "vms", NULL };
-	yaml_node_t *root = yaml_document_get_root_node(w->doc), *v[5];
+					    "vms", "tls", NULL };
+	yaml_node_t *root = yaml_document_get_root_node(w->doc), *v[6];
 	struct kwm_cluster *c = w->c;
 	size_t count;
 
@@ -695,6 +859,8 @@ static int walk(struct walker *w)
 		return fail(w, v[2], "storage", "'%s' is not a storage mode; write incremental, "
 			    "full or shared", v[2]->type == YAML_SCALAR_NODE ? scalar(v[2]) : "");
 	if (v[3] && get_limits(w, v[3]))
+		return -1;
+	if (v[5] && get_tls(w, v[5], "tls", &c->tls))
 		return -1;
 	if (want_type(w, v[4], "vms", YAML_SEQUENCE_NODE, "a list of node VMs"))
 		return -1;
@@ -788,6 +954,13 @@ int kwm_cluster_load(const char *path, struct kwm_cluster **out, char *err, size
 	return rc;
 }
 
+static void free_tls(struct kwm_tls *t)
+{
+	free(t->dir);
+	free(t->source_dn);
+	free(t->hostname);
+}
+
 static void free_side(struct kwm_side *s)
 {
 	free(s->qmp);
@@ -815,7 +988,9 @@ void kwm_cluster_free(struct kwm_cluster *c)
 			free(vm->disks[j].dst_node);
 		}
 		free(vm->disks);
+		free_tls(&vm->tls);
 	}
+	free_tls(&c->tls);
 	free(c->vms);
 	free(c->name);
 	free(c->file);

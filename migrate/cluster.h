@@ -36,6 +36,23 @@ struct kwm_disk {
 	char *dst_node;
 };
 
+/*
+ * How a VM's migration and NBD streams cross the network (docs/security-tls.md):
+ * x509 TLS with QEMU's own credentials, or explicitly in clear text.
+ */
+enum kwm_tls_mode {
+	KWM_TLS_UNSET,		/* no tls key: only local endpoints are allowed */
+	KWM_TLS_NONE,		/* tls: none, written on purpose */
+	KWM_TLS_X509,
+};
+
+struct kwm_tls {
+	enum kwm_tls_mode mode;
+	char *dir;		/* QEMU's x509 directory, on every QEMU host */
+	char *source_dn;	/* the source's client certificate DN (tls-authz) */
+	char *hostname;		/* NULL: each stream's connect host */
+};
+
 struct kwm_vm_conf {
 	char *name;
 	struct kwm_side src, dst;
@@ -43,6 +60,7 @@ struct kwm_vm_conf {
 	char *nbd_listen, *nbd_connect;		/* NULL with storage: shared */
 	struct kwm_disk *disks;
 	size_t ndisks;
+	struct kwm_tls tls;			/* vms[].tls, else the top level's */
 };
 
 struct kwm_cluster {
@@ -56,6 +74,7 @@ struct kwm_cluster {
 	int64_t stall_ms;	/* a transfer that moves no byte this long fails */
 	int64_t lease_ms;	/* a quiesce's lease, renewed while we live */
 	bool allow_partial;
+	struct kwm_tls tls;
 	struct kwm_vm_conf *vms;
 	size_t nvms;
 };
@@ -78,5 +97,14 @@ int kwm_parse_rate(const char *s, uint64_t *out);
 /* Splits "tcp:HOST:PORT" / "unix:PATH" into the JSON that QMP wants for a
  * SocketAddress (flat = the blockdev-add NBD form). NULL if malformed. */
 json_object *kwm_socket_address(const char *uri, int flat);
+
+/* The first of vm's streams (migration, NBD; listen and connect) that is
+ * TCP to a host other than loopback, or NULL. */
+const char *kwm_vm_remote_uri(const struct kwm_vm_conf *vm);
+/* The name the destination's certificate is checked against for a
+ * stream whose source dials `uri`: tls.hostname, else the URI's host.
+ * Writes into buf; NULL when there is none (a unix socket). */
+const char *kwm_tls_hostname(const struct kwm_vm_conf *vm, const char *uri,
+			     char *buf, size_t len);
 
 #endif

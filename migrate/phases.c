@@ -378,6 +378,78 @@ json_object *kwm_resume_args(struct kwm_vm *vm, bool verbs)
 		       vm->run->c->timeout_ms[KWM_PH_RESUME] * 3 / 4);
 }
 
+/* ---- TLS (docs/security-tls.md) ------------------------------------------- */
+
+bool kwm_tls_on(const struct kwm_vm *vm)
+{
+	return vm->conf->tls.mode == KWM_TLS_X509;
+}
+
+static json_object *x509_creds(const struct kwm_vm *vm, const char *endpoint)
+{
+	return kwm_obj("qom-type=s id=s dir=s endpoint=s verify-peer=b", "tls-creds-x509",
+		       KWM_TLS_CREDS, vm->conf->tls.dir, endpoint, 1);
+}
+
+static struct kwm_op *tls_undo(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
+			       json_object *args, kwm_cond_fn cond)
+{
+	struct kwm_op *op = step(vm, side, cmd, args, 0);
+
+	op->tolerant = op->error_ok = true;
+	op->cond = cond;
+	return op;
+}
+
+/*
+ * Both ends forget the TLS objects: the migration parameters that name
+ * them first (QEMU looks the ids up at the next migration), then the
+ * objects.  An end that never had them answers errors, which are fine.
+ */
+void kwm_add_tls_cleanup(struct kwm_vm *vm, enum kwm_side_id side, kwm_cond_fn cond)
+{
+	json_object *reset = side == KWM_SRC ?
+		kwm_obj("tls-creds=s tls-hostname=s", "", "") :
+		kwm_obj("tls-creds=s tls-authz=s", "", "");
+
+	tls_undo(vm, side, "migrate-set-parameters", reset, cond);
+	if (side == KWM_DST)
+		tls_undo(vm, side, "object-del", kwm_obj("id=s", KWM_TLS_AUTHZ), cond);
+	tls_undo(vm, side, "object-del", kwm_obj("id=s", KWM_TLS_CREDS), cond);
+}
+
+/*
+ * The destination is the TLS server and checks the source's client
+ * certificate twice: signed by the CA in tls.dir (verify-peer), and its
+ * DN is tls.source-dn (authz-simple).  The source checks the
+ * destination's certificate against the CA and tls-hostname.  Leftovers
+ * of an earlier run that could not clean up are removed first.
+ */
+static void add_tls_objects(struct kwm_vm *vm)
+{
+	const char *what = "creating the TLS credentials from tls.dir (QEMU's x509 layout: "
+			   "ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, "
+			   "client-key.pem)";
+
+	kwm_add_tls_cleanup(vm, KWM_SRC, NULL);
+	kwm_add_tls_cleanup(vm, KWM_DST, NULL);
+	step(vm, KWM_DST, "object-add", x509_creds(vm, "server"), KWM_F_TLS)->what = strdup(what);
+	step(vm, KWM_DST, "object-add", kwm_obj("qom-type=s id=s identity=s", "authz-simple",
+						KWM_TLS_AUTHZ, vm->conf->tls.source_dn), KWM_F_TLS);
+	step(vm, KWM_SRC, "object-add", x509_creds(vm, "client"), KWM_F_TLS)->what = strdup(what);
+}
+
+/* tls-creds and tls-hostname for a client (the source) dialling `uri`. */
+static void add_tls_client(struct kwm_vm *vm, json_object *args, const char *uri)
+{
+	char host[256];
+	const char *name = kwm_tls_hostname(vm->conf, uri, host, sizeof(host));
+
+	json_object_object_add(args, "tls-creds", json_object_new_string(KWM_TLS_CREDS));
+	if (name)	/* the parser made sure there is one */
+		json_object_object_add(args, "tls-hostname", json_object_new_string(name));
+}
+
 /* ---- storage pre-copy ---------------------------------------------------- */
 
 static void mirror_started(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
@@ -400,20 +472,38 @@ void kwm_build_storage(struct kwm_vm *vm)
 	const char *sync = vm->run->storage == KWM_STORAGE_FULL ? "full" : "top";
 	const char *connect = c->nbd_connect ? c->nbd_connect : c->nbd_listen;
 	int64_t share = (int64_t)kwm_share(vm->run, KWM_PH_STORAGE);
+	json_object *srv;
 
-	step(vm, KWM_DST, "nbd-server-start",
-	     kwm_obj("addr=o", kwm_socket_address(c->nbd_listen, 0)), KWM_F_NBD_SERVER);
+	/* One connection per disk: nobody else gets in while the mirrors run
+	 * (max-connections: QEMU 5.2 and later). */
+	srv = kwm_obj("addr=o max-connections=i", kwm_socket_address(c->nbd_listen, 0),
+		      (int64_t)c->ndisks);
+	if (kwm_tls_on(vm)) {
+		add_tls_objects(vm);
+		json_object_object_add(srv, "tls-creds", json_object_new_string(KWM_TLS_CREDS));
+		json_object_object_add(srv, "tls-authz", json_object_new_string(KWM_TLS_AUTHZ));
+	}
+	step(vm, KWM_DST, "nbd-server-start", srv, KWM_F_NBD_SERVER);
 	for (size_t d = 0; d < c->ndisks; d++)
 		step(vm, KWM_DST, "block-export-add",
 		     kwm_obj("type=s id=s node-name=s name=s writable=b", "nbd",
 			     vm->disks[d].export_id, c->disks[d].dst_node,
 			     c->disks[d].dst_node, 1), KWM_F_NBD_SERVER);
 	for (size_t d = 0; d < c->ndisks; d++) {
-		struct kwm_op *op = step(vm, KWM_SRC, "blockdev-add",
-			kwm_obj("driver=s node-name=s server=o export=s", "nbd",
-				vm->disks[d].nbd_node, kwm_socket_address(connect, 1),
-				c->disks[d].dst_node), KWM_F_NBD_NODES);
+		json_object *a = kwm_obj("driver=s node-name=s server=o export=s", "nbd",
+					 vm->disks[d].nbd_node, kwm_socket_address(connect, 1),
+					 c->disks[d].dst_node);
+		struct kwm_op *op;
+
+		if (kwm_tls_on(vm))	/* tls-hostname: QEMU 7.0 and later */
+			add_tls_client(vm, a, connect);
+		op = step(vm, KWM_SRC, "blockdev-add", a, KWM_F_NBD_NODES);
 		op->disk = (int)d;
+		if (kwm_tls_on(vm))
+			op->what = strdup("connecting the source's NBD client over TLS (a refused "
+					  "handshake: check the CA in tls.dir, tls.source-dn and "
+					  "tls.hostname; the destination's QEMU log names the DN "
+					  "it saw)");
 	}
 	for (size_t d = 0; d < c->ndisks; d++) {
 		json_object *a = kwm_obj("job-id=s device=s target=s sync=s",
@@ -612,16 +702,28 @@ void kwm_build_memory(struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
 	uint64_t share = kwm_share(vm->run, KWM_PH_MEMORY);
+	const char *connect = c->mig_connect ? c->mig_connect : c->mig_listen;
+	json_object *src_par, *dst_par;
 	struct kwm_op *op;
 
+	/* Without TLS the parameters say so: an earlier run may have set them. */
+	src_par = kwm_obj("max-bandwidth=i downtime-limit=i tls-creds=s tls-hostname=s",
+			  (int64_t)(share ? share : KWM_NO_CAP), vm->run->c->downtime_ms,
+			  "", "");
+	dst_par = kwm_obj("tls-creds=s tls-authz=s", "", "");
+	if (kwm_tls_on(vm)) {
+		if (!storage_moves(vm))
+			add_tls_objects(vm);
+		add_tls_client(vm, src_par, connect);
+		json_object_object_add(dst_par, "tls-creds", json_object_new_string(KWM_TLS_CREDS));
+		json_object_object_add(dst_par, "tls-authz", json_object_new_string(KWM_TLS_AUTHZ));
+	}
 	step(vm, KWM_SRC, "migrate-set-capabilities", caps(true), 0);
 	step(vm, KWM_DST, "migrate-set-capabilities", caps(false), 0);
-	step(vm, KWM_SRC, "migrate-set-parameters",
-	     kwm_obj("max-bandwidth=i downtime-limit=i", (int64_t)(share ? share : KWM_NO_CAP),
-		     vm->run->c->downtime_ms), 0);
+	step(vm, KWM_SRC, "migrate-set-parameters", src_par, 0);
+	step(vm, KWM_DST, "migrate-set-parameters", dst_par, 0);
 	step(vm, KWM_DST, "migrate-incoming", kwm_obj("uri=s", c->mig_listen), KWM_F_INCOMING);
-	step(vm, KWM_SRC, "migrate",
-	     kwm_obj("uri=s", c->mig_connect ? c->mig_connect : c->mig_listen), KWM_F_MIGRATE);
+	step(vm, KWM_SRC, "migrate", kwm_obj("uri=s", connect), KWM_F_MIGRATE);
 	wait_for(vm, at_pre_switchover, "waiting for the memory copy to converge (pre-switchover)");
 	call(vm, mark_cancel, "completing the mirrors");
 	for (size_t d = 0; d < c->ndisks && storage_moves(vm); d++) {
@@ -632,6 +734,11 @@ void kwm_build_memory(struct kwm_vm *vm)
 	for (size_t d = 0; d < c->ndisks && storage_moves(vm); d++) {
 		op = step(vm, KWM_SRC, "blockdev-del", kwm_obj("node-name=s", vm->disks[d].nbd_node), 0);
 		op->cond = if_storage;
+		/* The copy is whole and its client gone: the export goes at once
+		 * ("hard": the server may not have seen the client leave yet). */
+		op = step(vm, KWM_DST, "block-export-del",
+			  kwm_obj("id=s mode=s", vm->disks[d].export_id, "hard"), 0);
+		op->cond = if_storage;
 	}
 	step(vm, KWM_SRC, "migrate-continue", kwm_obj("state=s", "pre-switchover"), 0);
 	wait_for(vm, memory_completed, "waiting for the migration to complete at both ends");
@@ -639,6 +746,8 @@ void kwm_build_memory(struct kwm_vm *vm)
 	op->on_reply = migrate_stats;
 	op->cond = src_alive;
 	step(vm, KWM_DST, "query-status", NULL, 0)->on_reply = dst_autostarted;
+	if (kwm_tls_on(vm))
+		kwm_add_tls_cleanup(vm, KWM_SRC, src_alive);
 }
 
 /* ---- switchover, resume, finish ------------------------------------------- */
@@ -719,6 +828,8 @@ void kwm_build_switchover(struct kwm_vm *vm)
 {
 	if (storage_moves(vm))
 		step(vm, KWM_DST, "nbd-server-stop", NULL, 0);
+	if (kwm_tls_on(vm))
+		kwm_add_tls_cleanup(vm, KWM_DST, NULL);
 	if (vm->conf->dst.hca) {
 		struct kwm_op *op = step(vm, KWM_DST, "device_add",
 					 json_object_get(vm->conf->dst.hca), KWM_F_DST_HCA);
@@ -992,7 +1103,10 @@ static void migration_event(struct kwm_vm *vm, enum kwm_side_id side,
 		kwm_journal_fact(vm, "memory-complete", NULL);
 	}
 	if ((!strcmp(s, "failed") || !strcmp(s, "cancelled")) && watching(vm))
-		kwm_vm_fail(vm, "the migration %s at the %s", s, kwm_side_name(side));
+		kwm_vm_fail(vm, "the migration %s at the %s%s", s, kwm_side_name(side),
+			    kwm_tls_on(vm) && !strcmp(s, "failed") ? " (over TLS: check the CA "
+			    "in tls.dir, tls.source-dn and tls.hostname; the destination's "
+			    "QEMU log says what it refused)" : "");
 }
 
 void kwm_vm_event(struct kwm_vm *vm, enum kwm_side_id side, const struct kqmp_event *ev)

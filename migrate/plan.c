@@ -40,6 +40,33 @@ static void print_chain(const char *label, json_object *img)
 	printf("\n");
 }
 
+/* What crosses the network how, and who may connect. */
+static void print_streams(struct kwm_run *r, const struct kwm_vm_conf *c)
+{
+	const struct kwm_tls *t = &c->tls;
+	bool nbd = r->storage != KWM_STORAGE_SHARED;
+	char host[256];
+	const char *mig = c->mig_connect ? c->mig_connect : c->mig_listen;
+	const char *name = kwm_tls_hostname(c, mig, host, sizeof(host));
+
+	printf("    memory: destination listens on %s, source dials %s\n", c->mig_listen, mig);
+	if (nbd)
+		printf("    disks: NBD server on %s, at most %zu connection(s), each export "
+		       "removed once its mirror is done; source dials %s\n", c->nbd_listen,
+		       c->ndisks, c->nbd_connect ? c->nbd_connect : c->nbd_listen);
+	if (t->mode == KWM_TLS_X509)
+		printf("    encrypted: TLS (x509 from %s) on the memory%s stream%s; the "
+		       "destination accepts only the client certificate '%s', the source "
+		       "checks the destination's for '%s'%s\n", t->dir, nbd ? " and NBD" : "",
+		       nbd ? "s" : "", t->source_dn, name ? name : "?",
+		       t->hostname ? "" : " (each stream's connect host)");
+	else if (t->mode == KWM_TLS_NONE)
+		printf("    NOT encrypted (tls: none): guest memory%s in clear text%s\n",
+		       nbd ? " and disk" : "", kwm_vm_remote_uri(c) ? " across the network" : "");
+	else
+		printf("    not encrypted: the streams stay on this host (unix sockets, loopback)\n");
+}
+
 static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
@@ -56,6 +83,7 @@ static void print_vm(struct kwm_run *r, struct kwm_vm *vm)
 	if (r->storage != KWM_STORAGE_SHARED)
 		printf("    about %.1f MB to copy (allocated in the images; VMs with more go first)\n",
 		       vm->expect_bytes / 1e6);
+	print_streams(r, c);
 	printf("    phases:");
 	for (int p = KWM_PH_PREFLIGHT + 1; p < KWM_PH_ROLLBACK; p++)
 		if (kwm_phase_applies(vm, (enum kwm_phase)p))

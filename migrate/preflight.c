@@ -283,6 +283,20 @@ static int check_disks(struct kwm_vm *vm)
 	return 0;
 }
 
+/* tls: none was written on purpose; say so at every run all the same. */
+static int warn_clear_text(struct kwm_vm *vm)
+{
+	const char *uri = kwm_vm_remote_uri(vm->conf);
+
+	if (vm->conf->tls.mode != KWM_TLS_NONE || !uri)
+		return 0;
+	snprintf(vm->warning, sizeof(vm->warning), "tls: none: the migration and NBD streams "
+		 "cross the network in clear text (%s); guest memory and disk can be read "
+		 "and changed on the way", uri);
+	kwm_progress_message(vm->run, vm, "warning", vm->warning);
+	return 0;
+}
+
 void kwm_build_preflight(struct kwm_vm *vm)
 {
 	const struct kwm_vm_conf *c = vm->conf;
@@ -324,4 +338,5 @@ void kwm_build_preflight(struct kwm_vm *vm)
 	}
 	if (c->src.symvirt)
 		kwm_add_hello(vm, KWM_SRC);
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = warn_clear_text;
 }

@@ -227,6 +227,17 @@ static json_object *samples_json(const struct kwm_vm *vm)
 	return a;
 }
 
+/* How the VM's streams crossed: "x509", "none" (tls: none), or "local"
+ * (no tls key: unix sockets and loopback only). */
+static const char *tls_name(const struct kwm_vm *vm)
+{
+	switch (vm->conf->tls.mode) {
+	case KWM_TLS_X509: return "x509";
+	case KWM_TLS_NONE: return "none";
+	default: return "local";
+	}
+}
+
 static json_object *vm_json(const struct kwm_vm *vm)
 {
 	json_object *o = json_object_new_object(), *e = NULL, *rb = NULL;
@@ -243,6 +254,7 @@ static json_object *vm_json(const struct kwm_vm *vm)
 	json_object_object_add(o, "destination", side_json(vm, KWM_DST));
 	json_object_object_add(o, "phases", phases_json(vm));
 	json_object_object_add(o, "storage", storage_json(vm));
+	json_object_object_add(o, "tls", json_object_new_string(tls_name(vm)));
 	json_object_object_add(o, "memory", memory_json(vm));
 	json_object_object_add(o, "blackout", blackout_json(vm));
 	json_object_object_add(o, "job", job_json(vm));

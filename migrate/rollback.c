@@ -464,6 +464,11 @@ void kwm_build_rollback(struct kwm_vm *vm)
 
 	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = reconnect_src;
 	kwm_undo_phases(vm);
+	/* After the NBD server and the migration that use them. */
+	if (vm->facts & KWM_F_TLS) {
+		kwm_add_tls_cleanup(vm, KWM_SRC, src_up);
+		kwm_add_tls_cleanup(vm, KWM_DST, dst_reachable);
+	}
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = mark_lost;
 	op->cond = src_dead;
@@ -544,6 +549,10 @@ void kwm_build_rollforward(struct kwm_vm *vm)
 	op->fact = KWM_F_SWITCHED;
 	op->essential = true;
 	undo(vm, KWM_DST, "query-status", NULL)->on_reply = kwm_on_dst_status;
+	if (f & KWM_F_TLS) {
+		kwm_add_tls_cleanup(vm, KWM_DST, dst_reachable);
+		kwm_add_tls_cleanup(vm, KWM_SRC, src_up);
+	}
 	op = kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL);
 	op->fn = mark_src_quit;
 	op->cond = src_to_quit;

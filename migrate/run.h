@@ -46,7 +46,13 @@ enum kwm_fact {
 	KWM_F_QUIESCED = 1 << 6,	/* the source agent was told to quiesce */
 	KWM_F_SWITCHED = 1 << 7,	/* cont sent to the destination */
 	KWM_F_DST_HCA = 1 << 8,
+	KWM_F_TLS = 1 << 9,		/* TLS objects were added at either end */
 };
+
+/* The QOM ids of the TLS objects kawarimi adds to each QEMU (one VM per
+ * QEMU, so fixed names; a leftover of an earlier run is deleted first). */
+#define KWM_TLS_CREDS "kwm-tls"
+#define KWM_TLS_AUTHZ "kwm-tls-authz"
 
 struct kwm_op;
 typedef void (*kwm_reply_fn)(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
@@ -320,6 +326,10 @@ void kwm_vm_check_stall(struct kwm_vm *vm, int64_t now);
 const char *kwm_disk_file(struct kwm_vm *vm, enum kwm_side_id side, size_t d);
 bool kwm_phase_applies(struct kwm_vm *vm, enum kwm_phase p);
 void kwm_add_hello(struct kwm_vm *vm, enum kwm_side_id side);
+/* Removes the TLS objects and the migration parameters naming them at
+ * one end, tolerantly (success, rollback, roll forward). */
+void kwm_add_tls_cleanup(struct kwm_vm *vm, enum kwm_side_id side, kwm_cond_fn cond);
+bool kwm_tls_on(const struct kwm_vm *vm);
 int kwm_mark_rb_quiesce(struct kwm_vm *vm);
 void kwm_on_quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);
 void kwm_on_resumed(struct kwm_vm *vm, struct kwm_op *op, json_object *ret);

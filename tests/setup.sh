@@ -11,6 +11,8 @@ KAWARIMI_PACKAGES=(
 	openmpi-bin libopenmpi-dev
 	# runtime and tests
 	pciutils qemu-system-x86 qemu-utils socat iproute2 kmod cpio
+	# the TLS tests make a throwaway PKI (tests/migrate/lib.sh kwm_pki)
+	openssl
 	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
 	# the operator's toolbox: plots, man pages, completion, packages
 	gnuplot-nox tmux scdoc man-db bash-completion zsh

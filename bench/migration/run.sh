@@ -11,6 +11,9 @@
 #   (written to each VM's overlay)  RAM=512  RAM_MB=256 (random data put in
 #   guest RAM; there is no guest OS, so this stands in for a booted one)
 #   KWM_BENCH_DIR (default /var/tmp): where the images go (~3 x BASE_MB).
+#   TLS="none x509": each run in clear (tls: none) and over TLS (a throwaway
+#   PKI from tests/migrate/kwm-pki.sh), side by side; the table gives the
+#   x509 run's time over the clear one's.
 #
 # The WAN: two network namespaces joined by a veth pair with tbf at RATE on
 # both ends; the delay comes from the lab's relay (lab/kwl-relay, RTT/2
@@ -29,6 +32,7 @@ BASE_MB=${BASE_MB:-4608}
 OVERLAY_MB=${OVERLAY_MB:-256}
 RAM=${RAM:-512}
 RAM_MB=${RAM_MB:-256}
+TLS=${TLS:-none}
 NS_A=kwmb-a
 NS_B=kwmb-b
 KAWARIMI=$BUILD/migrate/kawarimi
@@ -84,6 +88,12 @@ wan_up() {
 	RELAY_PID=$!
 }
 
+# A PKI whose server certificate fits what the sources dial (the relay).
+pki() {
+	DN=$(bash "$(dirname "$0")/../../tests/migrate/kwm-pki.sh" "$T/pki" kawarimi-bench \
+		IP:127.0.0.1) || die "could not make the PKI"
+}
+
 images() {
 	echo "bench: base image ($DISK, $BASE_MB MiB of data) and its copy at the destination..." >&2
 	qemu-img create -q -f qcow2 "$T/base.qcow2" "$DISK"
@@ -132,10 +142,15 @@ start_pair() {
 }
 
 cluster_file() {
-	local n=$1 i
+	local n=$1 tls=$2 i
 	echo "format: 1"
 	echo "cluster: bench"
 	echo "limits: {parallel: 2, bandwidth: unlimited}"
+	if [ "$tls" = x509 ]; then
+		echo "tls: {dir: $T/pki, source-dn: \"$DN\"}"
+	else
+		echo "tls: none"
+	fi
 	echo "vms:"
 	for i in $(seq 1 "$n"); do
 		cat <<EOF
@@ -158,23 +173,28 @@ wire_bytes() {
 
 wan_up
 images
+case " $TLS " in *" x509 "*) pki ;; esac
 results=()
 for mode in $MODES; do
 	for n in $VMS; do
-		for i in $(seq 1 "$n"); do start_pair "$mode" "$i"; done
-		cluster_file "$n" >"$T/c.yaml"
-		echo "bench: $mode, $n VM(s)..." >&2
-		sent0=$(wire_bytes)
-		"$KAWARIMI" migrate "$T/c.yaml" --storage "$mode" --quiet \
-			--report "$T/r-$mode-$n.json" >"$T/out-$mode-$n" 2>&1 ||
-			{ cat "$T/out-$mode-$n" >&2; die "$mode/$n failed"; }
-		for i in $(seq 1 "$n"); do
-			qemu-img compare -q -U "$T/s$i.qcow2" "$T/d$i.qcow2" ||
-				die "$mode/$n: vm$i disks differ"
+		for tls in $TLS; do
+			r=$T/r-$mode-$n-$tls.json
+			for i in $(seq 1 "$n"); do start_pair "$mode" "$i"; done
+			cluster_file "$n" "$tls" >"$T/c.yaml"
+			echo "bench: $mode, $n VM(s), tls $tls..." >&2
+			sent0=$(wire_bytes)
+			"$KAWARIMI" migrate "$T/c.yaml" --storage "$mode" --quiet \
+				--report "$r" >"$T/out-$mode-$n-$tls" 2>&1 ||
+				{ cat "$T/out-$mode-$n-$tls" >&2; die "$mode/$n/$tls failed"; }
+			for i in $(seq 1 "$n"); do
+				qemu-img compare -q -U "$T/s$i.qcow2" "$T/d$i.qcow2" ||
+					die "$mode/$n/$tls: vm$i disks differ"
+			done
+			echo $(($(wire_bytes) - sent0)) >"$r.wire"
+			echo "$tls" >"$r.tls"
+			results+=("$r")
+			stop_all
 		done
-		echo $(($(wire_bytes) - sent0)) >"$T/r-$mode-$n.json.wire"
-		results+=("$T/r-$mode-$n.json")
-		stop_all
 	done
 done
 
@@ -189,20 +209,29 @@ paper = {("full", 1): (172, 5.4e9), ("full", 2): (215, 10.8e9),
          ("incremental", 1): (9, 260e6), ("incremental", 2): (9, 520e6)}
 print(f"\nWAN {rate_s}, RTT {rtt} ms; {disk} disks, base {base} MiB, overlay {ovl} MiB/VM, "
       f"{ram} MiB of data in {ramsize} MiB RAM; QEMU 7.2 under TCG\n")
-hdr = ("mode", "#VM", "moved GB", "wire GB", "time s", "ideal s", "ratio", "| paper s",
+hdr = ("mode", "#VM", "tls", "moved GB", "wire GB", "time s", "ideal s", "ratio", "| paper s",
        "paper GB", "ratio")
-print("%-12s %4s %9s %8s %8s %8s %6s %9s %9s %6s" % hdr)
+print("%-12s %4s %5s %9s %8s %8s %8s %6s %9s %9s %6s" % hdr)
+times = {}
 for path in sys.argv[8:]:
     r = json.load(open(path))
     mode, n = r["storage"], len(r["vms"])
+    tls = open(path + ".tls").read().strip()
     moved = r["totals"]["bytes"]
     wire = int(open(path + ".wire").read())
     t = r["duration-ms"] / 1000
     ideal = wire * 8 / rate
     pt, pb = paper[(mode, n)]
     pideal = pb * 8 / 920e6
-    print("%-12s %4d %9.2f %8.2f %8.1f %8.1f %6.2f | %7d %9.2f %6.2f" %
-          (mode, n, moved / 1e9, wire / 1e9, t, ideal, t / ideal, pt, pb / 1e9, pt / pideal))
+    print("%-12s %4d %5s %9.2f %8.2f %8.1f %8.1f %6.2f | %7d %9.2f %6.2f" %
+          (mode, n, tls, moved / 1e9, wire / 1e9, t, ideal, t / ideal, pt, pb / 1e9, pt / pideal))
+    times[(mode, n, tls)] = (t, wire)
+cost = [(m, n, t / times[(m, n, "none")][0], w / times[(m, n, "none")][1])
+        for (m, n, tls), (t, w) in times.items() if tls == "x509" and (m, n, "none") in times]
+if cost:
+    print("\nTLS cost (x509 run / tls: none run, same mode and VMs, same bench run):")
+    for mode, n, tr, wr in cost:
+        print("  %-12s %d VM(s): time x %.3f, wire bytes x %.3f" % (mode, n, tr, wr))
 print("\nmoved = storage (mirror progress; with full it counts zero areas, sent as"
       "\ncheap zero-writes) + memory (ram.transferred), from the report; wire = bytes"
       "\nthat left site A on the WAN veth (tbf counter); time = the whole kawarimi"

@@ -200,3 +200,70 @@ kwm_heal() { kill -CONT -- "-$RELAY_PGID"; }
 kwm_alive() {
 	kill -0 "$1" 2>/dev/null
 }
+
+# kwm_pki DIR [ORG]: a throwaway PKI in QEMU's x509 layout for 127.0.0.1
+# (tests/migrate/kwm-pki.sh); prints the client's DN as QEMU sees it.
+kwm_pki() {
+	command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
+	bash "$(dirname "${BASH_SOURCE[0]}")/kwm-pki.sh" "$@" || fail "could not make the PKI in $1"
+}
+
+# kwm_tcp_cluster FILE NAME STORAGE TLS MIG NBD: a 1-VM cluster file whose
+# streams go over TCP on 127.0.0.1; TLS is the value of the tls key, MIG
+# and NBD are "LISTEN-PORT[:CONNECT-PORT]" (a relay's port to dial).
+kwm_tcp_cluster() {
+	local mig=$5 nbd=$6
+	cat >"$1" <<YAML
+format: 1
+cluster: $2
+storage: $3
+limits: {timeouts: {preflight: 10s, storage: 60s, memory: 60s}}
+tls: $4
+vms:
+  - name: vm1
+    source: {qmp: $T/s1.qmp, symvirt: none}
+    destination:
+      qmp: $T/d1.qmp
+      symvirt: none
+      migration: {listen: "tcp:127.0.0.1:${mig%%:*}", connect: "tcp:127.0.0.1:${mig##*:}"}
+      nbd: {listen: "tcp:127.0.0.1:${nbd%%:*}", connect: "tcp:127.0.0.1:${nbd##*:}"}
+    disks: [{source: disk0}]
+YAML
+}
+
+# kwm_free_ports N: N TCP ports free on 127.0.0.1 right now.
+kwm_free_ports() {
+	python3 -c '
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+# kwm_relay DIR LISTEN=TARGET...: tests/migrate/dump-relay.py, started and
+# waited for; RELAY_PID is its pid.
+kwm_relay() {
+	local d=$1 i
+	shift
+	mkdir -p "$d"
+	python3 "$(dirname "${BASH_SOURCE[0]}")/dump-relay.py" "$d" "$@" 2>>"$d/relay.log" &
+	RELAY_PID=$!
+	PIDS+=($!)
+	for i in $(seq 1 100); do
+		[ -e "$d/ready" ] && return 0
+		sleep 0.1
+	done
+	fail "the relay did not start: $(cat "$d/relay.log")"
+}
+
+# kwm_has FILE STRING: does FILE hold STRING's bytes anywhere?
+kwm_has() {
+	python3 -c 'import sys; sys.exit(0 if sys.argv[2].encode() in open(sys.argv[1], "rb").read() else 1)' "$1" "$2"
+}
+
+# kwm_objects SOCKET: the ids under /objects of a QEMU, one line.
+kwm_objects() {
+	kwm_qmp "$1" qom-list '{"path":"/objects"}' |
+		python3 -c 'import json,sys; print(" ".join(o["name"] for o in json.load(sys.stdin)["return"]))'
+}

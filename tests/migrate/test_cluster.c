@@ -37,7 +37,8 @@ static const char good[] =
 	"      nbd: {listen: 'unix:/run/b/n1.nbd'}\n"
 	"    disks:\n"
 	"      - source: disk0\n"
-	"      - {source: disk1, destination: d1}\n";
+	"      - {source: disk1, destination: d1}\n"
+	"tls: {dir: /etc/pki/qemu, source-dn: 'O=site-a,CN=n1', hostname: b.example}\n";
 
 static void test_good(void)
 {
@@ -69,6 +70,12 @@ static void test_good(void)
 	      "an ssh:// endpoint is kept as written: %s", c->vms[0].src.symvirt);
 	CHECK(!strcmp(c->vms[0].mig_connect, "tcp:127.0.0.1:14444"), "connect");
 	CHECK(c->vms[0].nbd_connect == NULL, "nbd connect default");
+	CHECK(c->tls.mode == KWM_TLS_X509 && c->vms[0].tls.mode == KWM_TLS_X509 &&
+	      !strcmp(c->vms[0].tls.dir, "/etc/pki/qemu") &&
+	      !strcmp(c->vms[0].tls.source_dn, "O=site-a,CN=n1"), "tls copied to the VM");
+	CHECK(!strcmp(kwm_tls_hostname(&c->vms[0], "unix:/x", NULL, 0), "b.example"),
+	      "tls.hostname wins");
+	CHECK(!strcmp(kwm_vm_remote_uri(&c->vms[0]), "tcp:10.0.0.2:4444"), "remote uri");
 	CHECK(c->vms[0].ndisks == 2 && !strcmp(c->vms[0].disks[0].dst_node, "disk0") &&
 	      !strcmp(c->vms[0].disks[1].dst_node, "d1"), "disks");
 	kwm_cluster_free(c);
@@ -106,8 +113,79 @@ static void expect_error(const char *from, const char *to, const char *want_pos,
 	free(text);
 }
 
+/* Parses the good file mutated; NULL (and a failed check) if refused. */
+static struct kwm_cluster *expect_ok(const char *from, const char *to)
+{
+	struct kwm_cluster *c = NULL;
+	char *text = mutate(from, to), err[512];
+
+	if (kwm_cluster_parse("ok.yaml", text, strlen(text), &c, err, sizeof(err)))
+		CHECK(0, "'%s' -> '%s' refused: %s", from, to, err);
+	free(text);
+	return c;
+}
+
+static void test_tls(void)
+{
+	struct kwm_cluster *c;
+	char buf[64];
+
+	c = expect_ok("tls: {dir: /etc/pki/qemu, source-dn: 'O=site-a,CN=n1', hostname: b.example}",
+		      "tls: none");
+	if (c) {
+		CHECK(c->vms[0].tls.mode == KWM_TLS_NONE, "tls: none");
+		kwm_cluster_free(c);
+	}
+	/* A VM's own tls wins over the top level's. */
+	c = expect_ok("    disks:\n", "    tls: {dir: /srv/pki, source-dn: 'CN=x', hostname: n1.b}\n"
+		      "    disks:\n");
+	if (c) {
+		CHECK(!strcmp(c->vms[0].tls.dir, "/srv/pki") &&
+		      !strcmp(c->vms[0].tls.hostname, "n1.b"),
+		      "per-VM tls");
+		CHECK(c->tls.hostname && !strcmp(c->tls.hostname, "b.example"), "top level kept");
+		kwm_cluster_free(c);
+	}
+	/* Without hostname, each stream's own connect host is checked. */
+	c = expect_ok("nbd: {listen: 'unix:/run/b/n1.nbd'}",
+		      "nbd: {listen: 'tcp:10.0.0.2:10809', connect: 'tcp:127.0.0.1:20809'}");
+	if (c) {
+		free(c->vms[0].tls.hostname);
+		c->vms[0].tls.hostname = NULL;
+		CHECK(!strcmp(kwm_tls_hostname(&c->vms[0], c->vms[0].mig_connect, buf,
+					       sizeof(buf)), "127.0.0.1"), "connect host");
+		CHECK(!kwm_tls_hostname(&c->vms[0], "unix:/x", buf, sizeof(buf)), "unix: no host");
+		kwm_cluster_free(c);
+	}
+}
+
 int main(void)
 {
+	test_tls();
+	expect_error("tls: {dir: /etc/pki/qemu, source-dn: 'O=site-a,CN=n1', hostname: b.example}\n",
+		     "", "bad.yaml:10:5: vms[0]:", "destination.migration.listen "
+		     "'tcp:10.0.0.2:4444' crosses the network in clear text; add tls:");
+	expect_error(", hostname: b.example", "", "bad.yaml:10:5: vms[0]:",
+		     "destination.nbd.listen 'unix:/run/b/n1.nbd' names no host");
+	expect_error("tcp:10.0.0.2:4444", "tcp:0.0.0.0:4444", "bad.yaml:18:27:",
+		     "'tcp:0.0.0.0:4444' listens on every address of the host; write the "
+		     "destination's own address");
+	expect_error("tcp:10.0.0.2:4444", "tcp:[::]:4444", "bad.yaml:18:27:",
+		     "listens on every address");
+	expect_error("'unix:/run/b/n1.nbd'", "'tcp:0:10809'", "bad.yaml:19:21:",
+		     "listens on every address");
+	expect_error(", source-dn: 'O=site-a,CN=n1'", "", "bad.yaml:23:6: tls:",
+		     "missing key 'source-dn'");
+	expect_error("'O=site-a,CN=n1'", "site-a", "bad.yaml:23:38: tls.source-dn:",
+		     "'site-a' is not a distinguished name; take it from `openssl x509");
+	expect_error("dir: /etc/pki/qemu", "dir: pki", "bad.yaml:23:12: tls.dir:",
+		     "'pki' is not an absolute path");
+	expect_error("tls: {dir", "tls: {port: 1, dir", "bad.yaml:23:7: tls:",
+		     "unknown key 'port'; expected one of dir, source-dn, hostname");
+	expect_error("tls: {dir: /etc/pki/qemu, source-dn: 'O=site-a,CN=n1', hostname: b.example}",
+		     "tls: yes", "bad.yaml:23:6: tls:", "'yes' is not a TLS setting");
+	expect_error("    disks:\n", "    tls: on\n    disks:\n", "bad.yaml:20:10: vms[0].tls:",
+		     "'on' is not a TLS setting");
 	test_good();
 	expect_error("qmp: /run/a", "qpm: /run/a", "bad.yaml:12:7:",
 		     "unknown key 'qpm'; expected one of qmp, symvirt, hca");

@@ -22,9 +22,11 @@ base = {
                              "migration": {"listen": "unix:/nonexistent/m"},
                              "nbd": {"listen": "unix:/nonexistent/n"}},
              "disks": [{"source": "disk0"}]}],
+    "tls": {"dir": "/nonexistent/pki", "source-dn": "O=t,CN=s", "hostname": "d"},
 }
+# vms[].tls has the same keys as tls (the page says so): one parser reads both.
 maps = ["", "limits", "limits.timeouts", "vms[]", "vms[].source", "vms[].destination",
-        "vms[].destination.migration", "vms[].destination.nbd", "vms[].disks[]"]
+        "vms[].destination.migration", "vms[].destination.nbd", "vms[].disks[]", "tls"]
 
 def node(doc, path):
     for part in [p for p in path.split(".") if p]:
