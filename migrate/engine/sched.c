@@ -115,9 +115,10 @@ static void start_rollback(struct kwm_run *r)
 		undo_vm(&r->vms[i]);
 }
 
-/* --allow-partial: only the VMs that failed go back; the others go on
- * (their barriers no longer wait for those). */
-static void rollback_failed(struct kwm_run *r)
+/* What a failed VM does next: undo (allow-partial) or stop where it is
+ * (past the switchover).  Its phases not run are skipped, so the barriers
+ * no longer wait for it. */
+static void settle_failed(struct kwm_run *r, bool undo)
 {
 	for (size_t i = 0; i < r->nvms; i++) {
 		struct kwm_vm *vm = &r->vms[i];
@@ -127,7 +128,12 @@ static void rollback_failed(struct kwm_run *r)
 		for (size_t k = 0; k < NORDER; k++)
 			if (!vm->phase_ran[order(k)])
 				vm->skipped[order(k)] = true;
-		undo_vm(vm);
+		if (undo) {
+			undo_vm(vm);
+			continue;
+		}
+		kwm_ops_clear(vm);
+		vm->state = KWM_VM_DONE;
 	}
 }
 
@@ -176,21 +182,6 @@ static struct kwm_vm *next_vm(struct kwm_run *r, enum kwm_phase p)
 	return best;
 }
 
-static void retire_failed(struct kwm_run *r)
-{
-	for (size_t i = 0; i < r->nvms; i++) {
-		struct kwm_vm *vm = &r->vms[i];
-
-		if (vm->state != KWM_VM_FAILED)
-			continue;
-		for (size_t k = 0; k < NORDER; k++)
-			if (!vm->phase_ran[order(k)])
-				vm->skipped[order(k)] = true;
-		kwm_ops_clear(vm);
-		vm->state = KWM_VM_DONE;
-	}
-}
-
 /* recover: every VM runs its own program (recover.c), no barrier. */
 static bool start_recover(struct kwm_run *r)
 {
@@ -221,9 +212,9 @@ bool kwm_schedule(struct kwm_run *r)
 	if (r->failed_after_switchover) {
 		/* Past the point of no return: the failed VMs stop where they
 		 * are, the others go on to the end. */
-		retire_failed(r);
+		settle_failed(r, false);
 	} else if (any_failed(r) && r->opt.allow_partial && !r->opt.plan_only) {
-		rollback_failed(r);
+		settle_failed(r, true);
 	} else if (any_failed(r)) {
 		start_rollback(r);
 		return any_busy(r);

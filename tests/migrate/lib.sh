@@ -197,6 +197,17 @@ kwm_relays() {
 kwm_blackhole() { kill -STOP -- "-$RELAY_PGID"; }
 kwm_heal() { kill -CONT -- "-$RELAY_PGID"; }
 
+# kwm_wait_line FILE PATTERN [SECONDS]: waits (0.05 s steps, default 30 s)
+# until a line of FILE matches the grep PATTERN; fails otherwise.
+kwm_wait_line() {
+	local i n=$((${3:-30} * 20))
+	for i in $(seq 1 "$n"); do
+		grep -q -- "$2" "$1" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	fail "no line matching '$2' in $1 within ${3:-30} s"
+}
+
 kwm_alive() {
 	kill -0 "$1" 2>/dev/null
 }

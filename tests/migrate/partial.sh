@@ -24,10 +24,7 @@ AGENTS=yes DST_HCA='{driver: usb-net, id: hca9, netdev: hn0, bus: nosuchbus.0}' 
 timeout 150 "$KAWARIMI" migrate "$T/c.yaml" --allow-partial --json --report "$T/r.json" \
 	>"$T/out" 2>"$T/err" &
 kpid=$!
-for t in $(seq 1 300); do
-	grep -q '"vm":"vm2","phase":"storage","state":"start"' "$T/out" 2>/dev/null && break
-	sleep 0.05
-done
+kwm_wait_line "$T/out" '"vm":"vm2","phase":"storage","state":"start"'
 kill -9 "$DST_PID_2"
 wait $kpid
 rc=$?
@@ -62,10 +59,7 @@ for i in 1 2; do
 done
 timeout 150 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r2.json" >"$T/out2" 2>"$T/err2" &
 kpid=$!
-for t in $(seq 1 300); do
-	grep -q '"vm":"vm2","phase":"storage","state":"start"' "$T/out2" 2>/dev/null && break
-	sleep 0.05
-done
+kwm_wait_line "$T/out2" '"vm":"vm2","phase":"storage","state":"start"'
 kill -9 "$DST_PID_2"
 wait $kpid
 rc=$?

@@ -20,10 +20,7 @@ J=$KAWARIMI_STATE_DIR/test.journal
 
 "$KAWARIMI" migrate "$T/c.yaml" --hold-job --json >"$T/out" 2>"$T/err" &
 kpid=$!
-for t in $(seq 1 300); do
-	grep -q '"vm":"vm1","phase":"memory","state":"start"' "$T/out" 2>/dev/null && break
-	sleep 0.1
-done
+kwm_wait_line "$T/out" '"vm":"vm1","phase":"memory","state":"start"'
 sleep 1
 grep -q '"vm":"vm1","phase":"memory","state":"end"' "$T/out" && fail "memory too fast to interrupt"
 kill -9 "$kpid"

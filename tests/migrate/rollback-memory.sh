@@ -15,10 +15,7 @@ STORAGE=incremental BANDWIDTH=6MB/s kwm_cluster "$T/c.yaml" 1
 
 timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r.json" >"$T/out" 2>"$T/err" &
 kpid=$!
-for t in $(seq 1 200); do
-	grep -q '"vm":"vm1","phase":"memory","state":"start"' "$T/out" 2>/dev/null && break
-	sleep 0.1
-done
+kwm_wait_line "$T/out" '"vm":"vm1","phase":"memory","state":"start"'
 sleep 1
 grep -q '"vm":"vm1","phase":"memory","state":"end"' "$T/out" && fail "memory too fast to interrupt"
 kill -9 "$DST_PID_1"

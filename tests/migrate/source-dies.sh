@@ -17,11 +17,7 @@ J=$KAWARIMI_STATE_DIR/test.journal
 timeout 150 "$KAWARIMI" migrate "$T/c.yaml" --keep-source --json --report "$T/r.json" \
 	>"$T/out" 2>"$T/err" &
 kpid=$!
-for t in $(seq 1 600); do
-	grep -q '"vm":"vm1","fact":"memory-complete"' "$J" 2>/dev/null && break
-	sleep 0.05
-done
-grep -q '"vm":"vm1","fact":"memory-complete"' "$J" || fail "vm1's memory never arrived"
+kwm_wait_line "$J" '"vm":"vm1","fact":"memory-complete"'
 kill -9 "$SRC_PID_1"
 wait $kpid
 rc=$?
