@@ -197,6 +197,20 @@ kwm_relays() {
 kwm_blackhole() { kill -STOP -- "-$RELAY_PGID"; }
 kwm_heal() { kill -CONT -- "-$RELAY_PGID"; }
 
+# kwm_vms N MIB: images for VMs 1..N (each source overlay kept as
+# s$i.orig.qcow2), each source with MIB of random data in its RAM (no guest
+# OS writes any), each destination waiting; their pids in SRC_PID_i/DST_PID_i.
+kwm_vms() {
+	local n=$1 mib=$2 i
+	kwm_images "$n"
+	for i in $(seq 1 "$n"); do
+		cp "$T/s$i.qcow2" "$T/s$i.orig.qcow2"
+		head -c $((mib << 20)) /dev/urandom >"$T/ram$i.bin"
+		kwm_start_src "$i" -device "loader,file=$T/ram$i.bin,addr=0x2000000,force-raw=on"
+		kwm_start_dst "$i"
+	done
+}
+
 # kwm_wait_line FILE PATTERN [SECONDS]: waits (0.05 s steps, default 30 s)
 # until a line of FILE matches the grep PATTERN; fails otherwise.
 kwm_wait_line() {

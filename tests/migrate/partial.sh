@@ -9,13 +9,7 @@
 # - the same failure without --allow-partial rolls both back (exit 1).
 . "$(dirname "$0")/lib.sh"
 
-kwm_images 2
-for i in 1 2; do
-	cp "$T/s$i.qcow2" "$T/s$i.orig.qcow2"
-	head -c $((16 << 20)) /dev/urandom >"$T/ram$i.bin"
-	kwm_start_src "$i" -device "loader,file=$T/ram$i.bin,addr=0x2000000,force-raw=on"
-	kwm_start_dst "$i"
-done
+kwm_vms 2 16
 AGENTS=yes kwm_agents 2
 # The "HCA" at the destination names a bus the destination does not have.
 AGENTS=yes DST_HCA='{driver: usb-net, id: hca9, netdev: hn0, bus: nosuchbus.0}' \

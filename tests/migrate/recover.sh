@@ -7,15 +7,9 @@
 # run again it has nothing to do.
 . "$(dirname "$0")/lib.sh"
 
-kwm_images 2
-for i in 1 2; do
-	cp "$T/s$i.qcow2" "$T/s$i.orig.qcow2"
-	head -c $((24 << 20)) /dev/urandom >"$T/ram$i.bin"
-	kwm_start_src "$i" -device "loader,file=$T/ram$i.bin,addr=0x2000000,force-raw=on"
-	kwm_start_dst "$i"
-done
+kwm_vms 2 24
 AGENTS=yes kwm_agents 2
-STORAGE=incremental BANDWIDTH=6MB/s PARALLEL=2 AGENTS=yes HOLD=1 kwm_cluster "$T/c.yaml" 2
+STORAGE=incremental BANDWIDTH=6MB/s PARALLEL=2 AGENTS=yes kwm_cluster "$T/c.yaml" 2
 J=$KAWARIMI_STATE_DIR/test.journal
 
 "$KAWARIMI" migrate "$T/c.yaml" --hold-job --json >"$T/out" 2>"$T/err" &

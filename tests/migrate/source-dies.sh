@@ -5,12 +5,7 @@
 # nothing is left behind.
 . "$(dirname "$0")/lib.sh"
 
-kwm_images 2
-for i in 1 2; do
-	head -c $((24 << 20)) /dev/urandom >"$T/ram$i.bin"
-	kwm_start_src "$i" -device "loader,file=$T/ram$i.bin,addr=0x2000000,force-raw=on"
-	kwm_start_dst "$i"
-done
+kwm_vms 2 24
 STORAGE=incremental BANDWIDTH=8MB/s PARALLEL=1 kwm_cluster "$T/c.yaml" 2
 J=$KAWARIMI_STATE_DIR/test.journal
 
