@@ -3,7 +3,10 @@
 # runs this script.
 #
 #   lab.sh up [--nodes N] [--rate 920mbit] [--rtt 7.5ms] [--hotplug acpi|native]
+#             [--local]
 #   lab.sh status
+#   lab.sh env                     the environment kawarimi needs to reach
+#                                  the sites (KAWARIMI_SSH), as shell exports
 #   lab.sh down
 #   lab.sh console NODE            interactive serial console (Ctrl-] leaves)
 #   lab.sh exec NODE [--timeout S] -- COMMAND...   run a command in the guest
@@ -66,7 +69,7 @@ spawn() { # NAME NETNS|- CMD...
 
 need_tools() {
 	local t
-	for t in qemu-system-x86_64 qemu-img ip tc socat python3; do
+	for t in qemu-system-x86_64 qemu-img ip tc socat python3 ssh ssh-keygen openssl /usr/sbin/sshd; do
 		command -v "$t" >/dev/null || die "'$t' not found; run tests/setup.sh's kawarimi_install_deps"
 	done
 	for t in lab/kwl-hub lab/kwl-relay; do
@@ -183,6 +186,17 @@ running_site() {
 
 # ---- the cluster files for `kawarimi migrate` ----------------------------
 
+# site_ep SITE NAME: how the coordinator reaches a site's socket NAME:
+# through the site's sshd (ssh://HOST/PATH, HOST a Host of the lab's ssh
+# config), or the local path with `up --local`.
+site_ep() {
+	if [ -f "$STATE/local" ]; then
+		echo "$STATE/$2"
+	else
+		echo "ssh://$P-$1$STATE/$2"
+	fi
+}
+
 write_cluster_file() { # FROM TO FILE
 	local from=$1 to=$2 file=$3 i nodes rate
 	nodes=$(cat "$STATE/nodes")
@@ -197,23 +211,31 @@ write_cluster_file() { # FROM TO FILE
 		echo "  bandwidth: $(sed 's,mbit$,Mbit/s,; s,gbit$,Gbit/s,; s,kbit$,kbit/s,' <<<"$rate")"
 		echo "  parallel: $nodes"
 		echo "  downtime: 300ms"
-		echo "# The lab's WAN is a veth pair on this one host: clear text on purpose"
-		echo "# (docs/security-tls.md makes the PKI a real site needs)."
-		echo "tls: none"
+		if [ -f "$STATE/local" ]; then
+			echo "# \`lab up --local\`: local sockets, and the WAN in clear text."
+			echo "tls: none"
+		else
+			echo "# Each site is a host reached through its sshd (KAWARIMI_SSH: see"
+			echo "# \`kawarimi lab env\`); the streams between them are sealed with a"
+			echo "# throwaway PKI made by lab/pki.sh (docs/security.md)."
+			echo "tls:"
+			echo "  dir: $STATE/tls"
+			echo "  source-dn: \"$(cat "$STATE/tls/source-dn")\""
+		fi
 		echo "vms:"
 		for i in $(seq 1 "$nodes"); do
 			echo "  - name: node$i"
 			echo "    source:"
-			echo "      qmp: $STATE/$from-node$i.qmp"
-			echo "      symvirt: $STATE/$from-node$i.symvirt"
+			echo "      qmp: $(site_ep "$from" "$from-node$i.qmp")"
+			echo "      symvirt: $(site_ep "$from" "$from-node$i.symvirt")"
 			if [ "$from" = a ]; then
 				hca_yaml "$i" 6
 			else
 				echo "      hca: none"
 			fi
 			echo "    destination:"
-			echo "      qmp: $STATE/$to-node$i.qmp"
-			echo "      symvirt: $STATE/$to-node$i.symvirt"
+			echo "      qmp: $(site_ep "$to" "$to-node$i.qmp")"
+			echo "      symvirt: $(site_ep "$to" "$to-node$i.symvirt")"
 			echo "      migration:"
 			echo "        listen: tcp:$(wan_ip "$to"):$(mig_port "$to" "$i")"
 			echo "        connect: tcp:127.0.0.1:$(mig_port "$to" "$i")"
@@ -242,12 +264,94 @@ hca_yaml() { # NODE INDENT
 	echo "${pad}  mac: \"52:54:00:71:00:$(printf %02x "$1")\""
 }
 
+# ---- the sites as hosts ---------------------------------------------------
+
+# Each site namespace runs an sshd on its own 127.0.0.1:22, and the
+# coordinator reaches a site only through it, as an operator reaches a
+# real site: `ssh $P-a` works with the lab's ssh config, whose Host entries
+# enter the namespace with a ProxyCommand (where an operator would have a
+# ProxyJump to the site's bastion).  Keys, host keys and known_hosts are
+# the lab's own, made at `up`; nothing of root's ~/.ssh is read or changed.
+ssh_setup() {
+	local d=$STATE/ssh s
+	mkdir -p "$d" /run/sshd && chmod 700 "$d" || die "cannot create $d"
+	ssh-keygen -q -t ed25519 -N '' -C "kawarimi-lab-$P" -f "$d/id" || die "ssh-keygen failed"
+	cp "$d/id.pub" "$d/authorized_keys"
+	: >"$d/known_hosts"
+	: >"$d/config"
+	for s in a b; do
+		ssh-keygen -q -t ed25519 -N '' -C "$P-$s" -f "$d/host-$s" || die "ssh-keygen failed"
+		echo "$P-$s $(cut -d' ' -f1,2 "$d/host-$s.pub")" >>"$d/known_hosts"
+		# sshd's MaxSessions bounds the sockets one master carries: two per
+		# VM (QMP and symvirt), 16 VMs at most.
+		cat >"$d/sshd-$s.conf" <<-EOF
+			ListenAddress 127.0.0.1:22
+			HostKey $d/host-$s
+			AuthorizedKeysFile $d/authorized_keys
+			PidFile none
+			UsePAM no
+			PermitRootLogin prohibit-password
+			PasswordAuthentication no
+			KbdInteractiveAuthentication no
+			MaxSessions 64
+			LogLevel VERBOSE
+		EOF
+		cat >>"$d/config" <<-EOF
+			Host $P-$s
+			    User root
+			    HostKeyAlias $P-$s
+			    ProxyCommand ip netns exec $P-$s socat - TCP:127.0.0.1:22
+			    IdentityFile $d/id
+			    IdentitiesOnly yes
+			    IdentityAgent none
+			    UserKnownHostsFile $d/known_hosts
+			    GlobalKnownHostsFile /dev/null
+			    StrictHostKeyChecking yes
+		EOF
+	done
+	printf '#!/bin/sh\n# The ssh that kawarimi runs to reach the lab'"'"'s sites (KAWARIMI_SSH).\nexec ssh -F %s "$@"\n' \
+		"$d/config" >"$d/ssh"
+	chmod 755 "$d/ssh"
+}
+
+sshd_start() {
+	local s t
+	spawn sshd-a "$NS_A" /usr/sbin/sshd -D -f "$STATE/ssh/sshd-a.conf"
+	spawn sshd-b "$NS_B" /usr/sbin/sshd -D -f "$STATE/ssh/sshd-b.conf"
+	for s in a b; do
+		t=0
+		until "$STATE/ssh/ssh" -o BatchMode=yes -o ConnectTimeout=5 "$P-$s" true 2>>"$STATE/sshd-$s.log"; do
+			pid_alive "$STATE/sshd-$s.pid" || die "the sshd of site $s died; see $STATE/sshd-$s.log"
+			[ $t -ge 20 ] && die "cannot log in to site $s through its sshd; see $STATE/sshd-$s.log"
+			sleep 0.25
+			t=$((t + 1))
+		done
+	done
+}
+
+pki_setup() {
+	# The destinations' certificate names what the sources dial: each
+	# site's relay on 127.0.0.1 (and the WAN addresses, for a cluster file
+	# edited to dial them directly).
+	PKI_DAYS=30 bash "$LAB/pki.sh" "$STATE/tls" "kawarimi-lab-$P" \
+		"IP:127.0.0.1,IP:$WAN_A,IP:$WAN_B" >"$STATE/tls/source-dn" 2>"$STATE/pki.log" ||
+		die "making the lab's PKI failed; see $STATE/pki.log"
+	[ -s "$STATE/tls/source-dn" ] || die "lab/pki.sh printed no source DN; see $STATE/pki.log"
+}
+
+cmd_env() {
+	[ -d "$STATE" ] || die "no lab '$P' is up"
+	[ -f "$STATE/local" ] && return 0
+	echo "export KAWARIMI_SSH=$STATE/ssh/ssh"
+}
+
 # ---- up -------------------------------------------------------------------
 
 rate_ok() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?(kbit|mbit|gbit)$ ]]; }
 
 cmd_up() {
 	local nodes=2 rate=920mbit rtt=7.5ms hotplug=acpi hca=${KWL_HCA_MODEL:-e1000e} i out base layer delay
+	local local_only=no
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--nodes) nodes=${2:-}; shift 2 ;;
@@ -255,6 +359,7 @@ cmd_up() {
 		--rtt) rtt=${2:-}; shift 2 ;;
 		--hotplug) hotplug=${2:-}; shift 2 ;;
 		--hca-model) hca=${2:-}; shift 2 ;;
+		--local) local_only=yes; shift ;;
 		*) die "up: unknown option '$1'; see 'kawarimi lab help'" ;;
 		esac
 	done
@@ -280,6 +385,7 @@ cmd_up() {
 	echo "$rtt" >"$STATE/rtt"
 	echo "$hotplug" >"$STATE/hotplug"
 	echo "$hca" >"$STATE/hca-model"
+	[ $local_only = yes ] && : >"$STATE/local"
 	cat "$base/initrd-base.gz" ${layer:+"$layer"} >"$STATE/initrd.gz"
 	if [ -n "$layer" ]; then
 		echo "$layer" >"$STATE/layer"
@@ -338,6 +444,13 @@ cmd_up() {
 		spawn "relay-$s" "$ns" "$BUILD/lab/kwl-relay" --delay-ms "$delay" "${rules[@]}"
 	done
 
+	if [ $local_only = no ]; then
+		mkdir -p "$STATE/tls"
+		pki_setup
+		ssh_setup
+		sshd_start
+	fi
+
 	sleep 0.3
 	for f in hub-cluster hub-rdma relay-a relay-b; do
 		pid_alive "$STATE/$f.pid" || die "$f did not start; see $STATE/$f.log"
@@ -357,6 +470,10 @@ cmd_up() {
 	trap - EXIT
 	say "up: $nodes node VMs at site A, $nodes incoming QEMUs at site B; WAN $rate, RTT $rtt"
 	say "cluster files: $STATE/cluster-a2b.yaml (A->B), $STATE/cluster-b2a.yaml (B->A; run 'kawarimi lab incoming a' first)"
+	if [ $local_only = no ]; then
+		say "the sites are hosts $P-a and $P-b, reached through their sshd; before 'kawarimi migrate':"
+		say "  eval \"\$(kawarimi lab env)\"    # sets KAWARIMI_SSH=$STATE/ssh/ssh"
+	fi
 }
 
 # ---- incoming --------------------------------------------------------------
@@ -440,9 +557,16 @@ cmd_status() {
 	fi
 	nodes=$(cat "$STATE/nodes")
 	echo "lab '$P': $nodes nodes, WAN $(cat "$STATE/rate") RTT $(cat "$STATE/rtt"), hotplug $(cat "$STATE/hotplug"), state $STATE"
-	for f in hub-cluster hub-rdma relay-a relay-b; do
+	local daemons=(hub-cluster hub-rdma relay-a relay-b)
+	[ -f "$STATE/local" ] || daemons+=(sshd-a sshd-b)
+	for f in "${daemons[@]}"; do
 		pid_alive "$STATE/$f.pid" && echo "  $f: pid $(cat "$STATE/$f.pid")" || echo "  $f: NOT RUNNING"
 	done
+	if [ -f "$STATE/local" ]; then
+		echo "  endpoints: local sockets, the WAN in clear text (up --local)"
+	else
+		echo "  endpoints: ssh://$P-a/... and ssh://$P-b/... ('eval \"\$(kawarimi lab env)\"'), TLS from $STATE/tls"
+	fi
 	printf '  %-6s %-12s %-12s %-14s %s\n' node site-A site-B cluster-IP HCA-IP
 	for i in $(seq 1 "$nodes"); do
 		printf '  %-6s %-12s %-12s %-14s %s\n' "node$i" "$(qemu_status a "$i")" "$(qemu_status b "$i")" \
@@ -498,7 +622,8 @@ cmd_qmp() {
 usage() {
 	cat <<EOF
 usage: kawarimi lab up [--nodes N] [--rate 920mbit] [--rtt 7.5ms] [--hotplug acpi|native]
-       kawarimi lab status | down
+                     [--local]            (no sshd, no TLS: local sockets)
+       kawarimi lab status | down | env
        kawarimi lab console NODE            (Ctrl-] leaves)
        kawarimi lab exec NODE [--timeout S] -- COMMAND...
        kawarimi lab incoming a|b            (destination QEMUs for the way back)
@@ -513,6 +638,7 @@ case $cmd in
 up) cmd_up "$@" ;;
 down) cmd_down ;;
 status) cmd_status ;;
+env) cmd_env ;;
 console) cmd_console "$@" ;;
 exec) cmd_exec "$@" ;;
 incoming) cmd_incoming "$@" ;;

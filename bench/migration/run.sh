@@ -12,7 +12,7 @@
 #   guest RAM; there is no guest OS, so this stands in for a booted one)
 #   KWM_BENCH_DIR (default /var/tmp): where the images go (~3 x BASE_MB).
 #   TLS="none x509": each run in clear (tls: none) and over TLS (a throwaway
-#   PKI from tests/migrate/kwm-pki.sh), side by side; the table gives the
+#   PKI from lab/pki.sh), side by side; the table gives the
 #   x509 run's time over the clear one's.
 #
 # The WAN: two network namespaces joined by a veth pair with tbf at RATE on
@@ -90,7 +90,7 @@ wan_up() {
 
 # A PKI whose server certificate fits what the sources dial (the relay).
 pki() {
-	DN=$(bash "$(dirname "$0")/../../tests/migrate/kwm-pki.sh" "$T/pki" kawarimi-bench \
+	DN=$(bash "$(dirname "$0")/../../lab/pki.sh" "$T/pki" kawarimi-bench \
 		IP:127.0.0.1) || die "could not make the PKI"
 }
 

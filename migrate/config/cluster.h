@@ -37,7 +37,7 @@ struct kwm_disk {
 };
 
 /*
- * How a VM's migration and NBD streams cross the network (docs/security-tls.md):
+ * How a VM's migration and NBD streams cross the network (docs/security.md):
  * x509 TLS with QEMU's own credentials, or explicitly in clear text.
  */
 enum kwm_tls_mode {

@@ -378,7 +378,7 @@ json_object *kwm_resume_args(struct kwm_vm *vm, bool verbs)
 		       vm->run->c->timeout_ms[KWM_PH_RESUME] * 3 / 4);
 }
 
-/* ---- TLS (docs/security-tls.md) ------------------------------------------- */
+/* ---- TLS (docs/security.md) ------------------------------------------- */
 
 bool kwm_tls_on(const struct kwm_vm *vm)
 {

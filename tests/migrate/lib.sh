@@ -227,10 +227,10 @@ kwm_alive() {
 }
 
 # kwm_pki DIR [ORG]: a throwaway PKI in QEMU's x509 layout for 127.0.0.1
-# (tests/migrate/kwm-pki.sh); prints the client's DN as QEMU sees it.
+# (lab/pki.sh); prints the client's DN as QEMU sees it.
 kwm_pki() {
 	command -v openssl >/dev/null || { echo "SKIP: openssl not installed"; exit 77; }
-	bash "$(dirname "${BASH_SOURCE[0]}")/kwm-pki.sh" "$@" || fail "could not make the PKI in $1"
+	bash "$(dirname "${BASH_SOURCE[0]}")/../../lab/pki.sh" "$@" || fail "could not make the PKI in $1"
 }
 
 # kwm_tcp_cluster FILE NAME STORAGE TLS MIG NBD: a 1-VM cluster file whose

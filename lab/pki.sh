@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# kwm-pki.sh DIR [ORG [SAN]]: a throwaway PKI in QEMU's x509 layout, made
-# with openssl as docs/security-tls.md shows: ca-cert.pem (+ ca-key.pem),
+# lab/pki.sh DIR [ORG [SAN]]: a throwaway PKI in QEMU's x509 layout, made
+# with openssl as docs/security.md shows: ca-cert.pem (+ ca-key.pem),
 # server-cert.pem/server-key.pem for SAN (default IP:127.0.0.1,DNS:localhost),
 # client-cert.pem/client-key.pem with subject O=ORG,CN=source.  Prints the
-# client certificate's DN as QEMU compares it (tls.source-dn).  For tests
-# and benchmarks: the keys are not protected and the certificates last 2 days.
+# client certificate's DN as QEMU compares it (tls.source-dn).  For tests,
+# benchmarks and the lab: the keys are not protected and the certificates
+# last PKI_DAYS days (default 2).
 set -eu
-d=$1 org=${2:-kawarimi-test} san=${3:-IP:127.0.0.1,DNS:localhost}
+d=$1 org=${2:-kawarimi-test} san=${3:-IP:127.0.0.1,DNS:localhost} days=${PKI_DAYS:-2}
 mkdir -p "$d"
 cd "$d"
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
@@ -19,12 +20,12 @@ sign() {
 	printf '%s\n' "basicConstraints=critical,CA:FALSE" \
 		"keyUsage=critical,digitalSignature,keyEncipherment" "$@" >"$name.ext"
 	openssl x509 -req -in "$name.csr" -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial \
-		-days 2 -extfile "$name.ext" -out "$name-cert.pem"
+		-days "$days" -extfile "$name.ext" -out "$name-cert.pem"
 	rm "$name.csr" "$name.ext"
 }
 {
 	key ca-key.pem
-	openssl req -new -x509 -key ca-key.pem -out ca-cert.pem -days 2 \
+	openssl req -new -x509 -key ca-key.pem -out ca-cert.pem -days "$days" \
 		-subj "/O=$org/CN=$org CA" -addext "basicConstraints=critical,CA:TRUE" \
 		-addext "keyUsage=critical,keyCertSign,cRLSign"
 	sign server "/O=$org/CN=destination" "extendedKeyUsage=serverAuth" "subjectAltName=$san"
