@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/verbs/lab-verbs.sh: the kawarimi BTL's verbs path on the lab's
-# soft-RoCE "HCAs" (issue 7), in one run:
+# soft-RoCE "HCAs", in one run:
 #   1. an MPI job across two node VMs runs over verbs (agent status shows
 #      path "verbs", rxe0's hw_counters grow); its 256 KiB messages take
 #      the zero-copy path (btl_kawarimi_verbs_rdma_min 65536: the receiver
