@@ -186,7 +186,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		return NULL;
 	}
 	kw.path = &kw_tcp_path;
-	if (kw.path->listen((uint16_t)kw.port, &kw.local.port, err, sizeof(err))) {
+	if (kw.path->listen(&kw.local, (uint16_t)kw.port, err, sizeof(err))) {
 		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
 		return NULL;
 	}

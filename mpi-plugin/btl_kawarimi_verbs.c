@@ -946,11 +946,11 @@ static void conn_param(struct rdma_conn_param *cp, const unsigned char *pd)
 
 /* ---- listen / accept ------------------------------------------------------------- */
 
-static int v_listen(uint16_t port, uint16_t *bound, char *err, size_t errlen)
+static int v_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
 {
 	/* The listener comes up in kw_verbs_init (it needs the TCP port). */
+	(void)local;
 	(void)port;
-	(void)bound;
 	(void)err;
 	(void)errlen;
 	return 0;
@@ -985,9 +985,10 @@ static void v_quiesce(void)
 	log_zc("quiesce");
 }
 
-static int v_resume(char *err, size_t errlen)
+static int v_resume(struct kw_addrs *local, char *err, size_t errlen)
 {
 	/* kw_verbs_resume_hints does the work (it needs the agent's hints). */
+	(void)local;
 	(void)err;
 	(void)errlen;
 	return 0;
