@@ -91,6 +91,13 @@ ack-loss)
 	tc qdisc add dev kwbf1 parent 1:2 handle 20: pfifo limit 0
 	tc filter add dev kwbf1 parent 1: prio 1 protocol ip u32 match u16 76 0xffff at 2 flowid 1:2 ;;
 ack-pass) ip netns exec $N1 tc qdisc del dev kwbf1 root ;;
+listeners)
+	# The listening TCP sockets in node \$2's namespace, with their process.
+	case "\$2" in
+	n0) ip netns exec $N0 ss -Hltnp ;;
+	n1) ip netns exec $N1 ss -Hltnp ;;
+	*) echo "net.sh: listeners: unknown node \$2" >&2; exit 2 ;;
+	esac ;;
 *) echo "net.sh: unknown action \$1" >&2; exit 2 ;;
 esac
 NET
