@@ -74,9 +74,12 @@ static int kw_register(void)
 		"prefix ending in *) or IPv4 subnets (a.b.c.d/n) to use, most preferred fabric "
 		"first (e.g. \"ib0,eth0\" or \"10.1.0.0/16,10.2.0.0/16\"); connections use the "
 		"best entry both peers still have. Empty: every non-loopback IPv4 interface "
-		"(loopback only when there is no other)", &kw.if_include, if_include_default);
-	reg_int("port", "TCP port to listen on for connections and address exchange "
-		"(0: any free port, published through the modex)", &kw.port, 0);
+		"(loopback only when there is no other). The TCP listeners are bound to "
+		"these addresses only, never the wildcard, and move with them at a resume",
+		&kw.if_include, if_include_default);
+	reg_int("port", "TCP port to listen on for connections and address exchange, the "
+		"same on every address listened on (0: any port free on all of them, published "
+		"through the modex)", &kw.port, 0);
 	reg_int("connect_timeout_ms", "Time allowed for one connection attempt including "
 		"the HELLO handshake before the next address pair is tried",
 		&kw.connect_timeout_ms, 2000);

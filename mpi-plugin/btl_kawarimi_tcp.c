@@ -170,8 +170,9 @@ static void log_listeners(const char *when)
 static int tcp_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
 {
 	uint32_t bad = 0;
+	uint16_t p = port;
 	char a[24];
-	int tries;
+	int tries, e;
 
 	lis_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (lis_epfd < 0) {
@@ -181,8 +182,7 @@ static int tcp_listen(struct kw_addrs *local, uint16_t port, char *err, size_t e
 	/* With any port allowed, a port free on the first address may be
 	 * taken on another one: try a fresh one then. */
 	for (tries = 0; tries < PORT_TRIES; tries++) {
-		uint16_t p = port;
-
+		p = port;
 		if (!listen_all(local, &p, &bad)) {
 			lis_port = local->port = p;
 			log_listeners("init");
@@ -191,9 +191,11 @@ static int tcp_listen(struct kw_addrs *local, uint16_t port, char *err, size_t e
 		if (port || errno != EADDRINUSE)
 			break;
 	}
+	e = errno;
 	kw_ip_str(bad, a, sizeof(a));
-	snprintf(err, errlen, "listening on %s port %u (btl_kawarimi_port; the address from "
-		 "btl_kawarimi_if_include): %s", a, port, strerror(errno));
+	snprintf(err, errlen, "listening on %s port %u (the address from "
+		 "btl_kawarimi_if_include, the port from btl_kawarimi_port%s): %s", a, p,
+		 port ? "" : " = 0, the port the first address got", strerror(e));
 	close(lis_epfd);
 	lis_epfd = -1;
 	return -1;
