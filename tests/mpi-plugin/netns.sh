@@ -25,6 +25,11 @@
 #           answers at once with each rank's new addresses, nothing
 #           connects over the old ones, and `peers` (the addresses over
 #           the control plane) reconnects the pair on the new network.
+#   In switch(4) and peers the controller also checks, with `ss -Hltnp`
+#   in each node's namespace (net.sh listeners), that every rank listens
+#   on exactly its addresses of the networks still there (never the
+#   wildcard, never the mpirun network), and after the move in peers on
+#   the new address only, already when its resume answers.
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
