@@ -527,7 +527,7 @@ static int start_listener(uint16_t port, char *err, size_t errlen)
 	/* rdma_cm's TCP port space is its own on IB and RoCE: the rank's TCP
 	 * port number is free there, and peers need no second port.
 	 * The wildcard address, unlike the TCP listeners: at resume this runs
-	 * before the interfaces are re-read, and on RoCE a bind to an IP fails
+	 * before the interfaces are re-read, and on RoCE a bind to an IP can fail
 	 * until the kernel has made that IP's GID (docs/btl.md, "Verbs path"). */
 	sa.sin_addr.s_addr = htonl(INADDR_ANY);
 	if (L.bind_addr(V.lid, (struct sockaddr *)&sa) || L.listen(V.lid, 64)) {
