@@ -74,9 +74,12 @@ static int kw_register(void)
 		"prefix ending in *) or IPv4 subnets (a.b.c.d/n) to use, most preferred fabric "
 		"first (e.g. \"ib0,eth0\" or \"10.1.0.0/16,10.2.0.0/16\"); connections use the "
 		"best entry both peers still have. Empty: every non-loopback IPv4 interface "
-		"(loopback only when there is no other)", &kw.if_include, if_include_default);
-	reg_int("port", "TCP port to listen on for connections and address exchange "
-		"(0: any free port, published through the modex)", &kw.port, 0);
+		"(loopback only when there is no other). The TCP listeners are bound to "
+		"these addresses only, never the wildcard, and move with them at a resume",
+		&kw.if_include, if_include_default);
+	reg_int("port", "TCP port to listen on for connections and address exchange, the "
+		"same on every address listened on (0: any port free on all of them, published "
+		"through the modex)", &kw.port, 0);
 	reg_int("connect_timeout_ms", "Time allowed for one connection attempt including "
 		"the HELLO handshake before the next address pair is tried",
 		&kw.connect_timeout_ms, 2000);
@@ -186,7 +189,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		return NULL;
 	}
 	kw.path = &kw_tcp_path;
-	if (kw.path->listen((uint16_t)kw.port, &kw.local.port, err, sizeof(err))) {
+	if (kw.path->listen(&kw.local, (uint16_t)kw.port, err, sizeof(err))) {
 		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
 		return NULL;
 	}

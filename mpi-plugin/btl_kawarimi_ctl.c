@@ -318,7 +318,8 @@ static void attempts_restart(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 
 static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 {
-	char err[256];
+	struct kw_addrs fresh;
+	char err[512];
 	int i;
 	uint32_t v;
 
@@ -327,9 +328,15 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 		       m->fabrics[i].ifname, m->fabrics[i].addr);
 	/* Waits for an ACTIVE port first when the agent says verbs is there. */
 	kw_verbs_resume_hints(m, kw.local.port);
-	if (kw_addrs_local(kw.if_include, &kw.local, err, sizeof(err)))
+	if (kw_addrs_local(kw.if_include, &fresh, err, sizeof(err))) {
 		kw_err("resume: %s; keeping the previous address list", err);
-	if (kw.path->resume(err, sizeof(err)))
+	} else {
+		fresh.port = kw.local.port;
+		kw.local = fresh;
+	}
+	/* The listeners move to the new addresses before anyone learns
+	 * them (the reply to this resume, HELLOs). */
+	if (kw.path->resume(&kw.local, err, sizeof(err)))
 		kw_err("resume: %s path: %s", kw.path->name, err);
 	kw_verbs_add_addrs(&kw.local);
 	for (i = 0; i < kw.local.n; i++) {

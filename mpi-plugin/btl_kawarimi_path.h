@@ -23,10 +23,14 @@
  * - close() tears the connection down at once and frees it.
  * - quiesce() drops every fabric resource the path holds outside
  *   connections once all of them are closed (verbs: PD, CQs, the device);
- *   resume() takes them again. The TCP listener is bound to the wildcard
- *   address and holds no fabric resource, so TCP keeps it (a quiesced rank
- *   refuses connections at the HELLO step instead).
- * - listen() at init and release() at finalize.
+ *   resume() takes them again. TCP holds no fabric resource and keeps its
+ *   listeners through the quiesce (a quiesced rank refuses connections at
+ *   the HELLO step instead).
+ * - listen() at init binds the path's listeners to the addresses of local
+ *   (never the wildcard) on port (0: any) and sets local->port; resume()
+ *   gets the re-read list, moves the listeners to its addresses before the
+ *   list is published and drops from it any address it cannot listen on.
+ *   release() at finalize.
  */
 #ifndef BTL_KAWARIMI_PATH_H
 #define BTL_KAWARIMI_PATH_H
@@ -53,10 +57,10 @@ enum kw_conn_state {
 
 struct kw_path_ops {
 	const char *name;
-	int (*listen)(uint16_t port, uint16_t *bound, char *err, size_t errlen);
+	int (*listen)(struct kw_addrs *local, uint16_t port, char *err, size_t errlen);
 	void (*release)(void);
 	void (*quiesce)(void);
-	int (*resume)(char *err, size_t errlen);
+	int (*resume)(struct kw_addrs *local, char *err, size_t errlen);
 	int (*listen_fd)(void);
 	struct kw_conn *(*accept)(void);
 	struct kw_conn *(*connect)(const struct kw_cand *cand, int *err);

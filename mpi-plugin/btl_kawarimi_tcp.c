@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,60 +33,250 @@ struct kw_tcp_conn {
 	struct kw_rfrag *cur;		/* large frame being read in place */
 };
 
-static int listen_fd = -1;
+/*
+ * The listeners: one socket per local TCP address, all on one port (the
+ * address list carries a single port), never the wildcard address, so a
+ * rank is reachable only over the interfaces btl_kawarimi_if_include lets
+ * it use. The network thread polls one descriptor for all of them: an
+ * epoll set, readable while any listener has a connection waiting.
+ */
+static struct {
+	int fd;
+	uint32_t ip;		/* network byte order */
+} lis[KW_MAX_ADDRS];
+static int nlis;
+static int lis_epfd = -1;
+static uint16_t lis_port;
+
+/* Tries with a fresh port (0) before the BTL gives up at init. */
+#define PORT_TRIES 16
 
 static struct kw_tcp_conn *tc(struct kw_conn *c)
 {
 	return (struct kw_tcp_conn *)c;
 }
 
-static int tcp_listen(uint16_t port, uint16_t *bound, char *err, size_t errlen)
+/* A listening socket on ip:port (port 0: any; *port gets the one bound).
+ * Returns the descriptor, or -1 with errno set. */
+static int listen_on(uint32_t ip, uint16_t *port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(*port),
+				  .sin_addr.s_addr = ip };
 	socklen_t len = sizeof(sa);
-	int one = 1;
+	int one = 1, fd, e;
 
-	listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (listen_fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* Our own connections of the last epoch may be in TIME_WAIT on it. */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 128) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len)) {
+		e = errno;
+		close(fd);
+		errno = e;
 		return -1;
 	}
-	setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	sa.sin_addr.s_addr = htonl(INADDR_ANY);
-	if (bind(listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    listen(listen_fd, 128) ||
-	    getsockname(listen_fd, (struct sockaddr *)&sa, &len)) {
-		snprintf(err, errlen, "listening on TCP port %u (btl_kawarimi_port): %s",
-			 port, strerror(errno));
-		close(listen_fd);
-		listen_fd = -1;
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static int lis_find(uint32_t ip)
+{
+	int i;
+
+	for (i = 0; i < nlis; i++)
+		if (lis[i].ip == ip)
+			return i;
+	return -1;
+}
+
+static void lis_close(int i)
+{
+	char a[24];
+
+	kw_ip_str(lis[i].ip, a, sizeof(a));
+	kw_log(1, "no longer listening on %s:%u", a, lis_port);
+	if (lis_epfd >= 0)
+		epoll_ctl(lis_epfd, EPOLL_CTL_DEL, lis[i].fd, NULL);
+	close(lis[i].fd);
+	lis[i] = lis[--nlis];
+}
+
+static int lis_add(int fd, uint32_t ip)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	ev.data.fd = fd;
+	if (epoll_ctl(lis_epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -1;
-	}
-	*bound = ntohs(sa.sin_port);
+	lis[nlis].fd = fd;
+	lis[nlis].ip = ip;
+	nlis++;
 	return 0;
+}
+
+/* Whether the TCP address at index i is the first entry with its IP (the
+ * verbs entries repeat the IPs of their interfaces). */
+static int first_tcp(const struct kw_addrs *local, int i)
+{
+	int j;
+
+	if (local->a[i].fabric != KW_FABRIC_TCP)
+		return 0;
+	for (j = 0; j < i; j++)
+		if (local->a[j].fabric == KW_FABRIC_TCP && local->a[j].ip == local->a[i].ip)
+			return 0;
+	return 1;
+}
+
+/* Listens on every TCP address of local on *port (0: the first listener
+ * picks one and the others follow it). Returns 0, or -1 with errno set
+ * and *bad the address that failed; nothing stays open then. */
+static int listen_all(const struct kw_addrs *local, uint16_t *port, uint32_t *bad)
+{
+	int i, fd;
+
+	for (i = 0; i < local->n; i++) {
+		if (!first_tcp(local, i))
+			continue;
+		fd = listen_on(local->a[i].ip, port);
+		if (fd < 0 || lis_add(fd, local->a[i].ip)) {
+			int e = errno;
+
+			if (fd >= 0)
+				close(fd);
+			*bad = local->a[i].ip;
+			while (nlis)
+				close(lis[--nlis].fd);
+			errno = e;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void log_listeners(const char *when)
+{
+	char a[24];
+	int i;
+
+	for (i = 0; i < nlis; i++) {
+		kw_ip_str(lis[i].ip, a, sizeof(a));
+		kw_log(1, "%s: listening on %s:%u", when, a, lis_port);
+	}
+}
+
+static int tcp_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
+{
+	uint32_t bad = 0;
+	uint16_t p = port;
+	char a[24];
+	int tries, e;
+
+	lis_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (lis_epfd < 0) {
+		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+		return -1;
+	}
+	/* With any port allowed, a port free on the first address may be
+	 * taken on another one: try a fresh one then. */
+	for (tries = 0; tries < PORT_TRIES; tries++) {
+		p = port;
+		if (!listen_all(local, &p, &bad)) {
+			lis_port = local->port = p;
+			log_listeners("init");
+			return 0;
+		}
+		if (port || errno != EADDRINUSE)
+			break;
+	}
+	e = errno;
+	kw_ip_str(bad, a, sizeof(a));
+	snprintf(err, errlen, "listening on %s port %u (the address from "
+		 "btl_kawarimi_if_include, the port from btl_kawarimi_port%s): %s", a, p,
+		 port ? "" : " = 0, the port the first address got", strerror(e));
+	close(lis_epfd);
+	lis_epfd = -1;
+	return -1;
 }
 
 static void tcp_release(void)
 {
-	if (listen_fd >= 0)
-		close(listen_fd);
-	listen_fd = -1;
+	while (nlis)
+		close(lis[--nlis].fd);
+	if (lis_epfd >= 0)
+		close(lis_epfd);
+	lis_epfd = -1;
 }
 
 static void tcp_quiesce(void)
 {
 }
 
-static int tcp_resume(char *err, size_t errlen)
+/*
+ * The addresses may have changed (a move to another network): listen on
+ * the new ones, on the same port, and close the listeners of addresses
+ * that are gone, before the new list is published. A listener whose
+ * address stays is kept. An address whose port is taken cannot be
+ * listened on: it is dropped from the list (peers would dial it in vain)
+ * and the error names it.
+ */
+static int tcp_resume(struct kw_addrs *local, char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
-	return 0;
+	uint32_t want[KW_MAX_ADDRS];
+	int nwant = 0, i, j, rc = 0;
+	char a[24];
+
+	err[0] = '\0';
+	if (lis_epfd < 0) {
+		snprintf(err, errlen, "no listener since init");
+		return -1;
+	}
+	for (i = 0; i < local->n; i++)
+		if (first_tcp(local, i))
+			want[nwant++] = local->a[i].ip;
+	for (i = nlis - 1; i >= 0; i--) {
+		for (j = 0; j < nwant && want[j] != lis[i].ip; j++)
+			;
+		if (j == nwant)
+			lis_close(i);
+	}
+	for (i = 0; i < nwant; i++) {
+		uint16_t p = lis_port;
+		int fd;
+
+		if (lis_find(want[i]) >= 0)
+			continue;
+		kw_ip_str(want[i], a, sizeof(a));
+		fd = listen_on(want[i], &p);
+		if (fd < 0 || lis_add(fd, want[i])) {
+			size_t l = strlen(err);
+
+			snprintf(err + l, errlen - l, "%scannot listen on %s port %u (%s), the "
+				 "port of the published address list: address left out of it "
+				 "(free the port, or set btl_kawarimi_port to one that is free "
+				 "on every network)", l ? "; " : "", a, lis_port,
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			rc = -1;
+			continue;
+		}
+		kw_log(1, "resume: listening on %s:%u", a, lis_port);
+	}
+	/* Publish only what is listened on. */
+	for (i = 0, j = 0; i < local->n; i++)
+		if (local->a[i].fabric != KW_FABRIC_TCP || lis_find(local->a[i].ip) >= 0)
+			local->a[j++] = local->a[i];
+	local->n = (uint16_t)j;
+	local->port = lis_port;
+	return rc;
 }
 
 static int tcp_listen_fd(void)
 {
-	return listen_fd;
+	return lis_epfd;
 }
 
 static struct kw_tcp_conn *conn_new(int fd)
@@ -127,11 +318,22 @@ static struct kw_conn *tcp_accept(void)
 	struct sockaddr_in peer, self;
 	socklen_t plen = sizeof(peer), slen = sizeof(self);
 	struct kw_tcp_conn *t;
-	int fd;
+	int fd, i;
 
-	fd = accept4(listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	for (i = 0, fd = -1; i < nlis && fd < 0; i++) {
+		plen = sizeof(peer);
+		fd = accept4(lis[i].fd, (struct sockaddr *)&peer, &plen,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+	}
+	if (fd < 0) {
+		struct epoll_event ev[KW_MAX_ADDRS];
+
+		/* All drained: clear the set's ready list, so the next poll
+		 * of it waits for a new connection. */
+		if (lis_epfd >= 0)
+			(void)epoll_wait(lis_epfd, ev, KW_MAX_ADDRS, 0);
 		return NULL;
+	}
 	t = conn_new(fd);
 	if (!t) {
 		close(fd);

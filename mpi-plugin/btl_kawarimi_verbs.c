@@ -525,7 +525,10 @@ static int start_listener(uint16_t port, char *err, size_t errlen)
 		return -1;
 	}
 	/* rdma_cm's TCP port space is its own on IB and RoCE: the rank's TCP
-	 * port number is free there, and peers need no second port. */
+	 * port number is free there, and peers need no second port.
+	 * The wildcard address, unlike the TCP listeners: at resume this runs
+	 * before the interfaces are re-read, and on RoCE a bind to an IP can fail
+	 * until the kernel has made that IP's GID (docs/btl.md, "Verbs path"). */
 	sa.sin_addr.s_addr = htonl(INADDR_ANY);
 	if (L.bind_addr(V.lid, (struct sockaddr *)&sa) || L.listen(V.lid, 64)) {
 		snprintf(err, errlen, "rdma_cm listen on port %u: %s", port, strerror(errno));
@@ -946,11 +949,11 @@ static void conn_param(struct rdma_conn_param *cp, const unsigned char *pd)
 
 /* ---- listen / accept ------------------------------------------------------------- */
 
-static int v_listen(uint16_t port, uint16_t *bound, char *err, size_t errlen)
+static int v_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
 {
 	/* The listener comes up in kw_verbs_init (it needs the TCP port). */
+	(void)local;
 	(void)port;
-	(void)bound;
 	(void)err;
 	(void)errlen;
 	return 0;
@@ -985,9 +988,10 @@ static void v_quiesce(void)
 	log_zc("quiesce");
 }
 
-static int v_resume(char *err, size_t errlen)
+static int v_resume(struct kw_addrs *local, char *err, size_t errlen)
 {
 	/* kw_verbs_resume_hints does the work (it needs the agent's hints). */
+	(void)local;
 	(void)err;
 	(void)errlen;
 	return 0;

@@ -183,6 +183,46 @@ def net(d, action):
     subprocess.run([os.path.join(d, "net.sh"), action], check=True)
 
 
+def published_port(addrs_hex):
+    """The port of an address list as a rank publishes it (hex of the
+    modex blob: u32 magic, u16 version, u16 port, little-endian)."""
+    return int.from_bytes(bytes.fromhex(addrs_hex)[6:8], "little")
+
+
+def check_listeners(d, ranks, prefixes, what, port_of=None):
+    """The BTL's listening TCP sockets, as `ss -Hltnp` shows them in each
+    rank's namespace, must be on exactly the rank's addresses in the given
+    networks (node n0 has .1, n1 has .2 on every veth link): not the
+    wildcard, not the mpirun network, not an address that is gone."""
+    seen = {}
+    for r in ranks:
+        if r.node not in seen:
+            out = subprocess.run([os.path.join(d, "net.sh"), "listeners", r.node],
+                                 check=True, capture_output=True, text=True).stdout
+            seen[r.node] = out
+        host = "1" if r.node == "n0" else "2"
+        want = sorted(p + host for p in prefixes)
+        got, ports = [], set()
+        for line in seen[r.node].splitlines():
+            if f"pid={r.info['pid']}," not in line:
+                continue
+            local = line.split()[3]
+            addr, _, port = local.rpartition(":")
+            got.append(addr)
+            ports.add(int(port))
+        got.sort()
+        if got != want:
+            raise Fail(f"{r.node}: rank {r.info['rank']}: {what}: listening on {got or 'nothing'}, "
+                       f"expected exactly {want}; ss says:\n{seen[r.node]}")
+        if len(ports) != 1:
+            raise Fail(f"{r.node}: rank {r.info['rank']}: {what}: listeners on ports "
+                       f"{sorted(ports)}, expected one port")
+        if port_of and port_of.get(r.info["rank"]) not in ports:
+            raise Fail(f"{r.node}: rank {r.info['rank']}: {what}: listening on port "
+                       f"{ports.pop()} but published port {port_of.get(r.info['rank'])}")
+        log(f"{r.node}: rank {r.info['rank']}: {what}: listening on {got} port {ports.pop()}")
+
+
 def protocol_errors(ranks):
     """The rank side must answer bad input with the documented errors."""
     r = ranks[0]
@@ -209,14 +249,17 @@ def protocol_errors(ranks):
 def scenario_switch(d, ranks, a, listeners):
     protocol_errors(ranks)
     wait_paths(ranks, a.fast, "before the switch")
+    check_listeners(d, ranks, [a.fast, a.slow], "before the switch")
     quiesce(ranks)
     net(d, "fast-down")
     resume(ranks, a.slow, "resumed without the fast fabric", "slow")
+    check_listeners(d, ranks, [a.slow], "resumed without the fast fabric")
     time.sleep(1.5)
     wait_paths(ranks, a.slow, "running on slow")
     net(d, "fast-up")
     quiesce(ranks)
     resume(ranks, a.fast, "resumed with the fast fabric back", "fast")
+    check_listeners(d, ranks, [a.fast, a.slow], "resumed with the fast fabric back")
     time.sleep(1.0)
     # Quiesce while the application computes without any MPI call.
     open(os.path.join(d, "compute"), "w").close()
@@ -246,6 +289,7 @@ def scenario_peers(d, ranks, a, listeners):
     quiesce and a new one comes: only the addresses handed over the control
     plane (`peers`) let them find each other again."""
     wait_paths(ranks, a.fast, "before the move")
+    check_listeners(d, ranks, [a.fast, a.slow], "before the move")
     quiesce(ranks)
     net(d, "fast-down")
     net(d, "slow-down")
@@ -264,6 +308,10 @@ def scenario_peers(d, ranks, a, listeners):
                        "not at once")
         log(f"{r.node}: resumed at once ({m['_elapsed'] * 1000:.0f} ms), addrs {ret['addrs'][:40]}...")
         entries.append({"rank": r.info["rank"], "addrs": ret["addrs"]})
+    # By the time a rank answers, with the new addresses in the answer, its
+    # listeners are on them, and the ones on the vanished networks closed.
+    check_listeners(d, ranks, [NEW], "after the move, when resume answered",
+                    {e["rank"]: published_port(e["addrs"]) for e in entries})
     # The old addresses lead nowhere: without the new ones nothing connects.
     time.sleep(2)
     for r, m in all_cmd(ranks, "status", None, STATUS_TIMEOUT):
@@ -272,6 +320,7 @@ def scenario_peers(d, ranks, a, listeners):
     log("no pair connects over the vanished networks (as expected)")
     preps = all_cmd(ranks, "peers", {"ranks": entries, "deadline-ms": 15000}, 20)
     check_paths(preps, NEW, "after peers")
+    check_listeners(d, ranks, [NEW], "after peers")
     for r, m in preps:
         log(f"{r.node}: peers answered after {m['_elapsed'] * 1000:.0f} ms")
 

@@ -25,6 +25,11 @@
 #           answers at once with each rank's new addresses, nothing
 #           connects over the old ones, and `peers` (the addresses over
 #           the control plane) reconnects the pair on the new network.
+#   In switch(4) and peers the controller also checks, with `ss -Hltnp`
+#   in each node's namespace (net.sh listeners), that every rank listens
+#   on exactly its addresses of the networks still there (never the
+#   wildcard, never the mpirun network), and after the move in peers on
+#   the new address only, already when its resume answers.
 #   giveup: every link between the nodes deleted for good: the BTL gives
 #           up after btl_kawarimi_reconnect_timeout_ms (3 s here) with an
 #           error naming the peer, and the job fails.
@@ -91,6 +96,13 @@ ack-loss)
 	tc qdisc add dev kwbf1 parent 1:2 handle 20: pfifo limit 0
 	tc filter add dev kwbf1 parent 1: prio 1 protocol ip u32 match u16 76 0xffff at 2 flowid 1:2 ;;
 ack-pass) ip netns exec $N1 tc qdisc del dev kwbf1 root ;;
+listeners)
+	# The listening TCP sockets in node \$2's namespace, with their process.
+	case "\$2" in
+	n0) ip netns exec $N0 ss -Hltnp ;;
+	n1) ip netns exec $N1 ss -Hltnp ;;
+	*) echo "net.sh: listeners: unknown node \$2" >&2; exit 2 ;;
+	esac ;;
 *) echo "net.sh: unknown action \$1" >&2; exit 2 ;;
 esac
 NET
