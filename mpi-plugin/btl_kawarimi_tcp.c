@@ -279,6 +279,23 @@ static int tcp_listen_fd(void)
 	return lis_epfd;
 }
 
+/* The user timeout only runs while data waits for the peer's kernel.  A
+ * rank whose frames that kernel already acknowledged, but whose peer's
+ * BTL acknowledgment was lost with the link, has nothing in flight and
+ * would wait on a dead connection for ever: keepalive probes make such an
+ * idle connection fail too, a user timeout after they go unanswered. */
+static void tcp_keepalive(int fd, int user_timeout_ms)
+{
+	int one = 1, idle = user_timeout_ms / 1000, intvl = 1, cnt = 3;
+
+	if (idle < 1)
+		idle = 1;
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static struct kw_tcp_conn *conn_new(int fd)
 {
 	struct kw_tcp_conn *t = calloc(1, sizeof(*t));
@@ -302,6 +319,7 @@ static struct kw_tcp_conn *conn_new(int fd)
 		unsigned int ut = (unsigned int)kw.tcp_user_timeout_ms;
 
 		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+		tcp_keepalive(fd, kw.tcp_user_timeout_ms);
 	}
 	return t;
 }
