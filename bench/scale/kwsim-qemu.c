@@ -98,6 +98,7 @@ struct vm {
 	enum mig mig, dst_mig;
 	double ram_sent, ram_left, rate;	/* memory migration */
 	double mig_start, mig_end;
+	double stopped;		/* when the guest was stopped (pre-switchover) */
 	int64_t downtime;
 	bool continue_pending;
 };
@@ -695,15 +696,20 @@ static void share(struct flow *f, int n)
 	}
 }
 
-static void finish_migration(struct vm *vm)
+/* migrate-continue: the guest stays stopped while the last bytes go
+ * (over the link like the others), then both ends say completed. */
+static void switch_over(struct vm *vm)
 {
+	vm->continue_pending = false;
 	vm->mig = MIG_DEVICE;
 	mig_event(&vm->q[SRC], MIG_DEVICE);
-	vm->ram_sent += vm->ram_left;
-	vm->downtime = vm->rate > 0 ? (int64_t)(vm->ram_left / vm->rate * 1000) : 0;
-	vm->ram_left = 0;
+}
+
+static void finish_migration(struct vm *vm)
+{
 	vm->mig = MIG_COMPLETED;
 	vm->mig_end = now_s();
+	vm->downtime = (int64_t)((vm->mig_end - vm->stopped) * 1000);
 	vm->q[SRC].status = "postmigrate";
 	mig_event(&vm->q[SRC], MIG_COMPLETED);
 	vm->dst_mig = MIG_COMPLETED;
@@ -728,11 +734,11 @@ static void tick(double dt)
 		} else if (j->exists && !j->ready) {
 			f[n++] = (struct flow){ vm, false, j->speed, 0 };
 		}
-		if (vm->mig == MIG_ACTIVE)
+		if (vm->mig == MIG_PRESW && vm->continue_pending)
+			switch_over(vm);
+		if (vm->mig == MIG_ACTIVE || vm->mig == MIG_DEVICE)
 			f[n++] = (struct flow){ vm, true,
 				vm->q[SRC].max_bw ? vm->q[SRC].max_bw : 128.0 * 1048576, 0 };
-		if (vm->mig == MIG_PRESW && vm->continue_pending)
-			finish_migration(vm);
 	}
 	share(f, n);
 	for (int k = 0; k < n; k++) {
@@ -752,17 +758,23 @@ static void tick(double dt)
 		vm->rate = f[k].rate;
 		vm->ram_sent += moved < vm->ram_left ? moved : vm->ram_left;
 		vm->ram_left = vm->ram_left > moved ? vm->ram_left - moved : 0;
+		if (vm->mig == MIG_DEVICE) {
+			if (!vm->ram_left)
+				finish_migration(vm);
+			continue;
+		}
 		vm->ram_left += dirty * dt;
 		if (vm->ram_left > ram_bytes)
 			vm->ram_left = ram_bytes;
 		/* Converged: what is left fits the downtime limit. */
 		if (vm->ram_left <= f[k].rate * vm->q[SRC].downtime_ms / 1000.0) {
+			vm->stopped = now_s();
 			if (vm->q[SRC].pause_cap) {
 				vm->mig = MIG_PRESW;
 				vm->q[SRC].status = "paused";
 				mig_event(&vm->q[SRC], MIG_PRESW);
 			} else {
-				finish_migration(vm);
+				switch_over(vm);
 			}
 		}
 	}

@@ -88,8 +88,8 @@ PY
 
 printf '%s\n' "kawarimi $KAWARIMI; storage $STORAGE, WAN cap $WAN B/s, parallel $PARALLEL," \
 	"per VM: RAM $RAM B, disk overlay $DISK B, dirty $DIRTY B/s; output $OUTPUT${NOFILE:+, RLIMIT_NOFILE soft $NOFILE}"
-printf '%6s %-10s %8s %9s %8s %9s %9s %9s %9s %9s %8s\n' VMs result wall_s cpu_ms/VM rss_MB \
-	turns/s turn_p99 late_max makespan bound ratio
+printf '%6s %-10s %7s %9s %7s %7s %8s %8s %8s %8s %8s %8s %8s %6s\n' VMs result wall_s \
+	cpu_ms/VM rss_MB turns/s work_p99 work_max turn_p99 fsyncs fsync_p99 late_max makespan ratio
 for n in $SIZES; do
 	d=$OUT/n$n
 	rm -rf "$d"
@@ -125,13 +125,19 @@ make = r["duration-ms"] / 1000
 bound = r["totals"]["bytes"] / wan
 loop = r.get("coordinator", {}).get("loop", {})
 turns = loop.get("turns", 0) / make if make else 0
-p99 = loop.get("turn-us", {}).get("p99")
-late = loop.get("tick-late-us", {}).get("max")
-f = lambda v, s: ("%9.2f" % (v / s)) if v is not None else "%9s" % "-"
-print("%6d %-10s %8.2f %9.2f %8.1f %9.0f %s %s %9.2f %9.2f %8.3f" % (
+g = lambda k, q: loop.get(k, {}).get(q)
+f = lambda v: ("%8.2f" % (v / 1000)) if v is not None else "%8s" % "-"
+syncs = r.get("coordinator", {}).get("journal-syncs")
+print("%6d %-10s %7.2f %9.2f %7.1f %7.0f %s %s %s %8s %s %s %8.2f %6.3f" % (
     n, res, ru["wall"], ru["cpu"] * 1000 / n, ru["maxrss_kb"] / 1024, turns,
-    f(p99, 1000), f(late, 1000), make, bound, make / bound if bound else 0))
+    f(g("turn-work-us", "p99")), f(g("turn-work-us", "max")), f(g("turn-us", "p99")),
+    "-" if syncs is None else syncs, f(g("fsync-us", "p99")), f(g("tick-late-us", "max")),
+    make, make / bound if bound else 0))
 PY
 done
-echo "(turn_p99: the 99th percentile of one loop turn, ms; late_max: how late the 0.5 s" \
-	"progress tick fired at worst, ms; makespan and bound in s; files in $OUT)"
+cat <<EOF
+(ms: work_p99, work_max: one loop turn less the journal's fsyncs, 99th percentile and
+worst; turn_p99: a whole turn; fsync_p99: one journal fsync; late_max: how late the
+0.5 s progress tick fired at worst.  s: makespan; ratio: makespan / (total bytes / WAN
+cap).  Files in $OUT)
+EOF
