@@ -38,6 +38,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -322,8 +323,8 @@ static json_object *query_migrate(struct vm *vm)
 	if (vm->mig == MIG_NONE)
 		return r;
 	ram = json_object_new_object();
-	json_object_object_add(ram, "transferred", json_object_new_int64((int64_t)vm->ram_sent));
-	json_object_object_add(ram, "remaining", json_object_new_int64((int64_t)vm->ram_left));
+	json_object_object_add(ram, "transferred", json_object_new_int64(llround(vm->ram_sent)));
+	json_object_object_add(ram, "remaining", json_object_new_int64(llround(vm->ram_left)));
 	json_object_object_add(ram, "total", json_object_new_int64((int64_t)ram_bytes));
 	json_object_object_add(ram, "mbps", json_object_new_double(vm->rate * 8 / 1e6));
 	json_object_object_add(ram, "dirty-pages-rate", json_object_new_int64((int64_t)(dirty / 4096)));
