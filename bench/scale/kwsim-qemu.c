@@ -614,6 +614,7 @@ static void on_readable(struct conn *c)
 {
 	struct qemu *q = c->q;
 	size_t start = 0;
+	bool eof = false;
 
 	for (;;) {
 		ssize_t n;
@@ -634,8 +635,10 @@ static void on_readable(struct conn *c)
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n <= 0) {
-			conn_close(c);
-			return;
+			/* A client may send its commands and close its end at
+			 * once (socat): they are answered first. */
+			eof = true;
+			break;
 		}
 		c->inlen += (size_t)n;
 	}
@@ -658,6 +661,8 @@ static void on_readable(struct conn *c)
 	flush(c);
 	if (q->gone)
 		vanish(q);
+	else if (eof && !c->dead)
+		conn_close(c);
 }
 
 /* ---- the modelled link ---------------------------------------------------- */

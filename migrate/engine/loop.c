@@ -439,16 +439,9 @@ static json_object *hist_json(const uint32_t *h, uint64_t n, int64_t max)
 
 json_object *kwm_coordinator_json(const struct kwm_run *r)
 {
-	const struct kwm_loop_stats *st = &r->stats;
-	struct rusage ru;
-	int64_t cpu_us = 0;
-	long rss = 0;
+	const struct kwm_loop_stats *st = r->stats_ended ? &r->stats_end : &r->stats;
+	int64_t cpu_us = st->cpu_us, rss = st->rss_kb;
 
-	if (!getrusage(RUSAGE_SELF, &ru)) {
-		cpu_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
-			 (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-		rss = ru.ru_maxrss;
-	}
 	return kwm_obj("cpu-ms=i max-rss-kb=i nofile=i fds=i journal-lines=i journal-syncs=i loop=o",
 		       cpu_us / 1000, (int64_t)rss, (int64_t)st->nofile, (int64_t)st->fds_max,
 		       (int64_t)st->journal_lines, (int64_t)st->journal_syncs,
@@ -458,6 +451,21 @@ json_object *kwm_coordinator_json(const struct kwm_run *r)
 			       hist_json(st->work_hist, st->turns, st->work_max_us),
 			       hist_json(st->sync_hist, st->journal_syncs, st->sync_max_us),
 			       hist_json(st->late_hist, st->ticks, st->late_max_us)));
+}
+
+/* What the report says: the loop's numbers and CPU and memory as it ended. */
+static void stats_end(struct kwm_run *r)
+{
+	struct kwm_loop_stats *st = &r->stats;
+	struct rusage ru;
+
+	if (!getrusage(RUSAGE_SELF, &ru)) {
+		st->cpu_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+			     (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+		st->rss_kb = ru.ru_maxrss;
+	}
+	r->stats_end = *st;
+	r->stats_ended = true;
 }
 
 /* The connections a cluster needs open at once: QMP and symvirt at both
@@ -586,6 +594,7 @@ int kwm_run_loop(struct kwm_run *r)
 	}
 	r->journal_batch = false;
 	kwm_journal_sync(r);
+	stats_end(r);
 	free(slots);
 	free(r->io_list);
 	r->io_list = NULL;

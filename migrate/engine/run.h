@@ -233,6 +233,7 @@ struct kwm_loop_stats {
 	uint64_t journal_lines;
 	int fds_max;			/* connections polled at once, at most */
 	long nofile;			/* RLIMIT_NOFILE (soft) the run had */
+	int64_t cpu_us, rss_kb;		/* getrusage when the loop ended */
 };
 
 struct kwm_run {
@@ -258,6 +259,10 @@ struct kwm_run {
 	bool journal_batch;
 	bool journal_dirty;
 	struct kwm_loop_stats stats;
+	/* stats as the loop ended: what the report says, the same in the
+	 * --json stream and the --report file written after it. */
+	struct kwm_loop_stats stats_end;
+	bool stats_ended;
 	bool redraw_due;		/* progress.c: a phase changed since the last draw */
 	uint64_t turn;			/* the loop turn now (barrier predicates' memo) */
 	size_t *io_list, nio;		/* VMs whose connections may want writing or
