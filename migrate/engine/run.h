@@ -4,7 +4,7 @@
  * one struct kwm_vm per node VM.  Each VM executes a small program of
  * steps (struct kwm_op) per phase: a QMP command to its source or
  * destination, a symvirt command, or a wait until a condition on what the
- * VM's events have told us.  Everything is driven from one poll() loop
+ * VM's events have told us.  Everything is driven from one epoll loop
  * (loop.c); nothing blocks and there is no thread per VM.
  */
 #ifndef KWM_RUN_H
