@@ -72,10 +72,11 @@ def limit():
                            (int(nofile), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 if output == "tty":
     # script(1) gives kawarimi a pseudo-terminal; its bytes go to a file.
+    # Without a terminal of its own script's has no size, and kawarimi
+    # draws for 80x24.
     import shlex
     cmd = ["script", "-qfec", " ".join(map(shlex.quote, cmd)) + " 2>" + d + "/err",
            d + "/tty.out"]
-    env["COLUMNS"], env["LINES"] = "120", "50"
 t0 = time.monotonic()
 with open(d + "/out", "w") as out, open(d + "/err" if output != "tty" else os.devnull, "w") as err:
     rc = subprocess.call(cmd, stdout=out, stderr=err, env=env, preexec_fn=limit)
