@@ -506,8 +506,15 @@ int kwm_fd_limit(struct kwm_run *r, char *err, size_t errlen)
 					     rl.rlim_cur < rl.rlim_max)) {
 		struct rlimit up = { rl.rlim_max, rl.rlim_max };
 
-		if (!setrlimit(RLIMIT_NOFILE, &up))
+		/* An unlimited hard limit is still capped by fs.nr_open: then
+		 * at least what the cluster needs is asked for. */
+		if (!setrlimit(RLIMIT_NOFILE, &up)) {
 			rl = up;
+		} else if (rl.rlim_cur < need) {
+			up.rlim_cur = need;
+			if (!setrlimit(RLIMIT_NOFILE, &up))
+				rl = up;
+		}
 	}
 	r->stats.nofile = rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
