@@ -130,6 +130,19 @@ int kwm_lock_cluster(const char *cluster, int *fd_out, char *err, size_t errlen)
 
 /* ---- writing --------------------------------------------------------------- */
 
+/* The loop's latency includes the disk's: each fsync is counted. */
+static int timed_fsync(struct kwm_run *r)
+{
+	int64_t t0 = kwm_now_us(), d;
+	int rc = fsync(fileno(r->journal));
+
+	d = kwm_now_us() - t0;
+	r->stats.journal_syncs++;
+	r->stats.sync_us += d;
+	kwm_hist_add(r->stats.sync_hist, &r->stats.sync_max_us, d);
+	return rc;
+}
+
 static void put_line(struct kwm_run *r, json_object *o, bool sync)
 {
 	if (!r->journal) {
@@ -139,8 +152,24 @@ static void put_line(struct kwm_run *r, json_object *o, bool sync)
 	json_object_object_add(o, "t", json_object_new_double(kwm_wall()));
 	fprintf(r->journal, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
-	if (fflush(r->journal) || (sync && fsync(fileno(r->journal))))
+	r->stats.journal_lines++;
+	if (r->journal_batch) {
+		/* The loop syncs before anything leaves the process. */
+		r->journal_dirty |= sync;
+		return;
+	}
+	if (fflush(r->journal) || (sync && timed_fsync(r)))
 		r->journal_error = errno ? errno : EIO;
+}
+
+void kwm_journal_sync(struct kwm_run *r)
+{
+	if (!r->journal)
+		return;
+	errno = 0;
+	if (fflush(r->journal) || (r->journal_dirty && timed_fsync(r)))
+		r->journal_error = errno ? errno : EIO;
+	r->journal_dirty = false;
 }
 
 /* A journal left by a run that did not end: its header, or NULL. */

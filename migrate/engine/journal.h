@@ -51,6 +51,9 @@ void kwm_journal(struct kwm_run *r, const struct kwm_vm *vm, const char *side,
 /* Something became true (data consumed); fsync'd. */
 void kwm_journal_fact(struct kwm_vm *vm, const char *fact, json_object *data);
 void kwm_journal_end(struct kwm_run *r, const char *result);
+/* Flushes and fsyncs the lines written since the last sync (the loop's
+ * grouped commit: r->journal_batch). */
+void kwm_journal_sync(struct kwm_run *r);
 
 int kwm_journal_read(const char *path, struct kwm_jrun *j, char *err, size_t errlen);
 void kwm_journal_read_free(struct kwm_jrun *j);

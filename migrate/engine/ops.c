@@ -304,6 +304,7 @@ void kwm_qmp_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
 	if (!kqmp_send(vm->qmp[side], cmd, args, qmp_reply, c) &&
 	    on_reply == kwm_poll_progress_done)
 		vm->poll_pending = false;
+	kwm_io_dirty(vm);
 }
 
 void kwm_agent_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
@@ -320,6 +321,7 @@ void kwm_agent_async(struct kwm_vm *vm, enum kwm_side_id side, const char *cmd,
 	c = ctx_new(vm, side);
 	c->fn = kwm_ignore_reply;
 	symvirt_send(vm->agent[side], cmd, args, agent_reply, c);
+	kwm_io_dirty(vm);
 }
 
 void kwm_ignore_reply(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
@@ -417,6 +419,7 @@ static void send_qmp(struct kwm_vm *vm, struct kwm_op *op)
 	c = op_begin(vm, op, op->side == KWM_SRC ? "source" : "destination");
 	op_sent(vm, op, kqmp_send(q, op->cmd, op->args, qmp_reply, c) != 0,
 		"the QMP connection has failed");
+	kwm_io_dirty(vm);
 }
 
 static void send_agent(struct kwm_vm *vm, struct kwm_op *op)
@@ -431,6 +434,7 @@ static void send_agent(struct kwm_vm *vm, struct kwm_op *op)
 	c = op_begin(vm, op, op->side == KWM_SRC ? "source-agent" : "destination-agent");
 	op_sent(vm, op, symvirt_send(s, op->cmd, op->args, agent_reply, c) != 0,
 		"the symvirt connection has failed");
+	kwm_io_dirty(vm);
 }
 
 void kwm_vm_step(struct kwm_vm *vm)

@@ -178,7 +178,15 @@ int kwm_main(const char *file, struct kwm_options *o)
 		fprintf(stderr, "%s: %s\n", prog, err);
 		return 2;
 	}
-	if (setup(&r, c, o) || take_cluster(&r)) {
+	/* Too few descriptors is found before the lock and the journal:
+	 * nothing was touched, nothing to recover. */
+	if (!setup(&r, c, o) && kwm_fd_limit(&r, err, sizeof(err))) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		teardown(&r);
+		kwm_cluster_free(c);
+		return o->recover ? 2 : 1;
+	}
+	if (!r.vms || take_cluster(&r)) {
 		teardown(&r);
 		kwm_cluster_free(c);
 		return o->recover ? 2 : 1;

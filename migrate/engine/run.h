@@ -4,7 +4,7 @@
  * one struct kwm_vm per node VM.  Each VM executes a small program of
  * steps (struct kwm_op) per phase: a QMP command to its source or
  * destination, a symvirt command, or a wait until a condition on what the
- * VM's events have told us.  Everything is driven from one poll() loop
+ * VM's events have told us.  Everything is driven from one epoll loop
  * (loop.c); nothing blocks and there is no thread per VM.
  */
 #ifndef KWM_RUN_H
@@ -155,6 +155,7 @@ struct kwm_vm {
 	bool skipped[KWM_PH__COUNT];	/* the phase does not apply to this VM */
 
 	uint64_t expect_bytes;		/* preflight's estimate of the disk copy */
+	bool io_dirty;			/* on run->io_list: its connections to look at */
 
 	/* For the report. */
 	uint64_t storage_bytes, storage_total;
@@ -168,7 +169,7 @@ struct kwm_vm {
 	const char *blackout_why[4];
 	int nblackout;
 	struct kwm_sample *samples;	/* progress.c, at most KWM_MAX_SAMPLES */
-	size_t nsamples;
+	size_t nsamples, samples_cap;
 	bool rolled_back, rollback_incomplete;
 	char rollback_notes[512];
 	char error[768];
@@ -212,6 +213,29 @@ struct kwm_options {
 	bool recover;		/* `kawarimi recover`: finish a journal's run */
 };
 
+/* What one run of the loop cost (loop.c), for the report's
+ * "coordinator": how long each turn took and how late the progress tick
+ * fired, as log-linear histograms in microseconds (8 buckets per power
+ * of two: within 12.5 %). */
+#define KWM_HIST_BUCKETS 320
+struct kwm_loop_stats {
+	uint64_t turns;
+	uint32_t turn_hist[KWM_HIST_BUCKETS];
+	uint32_t late_hist[KWM_HIST_BUCKETS];
+	uint64_t ticks;
+	int64_t turn_max_us, late_max_us;
+	uint64_t journal_syncs;		/* fsyncs of the journal */
+	uint32_t sync_hist[KWM_HIST_BUCKETS];	/* each fsync's duration */
+	int64_t sync_max_us;
+	int64_t sync_us;		/* fsync time so far */
+	uint32_t work_hist[KWM_HIST_BUCKETS];	/* a turn less its fsyncs */
+	int64_t work_max_us;
+	uint64_t journal_lines;
+	int fds_max;			/* connections polled at once, at most */
+	long nofile;			/* RLIMIT_NOFILE (soft) the run had */
+	int64_t cpu_us, rss_kb;		/* getrusage when the loop ended */
+};
+
 struct kwm_run {
 	struct kwm_cluster *c;
 	struct kwm_options opt;
@@ -227,6 +251,22 @@ struct kwm_run {
 	char journal_path[4096];
 	int journal_error;		/* errno of the first failed write */
 	int lock_fd;
+	/* Inside the loop, the journal's fsyncs are grouped: a line is
+	 * written at once but synced before the next byte goes to any QEMU
+	 * or agent (before poll and before each dispatch), so one fsync
+	 * covers every step a loop turn took.  Replies handled inside a
+	 * dispatch that send at once sync at once, as before. */
+	bool journal_batch;
+	bool journal_dirty;
+	struct kwm_loop_stats stats;
+	/* stats as the loop ended: what the report says, the same in the
+	 * --json stream and the --report file written after it. */
+	struct kwm_loop_stats stats_end;
+	bool stats_ended;
+	bool redraw_due;		/* progress.c: a phase changed since the last draw */
+	uint64_t turn;			/* the loop turn now (barrier predicates' memo) */
+	size_t *io_list, nio;		/* VMs whose connections may want writing or
+					 * changed since the last turn (loop.c) */
 	struct kwm_jrun *jr;		/* recover: what the journal says */
 	int64_t next_tick;
 	int64_t last_draw;
@@ -246,14 +286,24 @@ struct kwm_run {
  * failure (and so a rollback). */
 extern volatile sig_atomic_t kwm_interrupted;
 int64_t kwm_now_ms(void);		/* monotonic */
+int64_t kwm_now_us(void);
+/* Adds a duration to one of struct kwm_loop_stats' histograms. */
+void kwm_hist_add(uint32_t *hist, int64_t *max, int64_t us);
 double kwm_wall(void);			/* seconds since the epoch */
 /* Connects every VM's QMP (and agents); 0 or -1 with the VM failed. */
 int kwm_run_connect(struct kwm_run *r);
 /* Drives everything until no VM is busy; returns 0, or -1 when a VM failed. */
 int kwm_run_loop(struct kwm_run *r);
 void kwm_run_close(struct kwm_run *r);
+/* vm queued bytes or its connections changed: the loop looks at them. */
+void kwm_io_dirty(struct kwm_vm *vm);
 /* Tries once more to reach a side whose QMP connection dropped. */
 void kwm_reconnect(struct kwm_vm *vm, enum kwm_side_id side);
+/* Raises RLIMIT_NOFILE's soft limit to the hard one; -1 with err when
+ * even that is too low for the cluster's connections. */
+int kwm_fd_limit(struct kwm_run *r, char *err, size_t errlen);
+/* The report's "coordinator": CPU, memory, loop turns, journal syncs. */
+json_object *kwm_coordinator_json(const struct kwm_run *r);
 
 /* ---- ops.c --------------------------------------------------------------- */
 
@@ -367,6 +417,8 @@ void kwm_progress_tick(struct kwm_run *r, bool force);
 void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char *level,
 			  const char *msg);
 void kwm_progress_done(struct kwm_run *r);
+/* Redraws the live display if something changed, at most every 100 ms. */
+void kwm_progress_redraw(struct kwm_run *r);
 /* Adds vm's job statistics under libvirt's names (disk_total, ...). */
 void kwm_job_stats(json_object *o, const struct kwm_vm *vm);
 json_object *kwm_report_json(struct kwm_run *r);

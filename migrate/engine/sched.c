@@ -219,25 +219,36 @@ bool kwm_schedule(struct kwm_run *r)
 		start_rollback(r);
 		return any_busy(r);
 	}
-	k = current(r);
-	if (k == NORDER || (r->opt.plan_only && k > 0))
-		return any_busy(r);
-	p = order(k);
-	for (;;) {
-		struct kwm_vm *vm = next_vm(r, p);
+	/* A phase that applies to no VM is passed in the same turn, not one
+	 * 50 ms poll timeout per skipped phase. */
+	for (size_t was = NORDER + 1;;) {
+		k = current(r);
+		if (k == NORDER || (r->opt.plan_only && k > 0))
+			return any_busy(r);
+		if (k == was)
+			break;
+		was = k;
+		p = order(k);
+		started = false;
+		for (int n = inflight(r);;) {
+			struct kwm_vm *vm = next_vm(r, p);
 
-		if (!vm)
-			break;
-		if (limited(p) && inflight(r) >= r->c->parallel)
-			break;
-		start_phase(vm, p);
-		started = true;
-		if (inflight(r) > r->max_inflight_seen)
-			r->max_inflight_seen = inflight(r);
-		if (r->first_failure)
+			if (!vm)
+				break;
+			if (limited(p) && n >= r->c->parallel)
+				break;
+			start_phase(vm, p);
+			started = true;
+			n = inflight(r);
+			if (n > r->max_inflight_seen)
+				r->max_inflight_seen = n;
+			if (r->first_failure)
+				break;
+		}
+		if (started && limited(p))
+			kwm_reshare(r);
+		if (started || r->first_failure)
 			break;
 	}
-	if (started && limited(p))
-		kwm_reshare(r);
 	return true;
 }

@@ -78,10 +78,19 @@ static void sample(struct kwm_vm *vm)
 {
 	struct kwm_sample *s;
 
-	if (!vm->samples) {
-		vm->samples = calloc(KWM_MAX_SAMPLES, sizeof(*vm->samples));
-		if (!vm->samples)
+	/* Grown as needed: a VM that moves for a second needs a few points,
+	 * not the 128 KiB of a full curve (1000 VMs: 128 MB). */
+	if (vm->nsamples == vm->samples_cap && vm->samples_cap < KWM_MAX_SAMPLES) {
+		size_t cap = vm->samples_cap ? vm->samples_cap * 4 : 16;
+		struct kwm_sample *n;
+
+		if (cap > KWM_MAX_SAMPLES)
+			cap = KWM_MAX_SAMPLES;
+		n = realloc(vm->samples, cap * sizeof(*n));
+		if (!n)
 			return;
+		vm->samples = n;
+		vm->samples_cap = cap;
 	}
 	if (vm->nsamples == KWM_MAX_SAMPLES) {
 		for (size_t i = 1; i < KWM_MAX_SAMPLES / 2; i++)
@@ -124,7 +133,9 @@ void kwm_progress_phase(struct kwm_run *r, const struct kwm_vm *vm, enum kwm_pha
 		fflush(stdout);
 		break;
 	case KWM_OUT_TTY:
-		kwm_progress_tick(r, true);
+		/* Redrawn by the loop, at most every 100 ms: a thousand VMs
+		 * changing phase in one turn draw once, not a thousand times. */
+		r->redraw_due = true;
 		break;
 	}
 }
@@ -154,7 +165,7 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 	free(safe);
 	fflush(stderr);
 	if (r->opt.output == KWM_OUT_TTY)
-		kwm_progress_tick(r, true);
+		r->redraw_due = true;
 }
 
 static void update_rates(struct kwm_vm *vm)
@@ -229,31 +240,64 @@ static void vm_line(struct kwm_run *r, int cols, const struct kwm_vm *vm)
 	put_line(r, cols, full, brief);
 }
 
+/* Which VMs get a line of their own when not all fit: the ones moving
+ * data first, then the failed ones, then the others at work, in the
+ * file's order. */
+static int line_rank(const struct kwm_vm *vm)
+{
+	if (kwm_vm_inflight(vm))
+		return 0;
+	if (vm->state == KWM_VM_FAILED)
+		return 1;
+	return vm->state == KWM_VM_BUSY ? 2 : 3;
+}
+
+/* More VMs than rows: the VMs most worth watching, then one line that
+ * counts the rest by what they are doing. */
+static void draw_summary(struct kwm_run *r, int cols, size_t shown)
+{
+	size_t n = 0, rest[4] = { 0 };
+	char full[256], brief[128];
+
+	for (int rank = 0; rank < 3 && n < shown; rank++)
+		for (size_t i = 0; i < r->nvms && n < shown; i++)
+			if (line_rank(&r->vms[i]) == rank) {
+				vm_line(r, cols, &r->vms[i]);
+				n++;
+			}
+	for (size_t i = 0; i < r->nvms; i++)
+		rest[line_rank(&r->vms[i])]++;
+	snprintf(full, sizeof(full), "  (%zu more VMs; of all %zu: %zu moving data, %zu at "
+		 "other steps, %zu waiting or done, %zu failed)", r->nvms - n, r->nvms, rest[0],
+		 rest[2], rest[3], rest[1]);
+	snprintf(brief, sizeof(brief), "  (%zu more VMs)", r->nvms - n);
+	put_line(r, cols, full, brief);
+}
+
 static void draw(struct kwm_run *r)
 {
 	char full[256], brief[128];
-	size_t done = 0, shown = r->nvms;
+	size_t done = 0;
 	int moving = 0, cols, rows;
 
 	clear_block(r);
 	term_size(&cols, &rows);
+	r->redraw_due = false;
+	r->last_draw = kwm_now_ms();
 	if (!r->drawn_len)
 		r->drawn_len = calloc(r->nvms + 2, sizeof(*r->drawn_len));
 	if (!r->drawn_len)
 		return;
-	/* A block taller than the screen could not be climbed back over. */
-	if ((int)r->nvms + 2 > rows)
-		shown = rows > 3 ? (size_t)rows - 3 : 0;
 	for (size_t i = 0; i < r->nvms; i++) {
 		done += vm_over(&r->vms[i]);
 		moving += kwm_vm_inflight(&r->vms[i]);
-		if (i < shown)
+	}
+	/* A block taller than the screen could not be climbed back over. */
+	if ((int)r->nvms + 2 > rows)
+		draw_summary(r, cols, rows > 3 ? (size_t)rows - 3 : 0);
+	else
+		for (size_t i = 0; i < r->nvms; i++)
 			vm_line(r, cols, &r->vms[i]);
-	}
-	if (shown < r->nvms) {
-		snprintf(full, sizeof(full), "  (%zu more VMs)", r->nvms - shown);
-		put_line(r, cols, full, full);
-	}
 	snprintf(full, sizeof(full), "  cluster %s: %zu/%zu VMs done, %d migrating, %.1f s%s",
 		 r->c->name, done, r->nvms, moving, since(r),
 		 r->rolling_back ? ", ROLLING BACK" : "");
@@ -261,6 +305,14 @@ static void draw(struct kwm_run *r)
 		 r->nvms, since(r), r->rolling_back ? ", ROLLING BACK" : "");
 	put_line(r, cols, full, brief);
 	fflush(stdout);
+}
+
+void kwm_progress_redraw(struct kwm_run *r)
+{
+	if (r->opt.output != KWM_OUT_TTY || !r->redraw_due ||
+	    kwm_now_ms() - r->last_draw < 100)
+		return;
+	draw(r);
 }
 
 /* The job statistics as libvirt names them (virDomainGetJobStats). */
@@ -296,10 +348,8 @@ void kwm_progress_tick(struct kwm_run *r, bool force)
 			sample(&r->vms[i]);
 	}
 	if (r->opt.output == KWM_OUT_TTY) {
-		if (force || now - r->last_draw >= 200) {
-			r->last_draw = now;
+		if (force || now - r->last_draw >= 200)
 			draw(r);
-		}
 		return;
 	}
 	if (r->opt.output != KWM_OUT_JSON || force)

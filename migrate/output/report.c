@@ -325,6 +325,7 @@ json_object *kwm_report_json(struct kwm_run *r)
 	json_object_object_add(tot, "max-downtime-ms", json_object_new_int64(maxdown));
 	json_object_object_add(tot, "max-blackout-ms", json_object_new_int64(maxblack));
 	json_object_object_add(o, "totals", tot);
+	json_object_object_add(o, "coordinator", kwm_coordinator_json(r));
 	return o;
 }
 

@@ -283,22 +283,59 @@ json_object *kwm_quiesce_args(struct kwm_vm *vm)
 /* One `peers` line stays well under the 64 KiB a symvirt line may have. */
 #define PEERS_PER_COMMAND 160
 
+/* A barrier's answer for one loop turn (see all_addrs_in()). */
+struct barrier_memo {
+	uint64_t turn;
+	bool valid, open;
+};
+
+static struct barrier_memo addrs_memo[KWM_PH__COUNT];
+
 static int mark_addrs_in(struct kwm_vm *vm)
 {
 	vm->addrs_in = true;
+	addrs_memo[vm->phase].valid = false;
 	return 0;
 }
+
+/*
+ * A barrier's answer is the same for every VM waiting at it in one loop
+ * turn: it is worked out once per turn (1000 VMs waiting would otherwise
+ * look at each other a million times a turn).  It is computed afresh when
+ * a VM arrives at the barrier, so the last one in opens it at once.
+ */
+static bool memo_get(struct barrier_memo *m, struct kwm_run *r, bool *open)
+{
+	if (!m->valid || m->turn != r->turn)
+		return false;
+	*open = m->open;
+	return true;
+}
+
+static bool memo_put(struct barrier_memo *m, struct kwm_run *r, bool open)
+{
+	m->turn = r->turn;
+	m->valid = true;
+	m->open = open;
+	return open;
+}
+
+static struct barrier_memo switch_memo;
 
 /* ‖ inside the phase: every VM resuming in it has its ranks' addresses. */
 static bool all_addrs_in(struct kwm_vm *vm)
 {
 	struct kwm_run *r = vm->run;
+	struct barrier_memo *m = &addrs_memo[vm->phase];
+	bool open;
 
+	if (memo_get(m, r, &open))
+		return open;
 	for (size_t i = 0; i < r->nvms; i++)
 		if (r->vms[i].state == KWM_VM_BUSY && r->vms[i].phase == vm->phase &&
 		    !r->vms[i].addrs_in)
-			return false;
-	return true;
+			return memo_put(m, r, false);
+	return memo_put(m, r, true);
 }
 
 static int end_blackout(struct kwm_vm *vm)
@@ -356,6 +393,7 @@ static int add_peers_dst(struct kwm_vm *vm)
 static void add_reconnect(struct kwm_vm *vm, enum kwm_side_id side)
 {
 	vm->addrs_in = false;
+	memset(addrs_memo, 0, sizeof(addrs_memo));	/* (vm->phase is not set yet) */
 	call(vm, mark_addrs_in, "at the resume barrier");
 	wait_for(vm, all_addrs_in, "waiting for every VM's ranks to resume");
 	call(vm, side == KWM_SRC ? add_peers_src : add_peers_dst,
@@ -755,6 +793,7 @@ void kwm_build_memory(struct kwm_vm *vm)
 static int mark_switch_ready(struct kwm_vm *vm)
 {
 	vm->switch_ready = true;
+	switch_memo.valid = false;
 	return 0;
 }
 
@@ -763,11 +802,14 @@ static int mark_switch_ready(struct kwm_vm *vm)
 static bool all_switch_ready(struct kwm_vm *vm)
 {
 	struct kwm_run *r = vm->run;
+	bool open;
 
+	if (memo_get(&switch_memo, r, &open))
+		return open;
 	for (size_t i = 0; i < r->nvms; i++)
 		if (!r->vms[i].switch_ready && !r->vms[i].has_error)
-			return false;
-	return true;
+			return memo_put(&switch_memo, r, false);
+	return memo_put(&switch_memo, r, true);
 }
 
 static void dst_running(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
