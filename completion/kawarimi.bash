@@ -71,7 +71,7 @@ _kawarimi()
 		;;
 	lab)
 		if ((${#pos[@]} == 0)); then
-			COMPREPLY=($(compgen -W "up status down console exec incoming qmp" -- "$cur"))
+			COMPREPLY=($(compgen -W "up status down env console exec incoming qmp" -- "$cur"))
 		elif [[ ${pos[0]} == incoming ]] || { [[ ${pos[0]} == qmp ]] && ((${#pos[@]} == 2)); }; then
 			COMPREPLY=($(compgen -W "a b" -- "$cur"))
 		fi
