@@ -181,7 +181,7 @@ static void record_addrs(struct kwm_vm *vm, json_object *ret)
 		    !json_object_is_type(j, json_type_string) ||
 		    json_object_get_string_len(j) < 1 || json_object_get_string_len(j) > 128 ||
 		    !json_object_is_type(n, json_type_int) || json_object_get_int64(n) < 0 ||
-		    json_object_get_int64(n) > INT32_MAX || !symvirt_valid_addrs(a))
+		    json_object_get_int64(n) > INT32_MAX || !schema_valid_addrs(a))
 			continue;
 		snprintf(key, sizeof(key), "%s/%lld", json_object_get_string(j),
 			 (long long)json_object_get_int64(n));
