@@ -36,6 +36,12 @@ static json_object *member(json_object *o, const char *name)
 	return v;
 }
 
+/* Present, even as null (what is present decides what a message is). */
+static int has(json_object *o, const char *name)
+{
+	return json_object_object_get_ex(o, name, NULL);
+}
+
 static int64_t ms_or_absent(json_object *args, const char *name)
 {
 	json_object *v = member(args, name);
@@ -140,18 +146,53 @@ static int read_command(json_object *o, struct kw_ctl_msg *m, struct schema_err 
 	return m->kind == KW_CTL_PEERS ? read_peers(args, m, err) : 0;
 }
 
-/* A reply to our `register` (the only command we send that has one). */
+/* A reply to our `register` (the only command we send that has one),
+ * read leniently: a reply without an id (the agent's answer to a line it
+ * could not read) is taken, not answered, or each side would answer the
+ * other's error for ever. */
 static void read_reply(json_object *o, struct kw_ctl_msg *m)
 {
 	json_object *e = member(o, "error"), *ver = member(member(o, "return"), "version");
+	json_object *desc = member(e, "desc");
 
 	m->kind = KW_CTL_REPLY;
 	if (e) {
 		m->is_error = 1;
-		snprintf(m->desc, sizeof(m->desc), "%s", json_object_get_string(member(e, "desc")));
+		snprintf(m->desc, sizeof(m->desc), "%s", json_object_get_string(desc ? desc : e));
 	} else if (json_object_is_type(ver, json_type_int)) {
 		m->version = json_object_get_int64(ver);
 	}
+}
+
+/* Replies and events: their id and a reply's members are checked (a rank
+ * answers a bad one, as any bad line, with InvalidParameter). */
+static int read_other(json_object *o, struct kw_ctl_msg *m, struct schema_err *err)
+{
+	json_object *id = member(o, "id");
+
+	if (id && !json_object_is_type(id, json_type_int) && !json_object_is_type(id, json_type_string)) {
+		schema_err_set(err, "InvalidParameter", "\"id\" must be an integer or a string, got %.80s",
+			       json_object_to_json_string_ext(id, JSON_C_TO_STRING_PLAIN));
+		return -1;
+	}
+	m->id = json_object_get(id);
+	if (has(o, "return") || has(o, "error")) {
+		json_object_object_foreach(o, key, val) {
+			(void)val;
+			if (strcmp(key, "return") && strcmp(key, "error") && strcmp(key, "id")) {
+				schema_err_set(err, "InvalidParameter", "unknown member \"%.64s\" in a reply", key);
+				return -1;
+			}
+		}
+		read_reply(o, m);
+	} else if (has(o, "event")) {
+		m->kind = KW_CTL_EVENT;
+	} else {
+		schema_err_set(err, "InvalidParameter", "message %.80s is neither a command, a reply nor an event",
+			       json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		return -1;
+	}
+	return 0;
 }
 
 int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
@@ -172,15 +213,14 @@ int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
 	o = schema_parse_line(line, len, &e);
 	if (!o)
 		return fail(&e, eclass, err, errlen);
-	if (schema_check_envelope(o, &kind, &id, &e))
-		rc = -1;
-	m->id = json_object_get(id);
-	if (!rc && kind == SCHEMA_MSG_COMMAND)
-		rc = read_command(o, m, &e);
-	else if (!rc && kind == SCHEMA_MSG_REPLY)
-		read_reply(o, m);
-	else if (!rc)
-		m->kind = KW_CTL_EVENT;
+	if (!has(o, "execute")) {
+		rc = read_other(o, m, &e);
+	} else {
+		rc = schema_check_envelope(o, &kind, &id, &e);
+		m->id = json_object_get(id);
+		if (!rc)
+			rc = read_command(o, m, &e);
+	}
 	json_object_put(o);
 	return rc ? fail(&e, eclass, err, errlen) : 0;
 }

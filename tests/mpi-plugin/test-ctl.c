@@ -53,7 +53,12 @@ static void classes(void)
 	refused("{\"execute\": \"status\"", "InvalidParameter", 0);
 	refused("[1]", "InvalidParameter", 0);
 	refused("{\"execute\": \"status\", \"id\": 1.5}", "InvalidParameter", 0);
-	refused("{\"return\": {}, \"id\": 1, \"x\": 2}", "ProtocolError", 1);
+	/* A reply without an id is taken, not answered: the agent would
+	 * answer the answer. */
+	refused("{\"return\": {}, \"id\": 1, \"x\": 2}", "InvalidParameter", 1);
+	refused("{\"error\": {\"class\": \"ProtocolError\", \"desc\": \"not JSON\"}}", NULL, 0);
+	refused("{\"return\": {}, \"id\": [1]}", "InvalidParameter", 0);
+	refused("{\"hello\": 1}", "InvalidParameter", 0);
 	refused("{\"event\": \"x\", \"data\": {\"anything\": 1}}", NULL, 0);
 }
 
