@@ -2,9 +2,10 @@
  * kawarimi BTL: the agent control socket and the quiesce/resume state
  * machine (rank side of docs/symvirt-protocol.md, "Agent <-> ranks").
  *
- * Framing: a plain newline framer (the messages are single JSON lines of
- * at most 64 KiB); the component keeps to libopen-pal, json-c and pthread
- * rather than pulling libkawarimi-qmp into every MPI process.
+ * Framing, validation and the messages themselves are the protocol's
+ * table's (symvirt/schema.h, json-c only): the component keeps to
+ * libopen-pal, json-c and pthread rather than pulling libkawarimi-qmp
+ * into every MPI process.
  * Everything here runs in the network thread with kw.lock held, except
  * kw_ctl_open/close (application thread, before the thread starts / after
  * it stopped).
@@ -31,8 +32,7 @@ struct kw_ctl {
 	unsigned int pending_gen;	/* connection the pending command came on */
 	uint64_t retry_ms;
 	char jobid[64];
-	char *buf;
-	size_t len;
+	struct schema_lines in;		/* what the agent sent, by lines */
 	int next_id;
 	/* the command in progress (quiesce, resume, or peers while running) */
 	json_object *pending_id;
@@ -86,6 +86,12 @@ static void ctl_write(char *line)
 	free(line);
 }
 
+/* One of our commands to the agent, numbered in sending order. */
+static char *command_line(const char *name, json_object *args)
+{
+	return schema_line_of(schema_command_msg(name, args, json_object_new_int(ctl.next_id++)));
+}
+
 /* Connects and registers; on failure retries from the network thread
  * every KW_CTL_RETRY_MS, so an agent that starts late or restarts gets
  * every rank back. */
@@ -117,7 +123,7 @@ static void ctl_try(uint64_t now)
 	ctl.gen++;
 	/* A stuck agent must not stall the network thread for long. */
 	setsockopt(ctl.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	ctl.len = 0;
+	schema_lines_reset(&ctl.in);
 	args = json_object_new_object();
 	json_object_object_add(args, "pid", json_object_new_int(getpid()));
 	json_object_object_add(args, "jobid", json_object_new_string(ctl.jobid));
@@ -131,7 +137,7 @@ static void ctl_try(uint64_t now)
 	 * adopts the quiesce, so its `resume` (or its lease) reaches us. */
 	json_object_object_add(args, "state", json_object_new_string(
 		kw.state == KW_QUIESCED ? "quiesced" : "running"));
-	ctl_write(kw_ctl_fmt_command("register", args, ctl.next_id++));
+	ctl_write(command_line("register", args));
 	if (ctl.fd >= 0)
 		kw_log(1, "registered with the agent at %s", kw.agent_socket);
 }
@@ -149,8 +155,7 @@ int kw_ctl_open(void)
 		       kw.agent_socket, sizeof(sa.sun_path) - 1);
 		return 0;
 	}
-	ctl.buf = malloc(KW_CTL_MAX_LINE + 1);
-	if (!ctl.buf)
+	if (schema_lines_init(&ctl.in, SYMVIRT_MAX_MSG))
 		return -1;
 	/* Printed once here: opal's name printing is not for other threads. */
 	snprintf(ctl.jobid, sizeof(ctl.jobid), "%s", OPAL_JOBID_PRINT(kw.me.jobid));
@@ -164,12 +169,11 @@ void kw_ctl_close(void)
 {
 	ctl.enabled = 0;
 	if (ctl.fd >= 0)
-		ctl_write(kw_ctl_fmt_command("unregister", NULL, ctl.next_id++));
+		ctl_write(command_line("unregister", NULL));
 	if (ctl.fd >= 0)
 		close(ctl.fd);
 	ctl.fd = -1;
-	free(ctl.buf);
-	ctl.buf = NULL;
+	schema_lines_free(&ctl.in);
 	json_object_put(ctl.pending_id);
 	ctl.pending_id = NULL;
 }
@@ -215,7 +219,7 @@ static void add_addrs(json_object *ret)
 static void reply_error(json_object *id, const char *cls, const char *desc)
 {
 	kw_log(1, "agent command failed: %s: %s", cls, desc);
-	ctl_write(kw_ctl_fmt_error(id, cls, desc));
+	ctl_write(schema_line_of(schema_reply_error(cls, desc, id)));
 }
 
 /* ---- quiesce ----------------------------------------------------------- */
@@ -284,7 +288,7 @@ static void quiesce_finish(uint64_t now, int timed_out)
 		       (unsigned long long)(now - ctl.start_ms));
 		/* The answer belongs to the connection the command came on. */
 		if (ctl.pending_gen == ctl.gen)
-			ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+			ctl_write(schema_line_of(schema_reply_return(ret, ctl.pending_id)));
 		else
 			json_object_put(ret);
 	}
@@ -419,7 +423,7 @@ static void answer_pending(json_object *ret, const char *what, uint64_t now)
 	       json_object_to_json_string_ext(json_object_object_get(ret, "paths"),
 					      JSON_C_TO_STRING_PLAIN));
 	if (ctl.pending_gen == ctl.gen)
-		ctl_write(kw_ctl_fmt_return(ctl.pending_id, ret));
+		ctl_write(schema_line_of(schema_reply_return(ret, ctl.pending_id)));
 	else
 		json_object_put(ret);
 	json_object_put(ctl.pending_id);
@@ -449,7 +453,7 @@ static void status_reply(json_object *id)
 	json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
 	json_object_object_add(ret, "paths", paths_json());
 	add_addrs(ret);
-	ctl_write(kw_ctl_fmt_return(id, ret));
+	ctl_write(schema_line_of(schema_reply_return(ret, id)));
 }
 
 /* ---- peers ------------------------------------------------------------- */
@@ -521,7 +525,7 @@ static void peers_start(struct kw_ctl_msg *m, uint64_t now)
 		json_object_object_add(ret, "state", json_object_new_string(state_name(kw.state)));
 		json_object_object_add(ret, "paths", paths_json());
 		json_object_object_add(ret, "updated", json_object_new_int(updated));
-		ctl_write(kw_ctl_fmt_return(m->id, ret));
+		ctl_write(schema_line_of(schema_reply_return(ret, m->id)));
 		return;
 	}
 	ctl.pending_id = json_object_get(m->id);
@@ -584,7 +588,7 @@ static void handle(struct kw_ctl_msg *m, uint64_t now)
 	}
 }
 
-static void handle_line(char *line, size_t len)
+static void handle_line(const char *line, size_t len)
 {
 	struct kw_ctl_msg m;
 	const char *eclass;
@@ -600,12 +604,16 @@ static void handle_line(char *line, size_t len)
 
 void kw_ctl_readable(void)
 {
+	const char *line;
+	size_t room, len;
 	ssize_t n;
-	char *nl;
+	char *at;
+	int r = 0;
 
 	if (ctl.fd < 0)
 		return;
-	n = recv(ctl.fd, ctl.buf + ctl.len, KW_CTL_MAX_LINE + 1 - ctl.len, MSG_DONTWAIT);
+	at = schema_lines_space(&ctl.in, &room);
+	n = recv(ctl.fd, at, room, MSG_DONTWAIT);
 	if (n == 0) {
 		ctl_drop("the agent closed it");
 		return;
@@ -615,17 +623,13 @@ void kw_ctl_readable(void)
 			ctl_drop(strerror(errno));
 		return;
 	}
-	ctl.len += n;
-	while (ctl.fd >= 0 && (nl = memchr(ctl.buf, '\n', ctl.len))) {
-		size_t l = nl - ctl.buf;
-
-		handle_line(ctl.buf, l);
-		memmove(ctl.buf, nl + 1, ctl.len - l - 1);
-		ctl.len -= l + 1;
-	}
-	if (ctl.len > KW_CTL_MAX_LINE) {
+	schema_lines_commit(&ctl.in, (size_t)n);
+	while (ctl.fd >= 0 && (r = schema_lines_next(&ctl.in, &line, &len)) > 0)
+		handle_line(line, len);
+	/* Nothing resynchronises a stream cut mid-line: start afresh. */
+	if (ctl.fd >= 0 && r < 0) {
 		kw_err("the agent sent a line longer than %d bytes; closing the agent connection",
-		       KW_CTL_MAX_LINE);
+		       SYMVIRT_MAX_MSG);
 		ctl_drop("line too long");
 	}
 }

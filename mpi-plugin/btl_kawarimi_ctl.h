@@ -1,7 +1,9 @@
 /*
  * kawarimi BTL: messages of the agent <-> rank leg of the symvirt protocol
- * (docs/symvirt-protocol.md, "Agent <-> ranks"). Parsing and formatting
- * only, no Open MPI dependency, so the fuzz harness links it alone.
+ * (docs/symvirt-protocol.md, "Agent <-> ranks"). The protocol's table
+ * (symvirt/schema.h) frames and validates them; this turns a valid one
+ * into what the rank acts on. No Open MPI dependency, so the fuzz harness
+ * links it alone.
  */
 #ifndef BTL_KAWARIMI_CTL_H
 #define BTL_KAWARIMI_CTL_H
@@ -12,13 +14,12 @@
 #include <json-c/json.h>
 
 #include "btl_kawarimi_proc.h"
+#include "symvirt/schema.h"
 
-#define KW_CTL_MAX_LINE 65536
-#define KW_CTL_MAX_FABRICS 8
-/* Entries in one `peers` command (a line of 64 KiB holds about 250). */
-#define KW_CTL_MAX_PEERS 1024
-/* An address list as hex: twice the bytes of its encoding. */
+/* An address list as hex: twice the bytes of its encoding, and a NUL. */
 #define KW_ADDRS_HEX_MAX (2 * (12 + KW_MAX_ADDRS * 24) + 1)
+_Static_assert(KW_ADDRS_HEX_MAX == SYMVIRT_ADDRS_MAX + 1,
+	       "the protocol's ADDRS bound is this encoding's length");
 
 enum kw_ctl_kind {
 	KW_CTL_QUIESCE = 1,
@@ -50,7 +51,7 @@ struct kw_ctl_msg {
 	int npeers;			/* peers */
 	struct kw_peer_addrs *peers;	/* malloc'd; kw_ctl_msg_clear frees */
 	int nfabrics;
-	struct kw_fabric_hint fabrics[KW_CTL_MAX_FABRICS];
+	struct kw_fabric_hint fabrics[SCHEMA_FABRICS_MAX];
 	int is_error;			/* reply */
 	char desc[256];			/* reply error text */
 	int64_t version;		/* reply to register; -1 when absent */
@@ -58,18 +59,14 @@ struct kw_ctl_msg {
 
 /*
  * Parses one line. Returns 0, or -1 with eclass set to the error class to
- * answer with ("InvalidParameter", "CommandNotFound") and err naming the
- * bad member and value. m->id is set whenever the line had a usable id,
- * so the error can be answered. Call kw_ctl_msg_clear() in both cases.
+ * answer with (one of schema_classes[]: "InvalidParameter",
+ * "CommandNotFound", ...) and err naming the bad member and value. m->id
+ * is set whenever the line had a usable id, so the error can be answered.
+ * Call kw_ctl_msg_clear() in both cases.
  */
 int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
 		 const char **eclass, char *err, size_t errlen);
 void kw_ctl_msg_clear(struct kw_ctl_msg *m);
-
-/* Formatting: malloc'd, '\n'-terminated lines. ret is consumed. */
-char *kw_ctl_fmt_return(json_object *id, json_object *ret);
-char *kw_ctl_fmt_error(json_object *id, const char *eclass, const char *desc);
-char *kw_ctl_fmt_command(const char *name, json_object *args, int id);
 
 /* An address list as the hex string of its wire encoding (the modex blob),
  * as `resume` and `status` replies carry it: out has KW_ADDRS_HEX_MAX

@@ -29,60 +29,6 @@
 #define DEFAULT_STATUS_DEADLINE_MS 2000
 #define HOOK_POLL_MS 50
 
-static const struct sv_argspec args_none[] = { { .name = NULL } };
-
-static const struct sv_argspec args_hello[] = {
-	{ "client", SV_STR, false, 0, 128 },
-	{ .name = NULL }
-};
-
-static const struct sv_argspec args_status[] = {
-	{ "ranks", SV_BOOL, false, 0, 0 },
-	{ "deadline-ms", SV_INT, false, 1, 60000 },
-	{ .name = NULL }
-};
-
-static const struct sv_argspec args_quiesce[] = {
-	{ "deadline-ms", SV_INT, false, 1, 3600000 },
-	{ "lease-ms", SV_INT, false, AGENT_LEASE_MIN_MS, AGENT_LEASE_MAX_MS },
-	{ .name = NULL }
-};
-
-static const struct sv_argspec args_renew[] = {
-	{ "lease-ms", SV_INT, false, AGENT_LEASE_MIN_MS, AGENT_LEASE_MAX_MS },
-	{ .name = NULL }
-};
-
-static const struct sv_argspec args_resume[] = {
-	{ "fabrics", SV_STRLIST, false, 0, 4 },
-	{ "link-timeout-ms", SV_INT, false, 0, 600000 },
-	{ "hook", SV_STR, false, 0, 4096 },
-	{ "hook-timeout-ms", SV_INT, false, 1, 600000 },
-	{ "rescan", SV_BOOL, false, 0, 0 },
-	{ "deadline-ms", SV_INT, false, 1, 3600000 },
-	{ "wait", SV_BOOL, false, 0, 0 },
-	{ .name = NULL }
-};
-
-/* Entries {"jobid", "rank", "addrs"}; a 64 KiB line holds about 250. */
-#define PEERS_MAX 1024
-
-static const struct sv_argspec args_peers[] = {
-	{ "ranks", SV_OBJLIST, true, 0, PEERS_MAX },
-	{ "deadline-ms", SV_INT, false, 1, 3600000 },
-	{ "wait", SV_BOOL, false, 0, 0 },
-	{ .name = NULL }
-};
-
-static const struct sv_argspec args_register[] = {
-	{ "pid", SV_INT, true, 1, INT32_MAX },
-	{ "jobid", SV_STR, true, 0, 128 },
-	{ "rank", SV_INT, true, 0, INT32_MAX },
-	{ "paths", SV_STRLIST, true, 0, 8 },
-	{ "state", SV_STR, false, 0, 16 },	/* "running" or "quiesced" */
-	{ .name = NULL }
-};
-
 static json_object *cmd_hello(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_query_commands(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_inventory(struct agent *a, struct rank *from, json_object *args, json_object *id);
@@ -94,22 +40,23 @@ static json_object *cmd_renew(struct agent *a, struct rank *from, json_object *a
 static json_object *cmd_register(struct agent *a, struct rank *from, json_object *args, json_object *id);
 static json_object *cmd_unregister(struct agent *a, struct rank *from, json_object *args, json_object *id);
 
-/* THE command table.  Every row is a section of docs/symvirt-protocol.md. */
+/* What the agent does for each command of the table (schema.c), which
+ * has their arguments; `query-commands` lists these rows. */
 const struct agent_command agent_commands[] = {
-	{ "hello", LEG_HOST, args_hello, cmd_hello },
-	{ "query-commands", LEG_HOST, args_none, cmd_query_commands },
-	{ "inventory", LEG_HOST, args_none, cmd_inventory },
-	{ "status", LEG_HOST, args_status, cmd_status },
-	{ "quiesce", LEG_HOST, args_quiesce, cmd_quiesce },
-	{ "resume", LEG_HOST, args_resume, cmd_resume },
-	{ "peers", LEG_HOST, args_peers, cmd_peers },
-	{ "renew", LEG_HOST, args_renew, cmd_renew },
-	{ "register", LEG_RANK, args_register, cmd_register },
-	{ "unregister", LEG_RANK, args_none, cmd_unregister },
+	{ "hello", SCHEMA_HOST, cmd_hello },
+	{ "query-commands", SCHEMA_HOST, cmd_query_commands },
+	{ "inventory", SCHEMA_HOST, cmd_inventory },
+	{ "status", SCHEMA_HOST, cmd_status },
+	{ "quiesce", SCHEMA_HOST, cmd_quiesce },
+	{ "resume", SCHEMA_HOST, cmd_resume },
+	{ "peers", SCHEMA_HOST, cmd_peers },
+	{ "renew", SCHEMA_HOST, cmd_renew },
+	{ "register", SCHEMA_RANK, cmd_register },
+	{ "unregister", SCHEMA_RANK, cmd_unregister },
 	{ .name = NULL }
 };
 
-const struct agent_command *agent_find_command(const char *name, enum cmd_leg leg)
+const struct agent_command *agent_find_command(const char *name, enum schema_leg leg)
 {
 	for (const struct agent_command *c = agent_commands; c->name; c++)
 		if (c->leg == leg && !strcmp(c->name, name))
@@ -120,28 +67,30 @@ const struct agent_command *agent_find_command(const char *name, enum cmd_leg le
 json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_object *msg,
 				    json_object *id)
 {
-	enum cmd_leg leg = from ? LEG_RANK : LEG_HOST;
+	enum schema_leg leg = from ? SCHEMA_RANK : SCHEMA_HOST;
+	const struct schema_command *spec;
 	const struct agent_command *c;
 	json_object *name, *args = NULL;
-	enum sv_kind kind;
-	struct sv_err e;
+	enum schema_kind kind;
+	struct schema_err e;
 
-	if (sv_check_envelope(msg, &kind, &id, &e) < 0)
+	if (schema_check_envelope(msg, &kind, &id, &e) < 0)
 		return sv_reply_error(&e, id);
-	if (kind != SV_MSG_COMMAND) {
-		sv_err_set(&e, "ProtocolError", "only commands are accepted here, not a %s",
-			   kind == SV_MSG_REPLY ? "reply" : "event");
+	if (kind != SCHEMA_MSG_COMMAND) {
+		schema_err_set(&e, "ProtocolError", "only commands are accepted here, not a %s",
+			   kind == SCHEMA_MSG_REPLY ? "reply" : "event");
 		return sv_reply_error(&e, id);
 	}
 	json_object_object_get_ex(msg, "execute", &name);
 	json_object_object_get_ex(msg, "arguments", &args);
 	c = agent_find_command(json_object_get_string(name), leg);
-	if (!c) {
-		sv_err_set(&e, "CommandNotFound", "the agent has no %s command \"%s\"; `query-commands` lists them",
-			   leg == LEG_HOST ? "host" : "rank", json_object_get_string(name));
+	spec = schema_find(json_object_get_string(name), leg);
+	if (!c || !spec) {
+		schema_err_set(&e, "CommandNotFound", "the agent has no %s command \"%s\"; `query-commands` lists them",
+			   schema_leg_name(leg), json_object_get_string(name));
 		return sv_reply_error(&e, id);
 	}
-	if (sv_check_args(args, c->args, &e) < 0) {
+	if (schema_check_args(args, spec->args, &e) < 0) {
 		char desc[SV_DESC_MAX];
 
 		snprintf(desc, sizeof(desc), "%s: %.900s", c->name, e.desc);
@@ -155,9 +104,9 @@ json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_obj
 
 static json_object *errorf(json_object *id, const char *cls, const char *fmt, const char *arg)
 {
-	struct sv_err e;
+	struct schema_err e;
 
-	sv_err_set(&e, cls, fmt, arg);
+	schema_err_set(&e, cls, fmt, arg);
 	return sv_reply_error(&e, id);
 }
 
@@ -190,7 +139,7 @@ static json_object *cmd_query_commands(struct agent *a, struct rank *from, json_
 		json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "name", json_object_new_string(c->name));
-		json_object_object_add(o, "leg", json_object_new_string(c->leg == LEG_HOST ? "host" : "rank"));
+		json_object_object_add(o, "leg", json_object_new_string(schema_leg_name(c->leg)));
 		json_object_array_add(list, o);
 	}
 	json_object_object_add(r, "commands", list);
@@ -201,7 +150,7 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 				  json_object *id)
 {
 	json_object *r = json_object_new_object(), *pci, *verbs, *net;
-	struct sv_err e;
+	struct schema_err e;
 	bool active;
 
 	(void)from;
@@ -378,36 +327,23 @@ static void send_quiesce(struct agent *a, struct rank *r, int64_t deadline_ms)
 static void send_resume(struct agent *a, struct rank *r, json_object *fabrics, int64_t link_ms);
 static json_object *current_fabrics(struct agent *a, bool *verbs_ready);
 
-/* What a rank says it is: an agent that (re)starts learns so of a quiesce
- * it never saw.  Absent (an older BTL): running. */
-static int register_state(json_object *args, enum rank_state *st, struct sv_err *e)
+/* What a rank says it is (the table allows only these two): an agent
+ * that (re)starts learns so of a quiesce it never saw.  Absent (an older
+ * BTL): running. */
+static enum rank_state register_state(json_object *args)
 {
-	const char *s = sv_arg_str(args, "state", "running");
-
-	if (!strcmp(s, "running")) {
-		*st = RS_RUNNING;
-	} else if (!strcmp(s, "quiesced")) {
-		*st = RS_QUIESCED;
-	} else {
-		sv_err_set(e, "InvalidParameter", "register: \"state\" must be \"running\" or \"quiesced\", not \"%.32s\"", s);
-		return -1;
-	}
-	return 0;
+	return strcmp(sv_arg_str(args, "state", "running"), "quiesced") ? RS_RUNNING : RS_QUIESCED;
 }
 
 static json_object *cmd_register(struct agent *a, struct rank *r, json_object *args, json_object *id)
 {
-	enum rank_state st;
 	json_object *ret;
-	struct sv_err e;
 
 	if (r->registered)
 		return errorf(id, "InvalidState", "this connection already registered rank %s; one rank per connection",
 			      r->jobid);
-	if (register_state(args, &st, &e) < 0)
-		return sv_reply_error(&e, id);
 	r->registered = true;
-	r->state = st;
+	r->state = register_state(args);
 	r->pid = sv_arg_int(args, "pid", 0);
 	r->rank = sv_arg_int(args, "rank", 0);
 	snprintf(r->jobid, sizeof(r->jobid), "%s", sv_arg_str(args, "jobid", ""));
@@ -538,7 +474,7 @@ static bool take_pending(struct rank *r, uint64_t id, char *cmd, size_t n)
 }
 
 static void note_rank_answer(struct agent *a, struct rank *r, const char *cmd,
-			     json_object *ret, const struct sv_err *e)
+			     json_object *ret, const struct schema_err *e)
 {
 	bool for_op = r->op_member && !r->op_answered &&
 		      ((a->op.kind == OP_QUIESCE && a->op.phase == PH_RANKS && !strcmp(cmd, "quiesce")) ||
@@ -592,7 +528,7 @@ static void note_rank_answer(struct agent *a, struct rank *r, const char *cmd,
 void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg)
 {
 	json_object *idv = NULL, *ret = NULL, *err = NULL;
-	struct sv_err e;
+	struct schema_err e;
 	char cmd[16];
 
 	if (msg)
@@ -602,9 +538,9 @@ void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg)
 		return;
 	}
 	if (!msg) {
-		sv_err_set(&e, "ProtocolError", "malformed reply");
+		schema_err_set(&e, "ProtocolError", "malformed reply");
 	} else if (json_object_object_get_ex(msg, "return", &ret)) {
-		if (sv_check_rank_return(cmd, ret, &e) < 0)
+		if (schema_check_return(cmd, ret, &e) < 0)
 			ret = NULL;
 	} else {
 		json_object *cls, *desc;
@@ -612,7 +548,7 @@ void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg)
 		json_object_object_get_ex(msg, "error", &err);
 		json_object_object_get_ex(err, "class", &cls);
 		json_object_object_get_ex(err, "desc", &desc);
-		sv_err_set(&e, json_object_get_string(cls), "%s", json_object_get_string(desc));
+		schema_err_set(&e, json_object_get_string(cls), "%s", json_object_get_string(desc));
 	}
 	note_rank_answer(a, r, cmd, ret, &e);
 	agent_op_step(a);
@@ -715,7 +651,7 @@ static json_object *current_fabrics(struct agent *a, bool *verbs_ready)
  * host; the first rank that failed or did not answer sets fail.
  */
 static json_object *member_returns(struct agent *a, const char *cmd, const char *failed,
-				   struct sv_err *fail)
+				   struct schema_err *fail)
 {
 	json_object *ranks = json_object_new_array();
 	char who[200];
@@ -733,10 +669,10 @@ static json_object *member_returns(struct agent *a, const char *cmd, const char 
 		} else if (!fail->cls[0]) {
 			describe_rank(r, who, sizeof(who));
 			if (r->op_answered)
-				sv_err_set(fail, "RankError", "%s %s: %s: %s",
+				schema_err_set(fail, "RankError", "%s %s: %s: %s",
 					   who, failed, r->op_err.cls, r->op_err.desc);
 			else
-				sv_err_set(fail, "Timeout", "%s did not answer %s within %" PRId64 " ms",
+				schema_err_set(fail, "Timeout", "%s did not answer %s within %" PRId64 " ms",
 					   who, cmd, sv_arg_int(a->op.args, "deadline-ms", DEFAULT_DEADLINE_MS));
 		}
 		json_object_array_add(ranks, o);
@@ -760,7 +696,7 @@ static void send_resume(struct agent *a, struct rank *r, json_object *fabrics, i
 
 /* ---- quiesce ------------------------------------------------------------------ */
 
-static json_object *holders_error(struct agent *a, json_object *holders, struct sv_err *e)
+static json_object *holders_error(struct agent *a, json_object *holders, struct schema_err *e)
 {
 	json_object *h = json_object_array_get_idx(holders, 0), *pid, *comm, *path;
 	const char *who = "";
@@ -771,7 +707,7 @@ static json_object *holders_error(struct agent *a, json_object *holders, struct 
 	for (struct rank *r = a->ranks; r; r = r->next)
 		if (r->registered && r->pid == json_object_get_int64(pid))
 			who = ", an MPI rank that reported quiesced";
-	sv_err_set(e, "DeviceBusy",
+	schema_err_set(e, "DeviceBusy",
 		   "process %" PRId64 " (%s%s) holds %s open%s; the HCA cannot be unplugged while it does: stop it or make it close the device",
 		   json_object_get_int64(pid), json_object_get_string(comm), who,
 		   json_object_get_string(path),
@@ -805,7 +741,7 @@ static void quiesce_done(struct agent *a)
 	json_object *ret = json_object_new_object(), *ranks = json_object_new_array();
 	json_object *holders;
 	int unreadable = 0;
-	struct sv_err e;
+	struct schema_err e;
 
 	holders = inv_uverbs_holders(&a->o, &unreadable);
 	if (holders && json_object_array_length(holders) > 0) {
@@ -868,7 +804,7 @@ static void quiesce_step(struct agent *a)
 		for (struct rank *r = a->ranks; r; r = r->next) {
 			if (r->registered && r->op_member && !r->op_answered) {
 				describe_rank(r, who, sizeof(who));
-				sv_err_set(&op->fail, "Timeout",
+				schema_err_set(&op->fail, "Timeout",
 					   "%s did not answer quiesce within %" PRId64 " ms; the other ranks were resumed",
 					   who, sv_arg_int(op->args, "deadline-ms", DEFAULT_DEADLINE_MS));
 				break;
@@ -880,7 +816,7 @@ static void quiesce_step(struct agent *a)
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		if (r->registered && r->op_member && !r->op_ret) {
 			describe_rank(r, who, sizeof(who));
-			sv_err_set(&op->fail, "RankError", "%s could not quiesce: %s: %s; the ranks were resumed",
+			schema_err_set(&op->fail, "RankError", "%s could not quiesce: %s: %s; the ranks were resumed",
 				   who, r->op_err.cls, r->op_err.desc);
 			quiesce_rollback(a);
 			return;
@@ -1031,7 +967,7 @@ static int hook_poll(struct agent *a)
 static void resume_rescan_and_wait(struct agent *a)
 {
 	struct op *op = &a->op;
-	struct sv_err e;
+	struct schema_err e;
 
 	if (!sv_arg_bool(op->args, "rescan", true)) {
 		op->rescan_result = json_object_new_string("skipped");
@@ -1071,7 +1007,7 @@ static void resume_done(struct agent *a)
 {
 	struct op *op = &a->op;
 	json_object *ret = json_object_new_object();
-	struct sv_err fail = { .cls = "" };
+	struct schema_err fail = { .cls = "" };
 	json_object *ranks = member_returns(a, "resume", "could not resume", &fail);
 
 	a->state = AS_RUNNING;
@@ -1141,10 +1077,9 @@ static json_object *cmd_resume(struct agent *a, struct rank *from, json_object *
 	for (size_t i = 0; f && i < json_object_array_length(f); i++) {
 		const char *n = json_object_get_string(json_object_array_get_idx(f, i));
 
+		/* "verbs" or "tcp": the table checked. */
 		if (!strcmp(n, "verbs"))
 			want_verbs = true;
-		else if (strcmp(n, "tcp"))
-			return errorf(id, "InvalidParameter", "resume: fabric \"%.64s\" is unknown; use \"verbs\" or \"tcp\"", n);
 	}
 	if (a->op.kind != OP_NONE)
 		return busy_error(a, id);
@@ -1172,7 +1107,7 @@ void agent_lease_resume(struct agent *a, int64_t link_timeout_ms)
 	agent_op_step(a);
 }
 
-void agent_quiesce_abort(struct agent *a, const struct sv_err *why)
+void agent_quiesce_abort(struct agent *a, const struct schema_err *why)
 {
 	a->op.fail = *why;
 	quiesce_rollback(a);
@@ -1227,46 +1162,11 @@ static json_object *peers_for(json_object *all, struct rank *r)
 	return mine;
 }
 
-static json_object *check_peer_entries(json_object *all, json_object *id)
-{
-	static const char *const members[] = { "jobid", "rank", "addrs", NULL };
-	struct sv_err e = { .cls = "" };
-
-	for (size_t i = 0; i < json_object_array_length(all) && !e.cls[0]; i++) {
-		json_object *x = json_object_array_get_idx(all, i), *v;
-
-		json_object_object_foreach(x, k, val) {
-			bool known = false;
-
-			(void)val;
-			for (size_t m = 0; members[m]; m++)
-				known = known || !strcmp(k, members[m]);
-			if (!known) {
-				sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] has an unknown member \"%.64s\"; "
-					   "entries are {\"jobid\", \"rank\", \"addrs\"}", i, k);
-				break;
-			}
-		}
-		if (e.cls[0])
-			break;
-		if (!json_object_object_get_ex(x, "jobid", &v) || !json_object_is_type(v, json_type_string) ||
-		    json_object_get_string_len(v) < 1 || json_object_get_string_len(v) > 128)
-			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"jobid\", a string of 1 to 128 bytes", i);
-		else if (!json_object_object_get_ex(x, "rank", &v) || !json_object_is_type(v, json_type_int) ||
-			 json_object_get_int64(v) < 0 || json_object_get_int64(v) > INT32_MAX)
-			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"rank\", an integer 0..2147483647", i);
-		else if (!json_object_object_get_ex(x, "addrs", &v) || !symvirt_valid_addrs(v))
-			sv_err_set(&e, "InvalidParameter", "peers: ranks[%zu] needs \"addrs\", a rank's address list "
-				   "as its resume reply gave it (lowercase hex, at most %d characters)", i, SYMVIRT_ADDRS_MAX);
-	}
-	return e.cls[0] ? sv_reply_error(&e, id) : NULL;
-}
-
 static void peers_done(struct agent *a)
 {
 	struct op *op = &a->op;
 	json_object *ret = json_object_new_object();
-	struct sv_err fail = { .cls = "" };
+	struct schema_err fail = { .cls = "" };
 	json_object *ranks = member_returns(a, "peers", "could not take the peers' addresses", &fail);
 
 	if (fail.cls[0]) {
@@ -1289,11 +1189,9 @@ static void peers_step(struct agent *a)
 
 static json_object *cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id)
 {
-	json_object *all = sv_arg(args, "ranks"), *bad = check_peer_entries(all, id);
+	json_object *all = sv_arg(args, "ranks");
 
 	(void)from;
-	if (bad)
-		return bad;
 	if (a->op.kind != OP_NONE)
 		return busy_error(a, id);
 	op_begin(a, OP_PEERS, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));

@@ -103,7 +103,7 @@ static void lease_expired(struct agent *a)
 	size_t n = ranks_not_running(a);
 	int64_t length = a->lease.length_ms;
 	bool adopted = a->lease.adopted;
-	struct sv_err why;
+	struct schema_err why;
 
 	agent_lease_drop(a, "ran out");
 	agent_log(a, LOG_WARNING, "the %slease of %" PRId64 " ms ran out while %s, nobody renewed it: "
@@ -113,7 +113,7 @@ static void lease_expired(struct agent *a)
 	json_object_object_add(d, "ranks", json_object_new_int64((int64_t)n));
 	agent_to_host(a, sv_event("lease-expired", d));
 	if (a->state == AS_QUIESCING) {
-		sv_err_set(&why, "Timeout", "the lease of %" PRId64 " ms ran out before every rank had "
+		schema_err_set(&why, "Timeout", "the lease of %" PRId64 " ms ran out before every rank had "
 			   "quiesced; the ranks were resumed", length);
 		agent_quiesce_abort(a, &why);
 		return;

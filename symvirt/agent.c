@@ -286,7 +286,7 @@ static json_object *fit_reply(struct agent *a, json_object *msg)
 {
 	size_t len = strlen(json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
 	json_object *id = NULL, *err;
-	struct sv_err e;
+	struct schema_err e;
 
 	if (len < SYMVIRT_MAX_REPLY)
 		return msg;
@@ -295,7 +295,7 @@ static json_object *fit_reply(struct agent *a, json_object *msg)
 	if (len < SYMVIRT_MAX_REPLY)
 		return msg;
 	json_object_object_get_ex(msg, "id", &id);
-	sv_err_set(&e, "GenericError", "the reply would be %zu bytes, over the limit of %d", len,
+	schema_err_set(&e, "GenericError", "the reply would be %zu bytes, over the limit of %d", len,
 		   SYMVIRT_MAX_REPLY);
 	agent_log(a, LOG_WARNING, "%s", e.desc);
 	err = sv_reply_error(&e, id);	/* takes its own reference to id */
@@ -316,7 +316,7 @@ void agent_to_host(struct agent *a, json_object *msg)
 	json_object_put(msg);
 }
 
-static int host_frame(void *arg, json_object *msg, const struct sv_err *e)
+static int host_frame(void *arg, json_object *msg, const struct schema_err *e)
 {
 	struct agent *a = arg;
 	json_object *reply;
@@ -452,21 +452,21 @@ struct rank_ctx {
 	bool dropped;
 };
 
-static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
+static int rank_frame(void *arg, json_object *msg, const struct schema_err *e)
 {
 	struct rank_ctx *ctx = arg;
 	struct agent *a = ctx->a;
 	struct rank *r = ctx->r;
-	enum sv_kind kind;
+	enum schema_kind kind;
 	json_object *id, *reply;
-	struct sv_err ee;
+	struct schema_err ee;
 
 	if (!msg) {
 		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, e->desc);
 		agent_rank_send(a, r, sv_reply_error(e, NULL));
 		return 0;
 	}
-	if (sv_check_envelope(msg, &kind, &id, &ee) < 0) {
+	if (schema_check_envelope(msg, &kind, &id, &ee) < 0) {
 		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, ee.desc);
 		/* A broken reply cannot be answered; a broken command can. */
 		if (!json_object_object_get_ex(msg, "return", NULL) &&
@@ -477,15 +477,15 @@ static int rank_frame(void *arg, json_object *msg, const struct sv_err *e)
 		return 0;
 	}
 	switch (kind) {
-	case SV_MSG_COMMAND:
+	case SCHEMA_MSG_COMMAND:
 		reply = agent_dispatch_command(a, r, msg, id);
 		if (reply)
 			agent_rank_send(a, r, reply);
 		break;
-	case SV_MSG_REPLY:
+	case SCHEMA_MSG_REPLY:
 		rank_reply_in(a, r, msg, id);
 		break;
-	case SV_MSG_EVENT:
+	case SCHEMA_MSG_EVENT:
 		agent_log(a, LOG_DEBUG, "rank pid %" PRId64 " event ignored", r->pid);
 		break;
 	}

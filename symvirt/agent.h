@@ -23,8 +23,8 @@
 /* More rank connections than any VM has cores: the rest are refused. */
 #define AGENT_MAX_RANKS 4096
 /* Bounds of a lease (quiesce's and renew's lease-ms, --adopt-lease-ms). */
-#define AGENT_LEASE_MIN_MS 1000
-#define AGENT_LEASE_MAX_MS 3600000
+#define AGENT_LEASE_MIN_MS SCHEMA_LEASE_MIN_MS
+#define AGENT_LEASE_MAX_MS SCHEMA_LEASE_MAX_MS
 #define AGENT_DEFAULT_ADOPT_LEASE_MS 60000
 
 struct agent_opts {
@@ -89,7 +89,7 @@ struct rank {
 	bool op_member;		/* was sent the operation's command */
 	bool op_answered;
 	json_object *op_ret;	/* its return, or NULL */
-	struct sv_err op_err;	/* its error when op_answered && !op_ret */
+	struct schema_err op_err;	/* its error when op_answered && !op_ret */
 	/* a live `status` of the ranks */
 	bool live_wait;		/* asked, no answer yet */
 	json_object *live;	/* its status return, or {"error": S} */
@@ -110,7 +110,7 @@ struct op {
 	int64_t start, deadline;
 	json_object *gone;	/* ranks that went away during the op */
 	/* quiesce rollback: the error to report once the ranks are resumed */
-	struct sv_err fail;
+	struct schema_err fail;
 	/* resume */
 	pid_t hook_pid;
 	int hook_fd;
@@ -177,20 +177,18 @@ void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg);
 const char *agent_state_name(enum agent_state s);
 const char *rank_state_name(enum rank_state s);
 
-/* agent-commands.c: the command table (mirrors docs/symvirt-protocol.md) */
-enum cmd_leg { LEG_HOST, LEG_RANK };
-
+/* agent-commands.c: what the agent does for each command of its two legs
+ * (SCHEMA_HOST, SCHEMA_RANK) in the protocol's table (schema.h). */
 struct agent_command {
 	const char *name;
-	enum cmd_leg leg;
-	const struct sv_argspec *args;
+	enum schema_leg leg;
 	/* Answers now (returns the reply) or later (returns NULL, op pending). */
 	json_object *(*fn)(struct agent *a, struct rank *from, json_object *args,
 			   json_object *id);
 };
 
 extern const struct agent_command agent_commands[];
-const struct agent_command *agent_find_command(const char *name, enum cmd_leg leg);
+const struct agent_command *agent_find_command(const char *name, enum schema_leg leg);
 /* Validates and runs one command message; returns the reply to send, or
  * NULL when the reply comes later from an operation. */
 json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_object *msg,
@@ -205,7 +203,7 @@ int agent_op_fd(struct agent *a);
 void agent_op_fd_ready(struct agent *a);
 void agent_op_fini(struct agent *a);
 /* The lease ran out while quiescing: the quiesce fails, the ranks resume. */
-void agent_quiesce_abort(struct agent *a, const struct sv_err *why);
+void agent_quiesce_abort(struct agent *a, const struct schema_err *why);
 /* The lease ran out while quiesced: a resume with both fabrics, answered
  * to nobody; link_timeout_ms bounds the wait for a verbs port. */
 void agent_lease_resume(struct agent *a, int64_t link_timeout_ms);
@@ -223,7 +221,7 @@ void agent_lease_step(struct agent *a);
 int64_t agent_lease_timer(const struct agent *a);
 
 /* inventory.c */
-json_object *inv_pci(const struct agent_opts *o, struct sv_err *e);
+json_object *inv_pci(const struct agent_opts *o, struct schema_err *e);
 /* Verbs devices and ports; with open_devices false only sysfs is read, so
  * the agent holds no uverbs descriptor even for a moment. */
 json_object *inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_active);
@@ -233,7 +231,7 @@ json_object *inv_fabrics(json_object *verbs, json_object *netdevs);
 /* Quick check for a verbs device with an ACTIVE port. */
 bool inv_verbs_active(const struct agent_opts *o);
 /* Writes 1 to SYS/bus/pci/rescan; 0 or -1 with e. */
-int inv_pci_rescan(const struct agent_opts *o, struct sv_err *e);
+int inv_pci_rescan(const struct agent_opts *o, struct schema_err *e);
 /* Processes holding DEV/infiniband/uverbs* open: [{"pid","comm","path"}]. */
 json_object *inv_uverbs_holders(const struct agent_opts *o, int *unreadable);
 

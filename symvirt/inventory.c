@@ -197,7 +197,7 @@ static json_object *pci_device_json(struct pci_access *pacc, struct pci_dev *dev
 	return o;
 }
 
-json_object *inv_pci(const struct agent_opts *o, struct sv_err *e)
+json_object *inv_pci(const struct agent_opts *o, struct schema_err *e)
 {
 	struct pci_access *volatile pacc = pci_alloc();
 	json_object *volatile list = json_object_new_array();
@@ -205,14 +205,14 @@ json_object *inv_pci(const struct agent_opts *o, struct sv_err *e)
 	char syspath[PATH_MAX];
 
 	if (!pacc) {
-		sv_err_set(e, "GenericError", "libpci: out of memory");
+		schema_err_set(e, "GenericError", "libpci: out of memory");
 		goto fail;
 	}
 	pacc->error = pci_fatal;
 	pacc->warning = pci_quiet;
 	pacc->debug = pci_quiet;
 	if (setjmp(pci_jmp)) {
-		sv_err_set(e, "GenericError", "libpci: %s%s%s", pci_errmsg,
+		schema_err_set(e, "GenericError", "libpci: %s%s%s", pci_errmsg,
 			   o->pci_dump ? "; check the dump file " : "", o->pci_dump ? o->pci_dump : "");
 		goto fail;
 	}
@@ -240,7 +240,7 @@ fail:
 	return NULL;
 }
 
-int inv_pci_rescan(const struct agent_opts *o, struct sv_err *e)
+int inv_pci_rescan(const struct agent_opts *o, struct schema_err *e)
 {
 	char path[PATH_MAX];
 	int fd;
@@ -248,7 +248,7 @@ int inv_pci_rescan(const struct agent_opts *o, struct sv_err *e)
 	snprintf(path, sizeof(path), "%s/bus/pci/rescan", o->sys_root);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, "1", 1) != 1) {
-		sv_err_set(e, "GenericError", "PCI rescan through %s failed: %s", path, strerror(errno));
+		schema_err_set(e, "GenericError", "PCI rescan through %s failed: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;

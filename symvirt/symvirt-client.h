@@ -30,16 +30,11 @@
 #include <string.h>
 #include <json-c/json.h>
 
+#include "schema.h"	/* SYMVIRT_PROTOCOL_VERSION, SYMVIRT_MAX_MSG, _MAX_REPLY, ADDRS */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* The protocol version this library speaks (hello's "protocol"). */
-#define SYMVIRT_PROTOCOL_VERSION 1
-/* Longest command or event either side accepts, newline included. */
-#define SYMVIRT_MAX_MSG 65536
-/* Longest reply (an inventory, a resume of many ranks with many peers). */
-#define SYMVIRT_MAX_REPLY (1 << 20)
 
 /* ---- errors ---------------------------------------------------------- */
 
@@ -165,24 +160,6 @@ typedef bool (*symvirt_event_match_fn)(json_object *data, void *arg);
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
 		       struct symvirt_event *ev, struct symvirt_error *err);
-
-/* ---- the ranks' addresses ---------------------------------------------- */
-
-/* A rank's address list as ranks put it in `resume`/`status` replies and
- * the coordinator hands it back in `peers` (docs/symvirt-protocol.md,
- * ADDRS): lowercase hex of even length, at most SYMVIRT_ADDRS_MAX
- * characters.  Opaque to everyone but the BTL. */
-#define SYMVIRT_ADDRS_MAX 792
-static inline bool symvirt_valid_addrs(json_object *v)
-{
-	int n;
-
-	if (!json_object_is_type(v, json_type_string))
-		return false;
-	n = json_object_get_string_len(v);
-	return n >= 2 && n % 2 == 0 && n <= SYMVIRT_ADDRS_MAX &&
-	       strspn(json_object_get_string(v), "0123456789abcdef") == (size_t)n;
-}
 
 /* ---- diagnostics ------------------------------------------------------- */
 

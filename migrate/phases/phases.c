@@ -158,6 +158,22 @@ static void quiesced(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 	kwm_journal_fact(vm, "quiesced", kwm_obj("side=s", kwm_side_name(op->side)));
 }
 
+/* A rank's entry of a resume reply has what a `peers` entry needs, as the
+ * protocol's table bounds it (the entry has other members too). */
+static bool peer_entry_ok(json_object *e)
+{
+	struct schema_err err;
+
+	for (const struct schema_arg *m = schema_peer_entry.members; m->name; m++) {
+		json_object *v;
+
+		if (!json_object_object_get_ex(e, m->name, &v) ||
+		    schema_check_value(m, v, m->name, &err) < 0)
+			return false;
+	}
+	return true;
+}
+
 /* Keeps each rank's address list from a resume reply (the guest is not
  * trusted: an entry that is not as documented is left out, and a rank
  * with a bad list just does not get its peers' help). */
@@ -175,14 +191,11 @@ static void record_addrs(struct kwm_vm *vm, json_object *ret)
 		json_object *e = json_object_array_get_idx(ranks, i), *j, *n, *a;
 		char key[160];
 
-		if (!json_object_object_get_ex(e, "jobid", &j) ||
-		    !json_object_object_get_ex(e, "rank", &n) ||
-		    !json_object_object_get_ex(e, "addrs", &a) ||
-		    !json_object_is_type(j, json_type_string) ||
-		    json_object_get_string_len(j) < 1 || json_object_get_string_len(j) > 128 ||
-		    !json_object_is_type(n, json_type_int) || json_object_get_int64(n) < 0 ||
-		    json_object_get_int64(n) > INT32_MAX || !symvirt_valid_addrs(a))
+		if (!peer_entry_ok(e))
 			continue;
+		json_object_object_get_ex(e, "jobid", &j);
+		json_object_object_get_ex(e, "rank", &n);
+		json_object_object_get_ex(e, "addrs", &a);
 		snprintf(key, sizeof(key), "%s/%lld", json_object_get_string(j),
 			 (long long)json_object_get_int64(n));
 		json_object_object_add(r->rank_addrs, key,

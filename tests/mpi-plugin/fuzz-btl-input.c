@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		kw_ctl_parse((const char *)data + 1, size - 1, &m, &eclass, err, sizeof(err));
 		/* An error answer must be formattable with whatever id was kept. */
-		line = kw_ctl_fmt_error(m.id, eclass, err);
+		line = schema_line_of(schema_reply_error(eclass, err, m.id));
 		free(line);
 		kw_ctl_msg_clear(&m);
 	} else {

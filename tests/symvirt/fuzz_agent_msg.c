@@ -14,11 +14,11 @@
 
 #include "agent.h"
 
-static int on_frame(void *arg, json_object *msg, const struct sv_err *e)
+static int on_frame(void *arg, json_object *msg, const struct schema_err *e)
 {
-	enum sv_kind kind;
+	enum schema_kind kind;
 	json_object *id, *v;
-	struct sv_err err;
+	struct schema_err err;
 	size_t *n = arg;
 
 	(*n)++;
@@ -28,27 +28,28 @@ static int on_frame(void *arg, json_object *msg, const struct sv_err *e)
 			abort();
 		return 0;
 	}
-	if (sv_check_envelope(msg, &kind, &id, &err) < 0)
+	if (schema_check_envelope(msg, &kind, &id, &err) < 0)
 		return 0;
-	if (kind == SV_MSG_COMMAND) {
+	if (kind == SCHEMA_MSG_COMMAND) {
 		json_object *args = NULL;
 
 		json_object_object_get_ex(msg, "execute", &v);
 		json_object_object_get_ex(msg, "arguments", &args);
-		for (int leg = LEG_HOST; leg <= LEG_RANK; leg++) {
-			const struct agent_command *c = agent_find_command(json_object_get_string(v), leg);
+		for (int leg = SCHEMA_HOST; leg <= SCHEMA_TO_RANK; leg++) {
+			const struct schema_command *c = schema_find(json_object_get_string(v), leg);
 
-			if (c && sv_check_args(args, c->args, &err) == 0) {
+			if (c && schema_check_args(args, c->args, &err) == 0) {
 				/* what the handlers then read must be there */
-				for (const struct sv_argspec *s = c->args; s->name; s++)
+				for (const struct schema_arg *s = c->args; s->name; s++)
 					if (s->required && !sv_arg(args, s->name))
 						abort();
 			}
 		}
-	} else if (kind == SV_MSG_REPLY && json_object_object_get_ex(msg, "return", &v)) {
-		sv_check_rank_return("quiesce", v, &err);
-		sv_check_rank_return("resume", v, &err);
-		sv_check_rank_return("status", v, &err);
+	} else if (kind == SCHEMA_MSG_REPLY && json_object_object_get_ex(msg, "return", &v)) {
+		schema_check_return("quiesce", v, &err);
+		schema_check_return("resume", v, &err);
+		schema_check_return("status", v, &err);
+		schema_check_return("peers", v, &err);
 	}
 	json_object_put(sv_reply_error(&err, id));
 	return 0;
