@@ -61,7 +61,6 @@ struct kw_component {
 	int stop;			/* network thread: finalize */
 	int stopped;			/* network thread has flushed and closed */
 	opal_process_name_t me;
-	const struct kw_path_ops *path;
 	struct kw_addrs local;		/* current local addresses */
 	struct mca_btl_base_endpoint_t **eps;	/* by vpid */
 	uint32_t neps;

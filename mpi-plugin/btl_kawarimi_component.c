@@ -11,7 +11,6 @@
 
 #include "btl_kawarimi_compat.h"
 #include "btl_kawarimi_endpoint.h"
-#include "btl_kawarimi_verbs.h"
 
 static int kw_register(void);
 static int kw_open(void);
@@ -62,6 +61,7 @@ static void reg_str(const char *name, const char *help, char **storage, char *de
 static int kw_register(void)
 {
 	mca_btl_base_module_t *m = &mca_btl_kawarimi_module;
+	int i;
 
 	reg_int("verbose", "Verbosity of the kawarimi BTL on stderr: 0 errors only, "
 		"1 connections, paths and quiesce/resume, 5 connection attempts, 10 frames",
@@ -107,7 +107,9 @@ static int kw_register(void)
 	reg_int("free_list_inc", "Send fragments added to a pool when it runs empty",
 		&kw.free_list_inc, 32);
 
-	kw_verbs_register();
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->register_params)
+			kw_paths[i]->register_params();
 
 	/* Module defaults; mca_btl_base_param_register makes them
 	 * btl_kawarimi_<name> parameters. tcp is LOW+100: we rank above it. */
@@ -155,6 +157,27 @@ void kw_log(int level, const char *fmt, ...)
 		return;
 }
 
+/* Every path listens on the port number the first one got, each in its
+ * own port space (peers learn one port); then they add their addresses. */
+static int paths_listen(char *err, size_t errlen)
+{
+	uint16_t port = (uint16_t)kw.port;
+	int i;
+
+	for (i = 0; i < KW_NPATHS; i++) {
+		if (kw_paths[i]->listen(&kw.local, port, err, errlen)) {
+			while (i-- > 0)
+				kw_paths[i]->release();
+			return -1;
+		}
+		port = kw.local.port;
+	}
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->add_addrs)
+			kw_paths[i]->add_addrs(&kw.local);
+	return 0;
+}
+
 static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi_threads)
 {
 	mca_btl_base_module_t **modules = NULL;
@@ -188,14 +211,10 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		       kw.if_include);
 		return NULL;
 	}
-	kw.path = &kw_tcp_path;
-	if (kw.path->listen(&kw.local, (uint16_t)kw.port, err, sizeof(err))) {
+	if (paths_listen(err, sizeof(err))) {
 		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
 		return NULL;
 	}
-	/* The verbs path listens on the same port number in rdma_cm's space. */
-	kw_verbs_init(kw.local.port);
-	kw_verbs_add_addrs(&kw.local);
 	len = kw_addrs_encode(&kw.local, blob, sizeof(blob));
 	OPAL_MODEX_SEND(rc, KW_MODEX_SCOPE, &kw.super.btl_version, blob, (size_t)len);
 	if (rc != OPAL_SUCCESS)
@@ -225,8 +244,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 fail:
 	free(modules);
 	kw_ctl_close();
-	kw.path->release();
-	kw_verbs_path.release();
+	kw_path_release_all();
 	kw_frag_lists_fini();
 	return NULL;
 }

@@ -383,6 +383,16 @@ static int hdr_bad(struct kw_conn *c, const struct kw_hdr *h)
 	return -1;
 }
 
+uint32_t kw_conn_peer_vpid(const struct kw_conn *c)
+{
+	return c->ep ? c->ep->vpid : UINT32_MAX;
+}
+
+uint64_t kw_conn_rx_next(const struct kw_conn *c)
+{
+	return c->ep ? c->ep->rx_next : 0;
+}
+
 struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
 {
 	struct kw_rfrag *r;
@@ -713,8 +723,8 @@ static void attempt(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	}
 	kw_ip_str(ep->cand[ep->cand_idx].local.ip, l, sizeof(l));
 	kw_ip_str(ep->cand[ep->cand_idx].remote.ip, rs, sizeof(rs));
-	c = (ep->cand[ep->cand_idx].remote.fabric == KW_FABRIC_VERBS ? &kw_verbs_path :
-	     kw.path)->connect(&ep->cand[ep->cand_idx], &err);
+	c = kw_path_for_fabric(ep->cand[ep->cand_idx].remote.fabric)->connect(
+		&ep->cand[ep->cand_idx], &err);
 	if (!c) {
 		kw_log(5, "peer rank %u: connect %s -> %s failed: %s", ep->vpid, l, rs,
 		       strerror(err));
@@ -837,10 +847,12 @@ static void probe_start(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 
 	if (!kw_addrs_candidates(&kw.local, &ep->peer_addrs, cand, KW_MAX_CAND))
 		return;
-	/* Always TCP to the peer's listener, whatever the pair's fabric: a
-	 * verbs pair's addresses are IP addresses on the HCA (IPoIB, RoCE),
-	 * so this also tells when the HCA's network is back. */
-	ep->probe_fd = kw_tcp_dial(cand[0].local.ip, cand[0].remote.ip, ep->peer_addrs.port, &err);
+	/* Always TCP to the peer's listener (the one path with a probe),
+	 * whatever the pair's fabric: a verbs pair's addresses are IP
+	 * addresses on the HCA (IPoIB, RoCE), so this also tells when the
+	 * HCA's network is back. */
+	ep->probe_fd = kw_path_probe(cand[0].local.ip, cand[0].remote.ip, ep->peer_addrs.port,
+				     &err);
 	ep->probe_deadline_ms = now + kw.connect_timeout_ms;
 }
 
@@ -851,7 +863,7 @@ static int probe_result(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 
 	if (poll(&p, 1, 0) <= 0)
 		return now < ep->probe_deadline_ms ? 0 : -1;
-	return kw_tcp_dial_result(ep->probe_fd) ? -1 : 1;
+	return kw_path_probe_result(ep->probe_fd) ? -1 : 1;
 }
 
 /*

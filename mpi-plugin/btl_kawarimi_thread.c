@@ -153,6 +153,10 @@ static void net_lock(void)
 	atomic_store_explicit(&kw.net_waiting, 0, memory_order_relaxed);
 }
 
+/* Descriptors polled ahead of the connections: the wake eventfd, the
+ * agent socket, one listener per path. */
+#define POLL_FIXED (2 + KW_NPATHS)
+
 static void *thread_main(void *arg)
 {
 	struct pollfd *pfd = NULL;
@@ -165,15 +169,15 @@ static void *thread_main(void *arg)
 		uint64_t now = kw_now_ms();
 		size_t n = 0, nconn = 0, i;
 		struct kw_conn *c;
-		int timeout, lfd, cfd, vfd, app;
+		int timeout, lfd[KW_NPATHS], cfd, app, p;
 
 		service(now);
 		if (kw.stopped)
 			break;
 		for (c = kw.conns; c; c = c->next)
 			nconn++;
-		if (nconn + 4 > cap) {
-			cap = (nconn + 4) * 2;
+		if (nconn + POLL_FIXED > cap) {
+			cap = (nconn + POLL_FIXED) * 2;
 			pfd = realloc(pfd, cap * sizeof(*pfd));
 			pc = realloc(pc, cap * sizeof(*pc));
 			if (!pfd || !pc)
@@ -181,15 +185,14 @@ static void *thread_main(void *arg)
 		}
 		pfd[n].fd = kw.wake_fd;
 		pfd[n++].events = POLLIN;
-		lfd = kw.path->listen_fd();
-		pfd[n].fd = lfd;
-		pfd[n++].events = POLLIN;
 		cfd = kw_ctl_fd();
 		pfd[n].fd = cfd;
 		pfd[n++].events = POLLIN;
-		vfd = kw_verbs_path.listen_fd();	/* rdma_cm connect requests */
-		pfd[n].fd = vfd;
-		pfd[n++].events = POLLIN;
+		for (p = 0; p < KW_NPATHS; p++) {	/* incoming connections */
+			lfd[p] = kw_paths[p]->listen_fd();
+			pfd[n].fd = lfd[p];
+			pfd[n++].events = POLLIN;
+		}
 		app = kw_app_active(now);
 		for (c = kw.conns; c; c = c->next) {
 			pc[n] = c;
@@ -211,21 +214,17 @@ static void *thread_main(void *arg)
 			if (read(kw.wake_fd, &v, sizeof(v)) < 0)
 				v = 0;
 		}
-		if (lfd >= 0 && pfd[1].revents) {
-			struct kw_conn *a;
-
-			while ((a = kw.path->accept()))
-				kw_accept_conn(a, kw_now_ms());
-		}
-		if (cfd >= 0 && pfd[2].revents)
+		if (cfd >= 0 && pfd[1].revents)
 			kw_ctl_readable();
-		if (vfd >= 0 && pfd[3].revents) {
+		for (p = 0; p < KW_NPATHS; p++) {
 			struct kw_conn *a;
 
-			while ((a = kw_verbs_path.accept()))
+			if (lfd[p] < 0 || !pfd[2 + p].revents)
+				continue;
+			while ((a = kw_paths[p]->accept()))
 				kw_accept_conn(a, kw_now_ms());
 		}
-		for (i = 4; i < n; i++) {
+		for (i = POLL_FIXED; i < n; i++) {
 			c = pc[i];
 			if (!pfd[i].revents || c->close_me || c->state == KW_CONN_CONNECTING)
 				continue;

@@ -43,7 +43,7 @@
 
 #include "opal/mca/base/mca_base_var.h"
 
-#include "btl_kawarimi_endpoint.h"
+#include "btl_kawarimi.h"
 #include "btl_kawarimi_verbs.h"
 #include "btl_kawarimi_verbs_proto.h"
 
@@ -596,7 +596,7 @@ static void reg(const char *name, const char *help, int *storage)
 					      storage);
 }
 
-void kw_verbs_register(void)
+static void v_register(void)
 {
 	reg("verbs", "Use the verbs path (RC QPs through librdmacm) to peers that have an RDMA "
 	    "address both ends can reach; 0: TCP only", &V.enable);
@@ -641,22 +641,29 @@ static int params_ok(void)
 	return 1;
 }
 
-void kw_verbs_init(uint16_t tcp_port)
+/* Never fails the BTL: without a device the path stays off (logged at
+ * verbose level 1). port is the TCP path's: rdma_cm's port space is its
+ * own. */
+static int v_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
 {
-	if (!params_ok())
-		return;
-	bring_up(tcp_port, 0, "init");
+	(void)local;
+	(void)err;
+	(void)errlen;
+	if (params_ok())
+		bring_up(port, 0, "init");
+	return 0;
 }
 
-void kw_verbs_resume_hints(const struct kw_ctl_msg *m, uint16_t tcp_port)
+/* Waits for an ACTIVE port (up to the agent's link timeout when it
+ * reports verbs, capped by btl_kawarimi_verbs_port_wait_ms), then listens
+ * again; the addresses are re-read after this. */
+static void v_prepare(const struct kw_path_hint *hint, uint16_t tcp_port)
 {
-	int i, hinted = 0, wait = 0;
+	int wait = 0;
 
-	for (i = 0; i < m->nfabrics; i++)
-		hinted |= !strcmp(m->fabrics[i].name, "verbs");
-	if (hinted) {
-		wait = m->link_timeout_ms > 0 && m->link_timeout_ms < V.port_wait_ms ?
-		       (int)m->link_timeout_ms : V.port_wait_ms;
+	if (hint->reported) {
+		wait = hint->link_timeout_ms > 0 && hint->link_timeout_ms < V.port_wait_ms ?
+		       (int)hint->link_timeout_ms : V.port_wait_ms;
 	}
 	if (V.loaded || L.h_cm)
 		lib_unload();	/* a resume without a quiesce: start afresh */
@@ -665,7 +672,9 @@ void kw_verbs_resume_hints(const struct kw_ctl_msg *m, uint16_t tcp_port)
 	bring_up(tcp_port, wait, "resume");
 }
 
-void kw_verbs_add_addrs(struct kw_addrs *local)
+/* A "verbs" entry for every local address whose interface belongs to an
+ * RDMA device with an ACTIVE port, ahead of the TCP ones. */
+static void v_add_addrs(struct kw_addrs *local)
 {
 	struct kw_addr add[KW_MAX_ADDRS];
 	int n = 0, i, j;
@@ -698,12 +707,12 @@ void kw_verbs_add_addrs(struct kw_addrs *local)
 	local->n = (uint16_t)(local->n + n);
 }
 
-int kw_verbs_active(void)
+static int v_active(void)
 {
 	return V.loaded;
 }
 
-json_object *kw_verbs_json(void)
+static json_object *v_json(void)
 {
 	json_object *o = json_object_new_object();
 
@@ -918,7 +927,7 @@ static void make_pdata(struct kwv_conn *v, enum kwv_pdata_kind kind, uint32_t ds
 		.dst_vpid = dst,
 		.bufsize = v ? v->bufsize : 0,
 		.posted = v ? v->nrecv : 0,
-		.rx_next = v && v->c.ep ? v->c.ep->rx_next : 0,
+		.rx_next = v ? kw_conn_rx_next(&v->c) : 0,
 		.rd_depth = v ? v->rd_depth : 0,
 	};
 
@@ -948,16 +957,6 @@ static void conn_param(struct rdma_conn_param *cp, const unsigned char *pd)
 }
 
 /* ---- listen / accept ------------------------------------------------------------- */
-
-static int v_listen(struct kw_addrs *local, uint16_t port, char *err, size_t errlen)
-{
-	/* The listener comes up in kw_verbs_init (it needs the TCP port). */
-	(void)local;
-	(void)port;
-	(void)err;
-	(void)errlen;
-	return 0;
-}
 
 static void log_zc(const char *when)
 {
@@ -990,7 +989,8 @@ static void v_quiesce(void)
 
 static int v_resume(struct kw_addrs *local, char *err, size_t errlen)
 {
-	/* kw_verbs_resume_hints does the work (it needs the agent's hints). */
+	/* v_prepare did the work (it needs the agent's hints, before the
+	 * addresses are re-read); v_add_addrs publishes the result. */
 	(void)local;
 	(void)err;
 	(void)errlen;
@@ -1185,10 +1185,10 @@ static int connect_event(struct kwv_conn *v, struct rdma_cm_event *ev)
 		return L.resolve_route(v->id, V.addr_timeout_ms) ? -errno : -EINPROGRESS;
 	case RDMA_CM_EVENT_ROUTE_RESOLVED:
 		if (conn_setup(v, err, sizeof(err))) {
-			kw_err("verbs: connection to rank %u: %s", v->c.ep ? v->c.ep->vpid : 0, err);
+			kw_err("verbs: connection to rank %u: %s", v->c.ep ? kw_conn_peer_vpid(&v->c) : 0, err);
 			return -ENOMEM;
 		}
-		make_pdata(v, KWV_PD_CONNECT, v->c.ep ? v->c.ep->vpid : UINT32_MAX, 0, pd);
+		make_pdata(v, KWV_PD_CONNECT, kw_conn_peer_vpid(&v->c), 0, pd);
 		set_ack_timeout(v->id);
 		conn_param(&cp, pd);
 		cp.responder_resources = cp.initiator_depth = (uint8_t)v->rd_depth;
@@ -1196,7 +1196,7 @@ static int connect_event(struct kwv_conn *v, struct rdma_cm_event *ev)
 	case RDMA_CM_EVENT_ESTABLISHED:
 		if (kwv_pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len,
 				     KWV_PD_ACCEPT, &p, err, sizeof(err))) {
-			kw_err("verbs: accept from rank %u: %s", v->c.ep ? v->c.ep->vpid : 0, err);
+			kw_err("verbs: accept from rank %u: %s", v->c.ep ? kw_conn_peer_vpid(&v->c) : 0, err);
 			return -EPROTO;
 		}
 		if (p.bufsize != v->bufsize) {
@@ -1449,7 +1449,7 @@ static void v_poll_events(const struct kw_conn *c, struct pollfd *p)
 
 static uint32_t peer_vpid(const struct kwv_conn *v)
 {
-	return v->c.ep ? v->c.ep->vpid : UINT32_MAX;
+	return kw_conn_peer_vpid(&v->c);
 }
 
 /* One received chunk: the start of a frame (header first) or the next
@@ -1808,10 +1808,16 @@ static void v_close(struct kw_conn *c)
 
 const struct kw_path_ops kw_verbs_path = {
 	.name = "verbs",
+	.fabric = KW_FABRIC_VERBS,
+	.register_params = v_register,
 	.listen = v_listen,
+	.add_addrs = v_add_addrs,
 	.release = v_release,
 	.quiesce = v_quiesce,
+	.prepare = v_prepare,
 	.resume = v_resume,
+	.active = v_active,
+	.json = v_json,
 	.listen_fd = v_listen_fd,
 	.accept = v_accept,
 	.connect = v_connect,
