@@ -1,9 +1,11 @@
 /*
- * kawarimi BTL: the table of paths. The only file outside the paths'
- * own that names them; everything else loops over kw_paths[].
+ * kawarimi BTL: the table of paths, and what is common to all of them.
+ * The only file outside the paths' own that names them; everything else
+ * loops over kw_paths[].
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "btl_kawarimi_path.h"
 #include "btl_kawarimi_tcp.h"
@@ -22,6 +24,16 @@ const struct kw_path_ops *kw_path_for_fabric(uint8_t fabric)
 		if (kw_paths[i]->fabric == fabric)
 			return kw_paths[i];
 	return kw_paths[0];
+}
+
+void kw_path_conn_str(const struct kw_conn *c, char *buf, size_t len)
+{
+	char l[24], r[24];
+
+	kw_ip_str(c->cand.local.ip, l, sizeof(l));
+	kw_ip_str(c->cand.remote.ip, r, sizeof(r));
+	snprintf(buf, len, "%s %s%s%s -> %s:%u", c->ops->name, l,
+		 c->cand.local.ifname[0] ? "@" : "", c->cand.local.ifname, r, c->cand.port);
 }
 
 void kw_path_release_all(void)

@@ -127,6 +127,8 @@ struct kw_conn {
  */
 #define KW_NPATHS 2
 extern const struct kw_path_ops *const kw_paths[KW_NPATHS];
+/* "tcp 10.0.0.1@eth0 -> 10.0.0.2:port", for the log. */
+void kw_path_conn_str(const struct kw_conn *c, char *buf, size_t len);
 /* release() of every path (init failed, finalize). */
 void kw_path_release_all(void);
 /* The path that connects addresses of this fabric (TCP when none other). */

@@ -42,22 +42,6 @@ void kw_app_notify(void)
 	atomic_store_explicit(&kw.app_work, 1, memory_order_release);
 }
 
-void kw_conn_progress(struct kw_conn *c, short revents)
-{
-	int rc = c->ops->progress(c, revents);
-
-	/* A peer closes right after the FIN exchange: finish our side of the
-	 * drain before looking at the EOF. */
-	if (rc < 0 && c->ep && c->ep->fin_rcvd)
-		kw_ep_push_locked(c->ep);
-	if (rc < 0 && c->close_me)
-		return;
-	if (rc < 0)
-		kw_ep_conn_broken(c, rc == -ECONNRESET ? "closed by the peer" : strerror(-rc));
-	else if (c->ep && c->ep->conn == c)
-		kw_ep_push_locked(c->ep);
-}
-
 static void reap_conns(void)
 {
 	struct kw_conn **pp = &kw.conns;
@@ -112,7 +96,7 @@ static void service(uint64_t now)
 		kw_conn_service(c, now);
 	for (i = 0; i < kw.neps; i++)
 		if (kw.eps[i])
-			kw_ep_service(kw.eps[i], now);
+			kw_conn_service_ep(kw.eps[i], now);
 	kw_ctl_service(now);
 	if (kw.stop)
 		stop_service(now);
@@ -222,7 +206,7 @@ static void *thread_main(void *arg)
 			if (lfd[p] < 0 || !pfd[2 + p].revents)
 				continue;
 			while ((a = kw_paths[p]->accept()))
-				kw_accept_conn(a, kw_now_ms());
+				kw_conn_accept(a, kw_now_ms());
 		}
 		for (i = POLL_FIXED; i < n; i++) {
 			c = pc[i];
