@@ -146,10 +146,6 @@ void kw_conn_service_ep(struct mca_btl_base_endpoint_t *ep, uint64_t now);
 /* thread.c */
 int kw_thread_start(void);
 void kw_thread_stop(void);
-void kw_wake(void);
-uint64_t kw_now_ms(void);
-void kw_app_notify(void);
-int kw_app_active(uint64_t now);
 #define KW_APP_IDLE_MS 5
 /* Probing the best pair after an unannounced fall-back to a slower one:
  * first after 1 s, then with doubling waits up to 10 s. */
@@ -164,9 +160,16 @@ void kw_ctl_readable(void);
 void kw_ctl_service(uint64_t now);
 uint64_t kw_ctl_next_timer(void);
 
-/* Logging usable from any thread (opal_output is not safe off the
- * application thread when Open MPI runs without thread support). */
+/* util.c: called from every layer, calls none. Logging usable from any
+ * thread (opal_output is not safe off the application thread when Open
+ * MPI runs without thread support); the monotonic clock; waking the
+ * network thread; telling the application thread it has work; is the
+ * application thread in MPI (it reads its connections itself then)? */
 void kw_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define kw_err(...) kw_log(0, __VA_ARGS__)
+uint64_t kw_now_ms(void);
+void kw_wake(void);
+void kw_app_notify(void);
+int kw_app_active(uint64_t now);
 
 #endif

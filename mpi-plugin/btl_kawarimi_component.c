@@ -1,5 +1,4 @@
 /* kawarimi BTL: the component (parameters, init, progress). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,27 +133,6 @@ static int kw_open(void)
 static int kw_close(void)
 {
 	return OPAL_SUCCESS;
-}
-
-void kw_log(int level, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	int n;
-
-	if (level > kw.verbose)
-		return;
-	n = snprintf(buf, sizeof(buf), "[%s:%d] btl:kawarimi rank %u: ", kw.hostname,
-		     (int)getpid(), kw.me.vpid);
-	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	/* One write per line keeps lines from different threads whole. */
-	if (write(STDERR_FILENO, buf, n) < 0)
-		return;
 }
 
 /* Every path listens on the port number the first one got, each in its

@@ -15,33 +15,6 @@
 
 static uint64_t stop_deadline_ms;
 
-uint64_t kw_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void kw_wake(void)
-{
-	uint64_t one = 1;
-
-	if (kw.wake_fd >= 0 && write(kw.wake_fd, &one, sizeof(one)) < 0)
-		return;	/* counter full: the thread is awake anyway */
-}
-
-int kw_app_active(uint64_t now)
-{
-	return kw.app_poll &&
-	       now < atomic_load_explicit(&kw.app_last_ms, memory_order_relaxed) + KW_APP_IDLE_MS;
-}
-
-void kw_app_notify(void)
-{
-	atomic_store_explicit(&kw.app_work, 1, memory_order_release);
-}
-
 static void reap_conns(void)
 {
 	struct kw_conn **pp = &kw.conns;
