@@ -1,5 +1,5 @@
 /*
- * kawarimi BTL: the network thread. It blocks in poll() on the listener,
+ * kawarimi BTL: the network thread. It blocks in poll() on every path's listener,
  * every connection, the agent socket and a wake-up eventfd, so the
  * application thread never polls sockets and a quiesce proceeds while the
  * application computes without calling MPI.
