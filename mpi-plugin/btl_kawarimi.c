@@ -96,8 +96,7 @@ static int kw_finalize(struct mca_btl_base_module_t *btl)
 	kw.eps = NULL;
 	kw.ack_list = NULL;
 	kw.neps = 0;
-	kw.path->release();
-	kw_verbs_path.release();
+	kw_path_release_all();
 	if (kw.app_epfd >= 0)
 		close(kw.app_epfd);
 	kw.app_epfd = -1;

@@ -61,7 +61,6 @@ struct kw_component {
 	int stop;			/* network thread: finalize */
 	int stopped;			/* network thread has flushed and closed */
 	opal_process_name_t me;
-	const struct kw_path_ops *path;
 	struct kw_addrs local;		/* current local addresses */
 	struct mca_btl_base_endpoint_t **eps;	/* by vpid */
 	uint32_t neps;
@@ -110,30 +109,43 @@ extern mca_btl_base_module_t mca_btl_kawarimi_module;
  * the table's doubling cannot wrap. */
 #define KW_VPID_CEILING (1u << 24)
 
-/* endpoint.c: the reliability layer and connection management */
+/* endpoint.c: the reliability layer */
 struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create);
 void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f);
-void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now);
 void kw_ep_conn_broken(struct kw_conn *c, const char *why);
 void kw_ep_free(struct mca_btl_base_endpoint_t *ep);
-void kw_accept_conn(struct kw_conn *c, uint64_t now);
-void kw_conn_service(struct kw_conn *c, uint64_t now);
 uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep);
+/* Is the connection over the best pair both ends have now? */
 int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_force_close(struct mca_btl_base_endpoint_t *ep, const char *why);
 void kw_ep_push_locked(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_send_bye(struct mca_btl_base_endpoint_t *ep);
 void kw_ep_flush_acks(void);
+/* For connection management: the connection is gone (everything not
+ * acknowledged goes out again on the next one); the peer holds every
+ * frame below ack (0, or -EPROTO when ack is beyond what was sent); an
+ * ack went out; a control frame on c; a frame after the handshake. */
+void kw_ep_detach(struct mca_btl_base_endpoint_t *ep);
+int kw_ep_ack(struct mca_btl_base_endpoint_t *ep, uint64_t ack);
+void kw_ep_acked_now(struct mca_btl_base_endpoint_t *ep);
+int kw_ep_send_ctl(struct kw_conn *c, uint8_t type, uint64_t ack, const void *payload,
+		   uint32_t len);
+int kw_ep_frame_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, const struct kw_hdr *h,
+		   struct kw_rfrag *r);
+
+/* conn.c: connection management (and the kw_conn_* hooks of
+ * btl_kawarimi_path.h) */
+void kw_conn_accept(struct kw_conn *c, uint64_t now);
+void kw_conn_service(struct kw_conn *c, uint64_t now);
+void kw_conn_progress(struct kw_conn *c, short revents);
+/* Connects, reconnects, probes the best pair, gives up: the endpoint's
+ * connection timers. */
+void kw_conn_service_ep(struct mca_btl_base_endpoint_t *ep, uint64_t now);
 
 /* thread.c */
 int kw_thread_start(void);
-void kw_conn_progress(struct kw_conn *c, short revents);
 void kw_thread_stop(void);
-void kw_wake(void);
-uint64_t kw_now_ms(void);
-void kw_app_notify(void);
-int kw_app_active(uint64_t now);
 #define KW_APP_IDLE_MS 5
 /* Probing the best pair after an unannounced fall-back to a slower one:
  * first after 1 s, then with doubling waits up to 10 s. */
@@ -148,9 +160,16 @@ void kw_ctl_readable(void);
 void kw_ctl_service(uint64_t now);
 uint64_t kw_ctl_next_timer(void);
 
-/* Logging usable from any thread (opal_output is not safe off the
- * application thread when Open MPI runs without thread support). */
+/* util.c: called from every layer, calls none. Logging usable from any
+ * thread (opal_output is not safe off the application thread when Open
+ * MPI runs without thread support); the monotonic clock; waking the
+ * network thread; telling the application thread it has work; is the
+ * application thread in MPI (it reads its connections itself then)? */
 void kw_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define kw_err(...) kw_log(0, __VA_ARGS__)
+uint64_t kw_now_ms(void);
+void kw_wake(void);
+void kw_app_notify(void);
+int kw_app_active(uint64_t now);
 
 #endif

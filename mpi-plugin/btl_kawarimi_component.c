@@ -1,5 +1,4 @@
 /* kawarimi BTL: the component (parameters, init, progress). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +10,6 @@
 
 #include "btl_kawarimi_compat.h"
 #include "btl_kawarimi_endpoint.h"
-#include "btl_kawarimi_verbs.h"
 
 static int kw_register(void);
 static int kw_open(void);
@@ -62,6 +60,7 @@ static void reg_str(const char *name, const char *help, char **storage, char *de
 static int kw_register(void)
 {
 	mca_btl_base_module_t *m = &mca_btl_kawarimi_module;
+	int i;
 
 	reg_int("verbose", "Verbosity of the kawarimi BTL on stderr: 0 errors only, "
 		"1 connections, paths and quiesce/resume, 5 connection attempts, 10 frames",
@@ -107,7 +106,9 @@ static int kw_register(void)
 	reg_int("free_list_inc", "Send fragments added to a pool when it runs empty",
 		&kw.free_list_inc, 32);
 
-	kw_verbs_register();
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->register_params)
+			kw_paths[i]->register_params();
 
 	/* Module defaults; mca_btl_base_param_register makes them
 	 * btl_kawarimi_<name> parameters. tcp is LOW+100: we rank above it. */
@@ -134,25 +135,25 @@ static int kw_close(void)
 	return OPAL_SUCCESS;
 }
 
-void kw_log(int level, const char *fmt, ...)
+/* Every path listens on the port number the first one got, each in its
+ * own port space (peers learn one port); then they add their addresses. */
+static int paths_listen(char *err, size_t errlen)
 {
-	char buf[1024];
-	va_list ap;
-	int n;
+	uint16_t port = (uint16_t)kw.port;
+	int i;
 
-	if (level > kw.verbose)
-		return;
-	n = snprintf(buf, sizeof(buf), "[%s:%d] btl:kawarimi rank %u: ", kw.hostname,
-		     (int)getpid(), kw.me.vpid);
-	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	/* One write per line keeps lines from different threads whole. */
-	if (write(STDERR_FILENO, buf, n) < 0)
-		return;
+	for (i = 0; i < KW_NPATHS; i++) {
+		if (kw_paths[i]->listen(&kw.local, port, err, errlen)) {
+			while (i-- > 0)
+				kw_paths[i]->release();
+			return -1;
+		}
+		port = kw.local.port;
+	}
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->add_addrs)
+			kw_paths[i]->add_addrs(&kw.local);
+	return 0;
 }
 
 static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi_threads)
@@ -188,14 +189,10 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 		       kw.if_include);
 		return NULL;
 	}
-	kw.path = &kw_tcp_path;
-	if (kw.path->listen(&kw.local, (uint16_t)kw.port, err, sizeof(err))) {
+	if (paths_listen(err, sizeof(err))) {
 		opal_output(0, "btl:kawarimi: %s; the BTL is disabled", err);
 		return NULL;
 	}
-	/* The verbs path listens on the same port number in rdma_cm's space. */
-	kw_verbs_init(kw.local.port);
-	kw_verbs_add_addrs(&kw.local);
 	len = kw_addrs_encode(&kw.local, blob, sizeof(blob));
 	OPAL_MODEX_SEND(rc, KW_MODEX_SCOPE, &kw.super.btl_version, blob, (size_t)len);
 	if (rc != OPAL_SUCCESS)
@@ -225,8 +222,7 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 fail:
 	free(modules);
 	kw_ctl_close();
-	kw.path->release();
-	kw_verbs_path.release();
+	kw_path_release_all();
 	kw_frag_lists_fini();
 	return NULL;
 }

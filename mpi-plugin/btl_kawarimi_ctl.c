@@ -20,7 +20,6 @@
 
 #include "btl_kawarimi_ctl.h"
 #include "btl_kawarimi_endpoint.h"
-#include "btl_kawarimi_verbs.h"
 
 #define KW_CTL_RETRY_MS 1000
 
@@ -100,6 +99,7 @@ static void ctl_try(uint64_t now)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 2 };
 	json_object *args, *paths;
+	int i;
 
 	ctl.retry_ms = now + KW_CTL_RETRY_MS;
 	/* Open MPI may release the MCA string while this thread is still
@@ -129,9 +129,9 @@ static void ctl_try(uint64_t now)
 	json_object_object_add(args, "jobid", json_object_new_string(ctl.jobid));
 	json_object_object_add(args, "rank", json_object_new_int64(kw.me.vpid));
 	paths = json_object_new_array();
-	if (kw_verbs_active())
-		json_object_array_add(paths, json_object_new_string(kw_verbs_path.name));
-	json_object_array_add(paths, json_object_new_string(kw.path->name));
+	for (i = KW_NPATHS; i-- > 0;)	/* best first */
+		if (!kw_paths[i]->active || kw_paths[i]->active())
+			json_object_array_add(paths, json_object_new_string(kw_paths[i]->name));
 	json_object_object_add(args, "paths", paths);
 	/* An agent that restarted while we were quiesced learns it here: it
 	 * adopts the quiesce, so its `resume` (or its lease) reaches us. */
@@ -264,8 +264,8 @@ static void quiesce_finish(uint64_t now, int timed_out)
 		frames += ep->drained_frames;
 		bytes += ep->tx_bytes_queued;
 	}
-	kw.path->quiesce();
-	kw_verbs_path.quiesce();
+	for (i = 0; i < KW_NPATHS; i++)
+		kw_paths[i]->quiesce();
 	kw.state = KW_QUIESCED;
 	if (timed_out) {
 		char desc[sizeof(late) + 128];	/* the text below never truncates */
@@ -320,6 +320,22 @@ static void attempts_restart(struct mca_btl_base_endpoint_t *ep, uint64_t now)
 	ep->broken_since_ms = 0;
 }
 
+/* Each path learns whether the agent reports its fabric. */
+static void paths_prepare(const struct kw_ctl_msg *m)
+{
+	struct kw_path_hint hint = { .link_timeout_ms = m->link_timeout_ms };
+	int i, j;
+
+	for (i = 0; i < KW_NPATHS; i++) {
+		if (!kw_paths[i]->prepare)
+			continue;
+		hint.reported = 0;
+		for (j = 0; j < m->nfabrics; j++)
+			hint.reported |= !strcmp(m->fabrics[j].name, kw_paths[i]->name);
+		kw_paths[i]->prepare(&hint, kw.local.port);
+	}
+}
+
 static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 {
 	struct kw_addrs fresh;
@@ -330,8 +346,8 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 	for (i = 0; i < m->nfabrics; i++)
 		kw_log(1, "resume: agent reports fabric %s on %s (%s)", m->fabrics[i].name,
 		       m->fabrics[i].ifname, m->fabrics[i].addr);
-	/* Waits for an ACTIVE port first when the agent says verbs is there. */
-	kw_verbs_resume_hints(m, kw.local.port);
+	/* A path may wait for its device first (verbs: an ACTIVE port). */
+	paths_prepare(m);
 	if (kw_addrs_local(kw.if_include, &fresh, err, sizeof(err))) {
 		kw_err("resume: %s; keeping the previous address list", err);
 	} else {
@@ -340,9 +356,12 @@ static void resume_start(struct kw_ctl_msg *m, uint64_t now)
 	}
 	/* The listeners move to the new addresses before anyone learns
 	 * them (the reply to this resume, HELLOs). */
-	if (kw.path->resume(&kw.local, err, sizeof(err)))
-		kw_err("resume: %s path: %s", kw.path->name, err);
-	kw_verbs_add_addrs(&kw.local);
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->resume(&kw.local, err, sizeof(err)))
+			kw_err("resume: %s path: %s", kw_paths[i]->name, err);
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->add_addrs)
+			kw_paths[i]->add_addrs(&kw.local);
 	for (i = 0; i < kw.local.n; i++) {
 		char a[24];
 
@@ -433,6 +452,7 @@ static void answer_pending(json_object *ret, const char *what, uint64_t now)
 static void resume_finish(uint64_t now, int keep)
 {
 	json_object *ret = json_object_new_object();
+	int i;
 
 	reconnect_done(keep);
 	kw.state = KW_RUNNING;
@@ -440,7 +460,9 @@ static void resume_finish(uint64_t now, int keep)
 	json_object_object_add(ret, "paths", paths_json());
 	add_addrs(ret);
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(now - ctl.start_ms));
-	json_object_object_add(ret, "verbs", kw_verbs_json());
+	for (i = 0; i < KW_NPATHS; i++)
+		if (kw_paths[i]->json)
+			json_object_object_add(ret, kw_paths[i]->name, kw_paths[i]->json());
 	answer_pending(ret, "resumed", now);
 }
 

@@ -1,47 +1,19 @@
 /*
- * kawarimi BTL: the reliability layer above the paths, and connection
- * management (who connects, over which address pair, what happens when a
- * connection breaks, the FIN drain, the HELLO handshake).
- *
- * Connection rules:
- * - Either side may connect when it has frames for the peer (or, after a
- *   resume, the lower vpid reconnects every peer it was connected to).
- * - If both connect at once, the connection started by the lower vpid
- *   wins: the higher side abandons its own attempt, the lower side refuses
- *   the other one (HELLO_ACK status RACE).
- * - A HELLO from a peer we think we are connected to replaces the old
- *   connection: the peer saw it break before we did.
- * - HELLO and HELLO_ACK carry the sender's rx_next, so each side retires
- *   what the other already holds and resends exactly the rest, and the
- *   sender's current address list, so a reconnect after a resume always
- *   uses fresh addresses (the initiator switches to a better pair when
- *   the answer shows one).
+ * kawarimi BTL: the reliability layer above the paths (see
+ * btl_kawarimi_endpoint.h): every DATA frame stays queued until the peer
+ * acknowledges it, goes out again after a reconnect, and arrives exactly
+ * once and in order; delayed and piggybacked acks; the FIN drain of a
+ * quiesce; completions and received frames handed to the application
+ * thread. Which connection an endpoint uses, and when it connects, is
+ * btl_kawarimi_conn.c's.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "btl_kawarimi_endpoint.h"
-
-enum kw_hello_status {
-	KW_HELLO_OK = 0,
-	KW_HELLO_QUIESCED,	/* the acceptor is quiesced: retry later */
-	KW_HELLO_RACE,		/* both connected; the lower vpid's wins */
-	KW_HELLO_UNKNOWN,	/* not meant for this process */
-	KW_HELLO_GONE,		/* the acceptor is finalizing */
-};
-
-
-static const char *hello_status_str(uint32_t s)
-{
-	static const char *names[] = { "ok", "quiesced", "race", "unknown", "gone" };
-
-	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "invalid";
-}
 
 struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create)
 {
@@ -84,18 +56,6 @@ void kw_ep_free(struct mca_btl_base_endpoint_t *ep)
 	free(ep);
 }
 
-static void conn_str(const struct kw_conn *c, char *buf, size_t len)
-{
-	char l[24], r[24];
-
-	kw_ip_str(c->cand.local.ip, l, sizeof(l));
-	kw_ip_str(c->cand.remote.ip, r, sizeof(r));
-	snprintf(buf, len, "%s %s%s%s -> %s:%u", c->ops->name, l,
-		 c->cand.local.ifname[0] ? "@" : "", c->cand.local.ifname, r, c->cand.port);
-}
-
-/* ---- completion hand-over to the application thread ---------------- */
-
 static void complete_frag(kw_frag_t *f, int status)
 {
 	f->status = status;
@@ -109,7 +69,7 @@ static void complete_frag(kw_frag_t *f, int status)
 }
 
 /* Cumulative ack: the peer holds every frame below ack. */
-static int ep_ack(struct mca_btl_base_endpoint_t *ep, uint64_t ack)
+int kw_ep_ack(struct mca_btl_base_endpoint_t *ep, uint64_t ack)
 {
 	if (ack > ep->tx_seq) {
 		kw_err("peer rank %u acknowledged frame %llu but only %llu were sent; "
@@ -133,9 +93,7 @@ static int ep_ack(struct mca_btl_base_endpoint_t *ep, uint64_t ack)
 	return 0;
 }
 
-/* ---- connection detach ------------------------------------------------ */
-
-static void ep_detach(struct mca_btl_base_endpoint_t *ep)
+void kw_ep_detach(struct mca_btl_base_endpoint_t *ep)
 {
 	struct kw_conn *c = ep->conn;
 
@@ -158,7 +116,7 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why)
 	struct mca_btl_base_endpoint_t *ep = c->ep;
 	char s[128];
 
-	conn_str(c, s, sizeof(s));
+	kw_path_conn_str(c, s, sizeof(s));
 	if (!ep) {
 		kw_log(10, "connection %s closed: %s", s, why);
 		c->close_me = 1;
@@ -175,14 +133,12 @@ void kw_ep_conn_broken(struct kw_conn *c, const char *why)
 	 * (A quiesce drains first; resume decides who reconnects then.) */
 	if (c->state == KW_CONN_UP && !ep->peer_gone && !ep->draining && kw.state == KW_RUNNING)
 		ep->heal = 1;
-	ep_detach(ep);
+	kw_ep_detach(ep);
 	ep->reconnects++;
 	if (!ep->broken_since_ms)
 		ep->broken_since_ms = kw_now_ms();
 	ep->next_attempt_ms = kw_now_ms();
 }
-
-/* ---- sending ---------------------------------------------------------- */
 
 static int send_ctl_flags(struct kw_conn *c, uint8_t type, uint16_t flags, uint64_t ack,
 			  const void *payload, uint32_t len)
@@ -196,13 +152,13 @@ static int send_ctl_flags(struct kw_conn *c, uint8_t type, uint16_t flags, uint6
 	return c->ops->send(c, &iov, 1);
 }
 
-static int send_ctl(struct kw_conn *c, uint8_t type, uint64_t ack, const void *payload,
+int kw_ep_send_ctl(struct kw_conn *c, uint8_t type, uint64_t ack, const void *payload,
 		    uint32_t len)
 {
 	return send_ctl_flags(c, type, 0, ack, payload, len);
 }
 
-static void acked_now(struct mca_btl_base_endpoint_t *ep)
+void kw_ep_acked_now(struct mca_btl_base_endpoint_t *ep)
 {
 	ep->ack_sent = ep->rx_next;
 	ep->ack_urgent = 0;
@@ -210,9 +166,9 @@ static void acked_now(struct mca_btl_base_endpoint_t *ep)
 	ep->ack_due_ms = 0;
 }
 
-/* Standalone ACK due? Data going back carries the ack for free. */
 static void ep_push(struct mca_btl_base_endpoint_t *ep);
 
+/* Standalone ACK due? Data going back carries the ack for free. */
 static int ack_due(struct mca_btl_base_endpoint_t *ep)
 {
 	if (ep->rx_next == ep->ack_sent)
@@ -245,35 +201,6 @@ void kw_ep_flush_acks(void)
 	}
 }
 
-static int build_hello(struct kw_hello *h, uint32_t dst, uint32_t status, uint64_t rx_next,
-		       unsigned char *buf, size_t len)
-{
-	int n;
-
-	h->magic = KW_HELLO_MAGIC;
-	h->version = KW_PROTO_VERSION;
-	h->jobid = kw.me.jobid;
-	h->src_vpid = kw.me.vpid;
-	h->dst_vpid = dst;
-	h->status = status;
-	h->rx_next = rx_next;
-	memcpy(buf, h, sizeof(*h));
-	n = kw_addrs_encode(&kw.local, buf + sizeof(*h), len - sizeof(*h));
-	return n < 0 ? -1 : (int)sizeof(*h) + n;
-}
-
-static int send_hello(struct kw_conn *c, uint8_t type, uint32_t dst, uint32_t status,
-		      uint64_t rx_next)
-{
-	unsigned char buf[KW_CTRL_MAX_PAYLOAD];
-	struct kw_hello h;
-	int n = build_hello(&h, dst, status, rx_next, buf, sizeof(buf));
-
-	if (n < 0)
-		return -EINVAL;
-	return send_ctl(c, type, rx_next, buf, (uint32_t)n);
-}
-
 /* Hands frames to the path while it takes them; sends FIN/ACK when due. */
 static void ep_push(struct mca_btl_base_endpoint_t *ep)
 {
@@ -301,21 +228,21 @@ static void ep_push(struct mca_btl_base_endpoint_t *ep)
 			kw_ep_conn_broken(c, strerror(-rc));
 			return;
 		}
-		acked_now(ep);
+		kw_ep_acked_now(ep);
 		ep->tx_cursor = f->next;
 	}
 	if (!c->ops->idle(c))
 		return;
 	if (ep->draining && !ep->fin_sent && ep->tx_head == ep->tx_cursor) {
 		/* Every frame we put on this connection is acknowledged. */
-		rc = send_ctl(c, KW_FRAME_FIN, ep->rx_next, NULL, 0);
+		rc = kw_ep_send_ctl(c, KW_FRAME_FIN, ep->rx_next, NULL, 0);
 		if (rc < 0 && rc != -EAGAIN) {
 			kw_ep_conn_broken(c, strerror(-rc));
 			return;
 		}
 		if (!rc) {
 			ep->fin_sent = 1;
-			acked_now(ep);
+			kw_ep_acked_now(ep);
 		}
 		return;
 	}
@@ -327,17 +254,17 @@ static void ep_push(struct mca_btl_base_endpoint_t *ep)
 			return;
 		}
 		if (!rc) {
-			acked_now(ep);
+			kw_ep_acked_now(ep);
 			ep->ack_req = 0;
 		}
 	}
 	if (ep->fin_sent && ep->fin_rcvd && c->ops->idle(c) && ep->tx_head == ep->tx_cursor) {
 		char s[128];
 
-		conn_str(c, s, sizeof(s));
+		kw_path_conn_str(c, s, sizeof(s));
 		kw_log(2, "drained connection to peer rank %u (%s)", ep->vpid, s);
 		ep->was_up = 1;
-		ep_detach(ep);
+		kw_ep_detach(ep);
 	}
 }
 
@@ -367,45 +294,6 @@ void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
 		kw_wake();
 }
 
-/* ---- receiving -------------------------------------------------------- */
-
-static int hdr_bad(struct kw_conn *c, const struct kw_hdr *h)
-{
-	const char *why = kw_hdr_check(h, mca_btl_kawarimi_module.btl_max_send_size +
-					  KW_CTRL_MAX_PAYLOAD);
-	char s[128];
-
-	if (!why)
-		return 0;
-	conn_str(c, s, sizeof(s));
-	kw_err("bad frame from %s (type %u, length %u): %s; dropping the connection",
-	       s, h->type, h->len, why);
-	return -1;
-}
-
-struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
-{
-	struct kw_rfrag *r;
-
-	if (hdr_bad(c, h))
-		return NULL;
-	r = kw_rfrag_alloc(h->len);
-	if (r)
-		r->hdr = *h;
-	return r;
-}
-
-int kw_conn_hdr_ok(struct kw_conn *c, const struct kw_hdr *h)
-{
-	return hdr_bad(c, h);
-}
-
-static int check_hello(struct kw_hello *h, const struct kw_rfrag *r, struct kw_addrs *addrs,
-		       char *err, size_t errlen)
-{
-	return kw_hello_parse(r->data, r->hdr.len, h, addrs, err, errlen);
-}
-
 static int same_pair(const struct kw_cand *a, const struct kw_conn *c)
 {
 	return a->remote.ip == c->cand.remote.ip && a->remote.fabric == c->cand.remote.fabric &&
@@ -413,185 +301,12 @@ static int same_pair(const struct kw_cand *a, const struct kw_conn *c)
 }
 
 /* Is the connection over the best pair both ends have now? */
-static int on_best_path(struct mca_btl_base_endpoint_t *ep)
+int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep)
 {
 	struct kw_cand cand[KW_MAX_CAND];
 	int n = kw_addrs_candidates(&kw.local, &ep->peer_addrs, cand, KW_MAX_CAND);
 
 	return !n || !ep->conn || same_pair(&cand[0], ep->conn);
-}
-
-static void conn_up(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c)
-{
-	char s[128];
-
-	c->state = KW_CONN_UP;
-	c->up_ms = kw_now_ms();
-	if (kw.app_epfd >= 0) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
-		struct pollfd p;
-
-		c->ops->poll_events(c, &p);
-		/* Removed again by close(): the descriptor is never shared. */
-		epoll_ctl(kw.app_epfd, EPOLL_CTL_ADD, p.fd, &ev);
-	}
-	c->deadline_ms = 0;
-	ep->conn = c;
-	c->ep = ep;
-	ep->tx_cursor = ep->tx_head;
-	ep->draining = ep->fin_sent = ep->fin_rcvd = 0;
-	ep->peer_quiesced = 0;
-	ep->heal = 0;
-	ep->broken_since_ms = 0;
-	ep->backoff_ms = 20;
-	ep->ncand = ep->cand_idx = 0;
-	/* Back on the best pair: the next flap starts probing afresh. A
-	 * slower pair keeps the backoff, so a best pair that answers probes
-	 * but not connections is not retried every second. */
-	if (on_best_path(ep))
-		ep->probe_backoff_ms = KW_PROBE_MIN_MS;
-	ep->probe_next_ms = c->up_ms + ep->probe_backoff_ms;
-	conn_str(c, s, sizeof(s));
-	kw_log(1, "peer rank %u: connected over %s (%s)", ep->vpid, s,
-	       c->initiator ? "we connected" : "peer connected");
-}
-
-static int hello_in(struct kw_conn *c, struct kw_rfrag *r)
-{
-	struct mca_btl_base_endpoint_t *ep;
-	struct kw_addrs addrs;
-	struct kw_hello h;
-	char err[256], peer[24];
-	int status = KW_HELLO_OK;
-
-	if (r->hdr.type != KW_FRAME_HELLO || c->state != KW_CONN_HELLO_WAIT) {
-		kw_err("connection from %s sent frame type %u before HELLO; closing it",
-		       "peer", r->hdr.type);
-		return -EPROTO;
-	}
-	if (check_hello(&h, r, &addrs, err, sizeof(err))) {
-		kw_err("bad HELLO on an incoming connection: %s; closing it", err);
-		return -EPROTO;
-	}
-	if (h.jobid != kw.me.jobid || h.dst_vpid != kw.me.vpid) {
-		kw_err("HELLO for job %u rank %u reached job %u rank %u (stale address?); refusing it",
-		       h.jobid, h.dst_vpid, kw.me.jobid, kw.me.vpid);
-		status = KW_HELLO_UNKNOWN;
-	} else if (kw_hello_src_check(&h, kw.job_size, err, sizeof(err))) {
-		kw_ip_str(c->cand.remote.ip, peer, sizeof(peer));
-		kw_err("HELLO from %s: %s; closing the connection", peer, err);
-		return -EPROTO;
-	} else if (kw.stop) {
-		status = KW_HELLO_GONE;
-	} else if (kw.state == KW_QUIESCING || kw.state == KW_QUIESCED) {
-		status = KW_HELLO_QUIESCED;
-	}
-	ep = status == KW_HELLO_OK ? kw_ep_get(h.src_vpid, 1) : NULL;
-	if (status == KW_HELLO_OK && !ep)
-		status = KW_HELLO_GONE;
-	if (ep && ep->conn) {
-		struct kw_conn *mine = ep->conn;
-
-		if (mine->state != KW_CONN_UP && kw.me.vpid < h.src_vpid) {
-			status = KW_HELLO_RACE;
-		} else {
-			kw_ep_conn_broken(mine, mine->state == KW_CONN_UP ?
-					  "the peer opened a new connection" :
-					  "the peer's simultaneous connection wins");
-		}
-	}
-	if (status != KW_HELLO_OK) {
-		kw_log(5, "refusing connection from rank %u: %s", h.src_vpid,
-		       hello_status_str(status));
-		c->state = KW_CONN_REJECTING;
-		c->deadline_ms = kw_now_ms() + kw.connect_timeout_ms;
-		if (send_hello(c, KW_FRAME_HELLO_ACK, h.src_vpid, status, 0) < 0)
-			c->close_me = 1;
-		return 0;
-	}
-	ep->peer_addrs = addrs;
-	ep->have_addrs = 1;
-	ep->peer_gone = 0;
-	if (ep_ack(ep, h.rx_next))
-		return -EPROTO;
-	conn_up(ep, c);
-	if (send_hello(c, KW_FRAME_HELLO_ACK, ep->vpid, KW_HELLO_OK, ep->rx_next) < 0)
-		return -EIO;
-	acked_now(ep);
-	return 0;
-}
-
-static void retry_later(struct mca_btl_base_endpoint_t *ep, int ms)
-{
-	ep->next_attempt_ms = kw_now_ms() + ms;
-}
-
-static int backoff(struct mca_btl_base_endpoint_t *ep)
-{
-	int ms = ep->backoff_ms;
-
-	ep->backoff_ms = ep->backoff_ms * 2 > 1000 ? 1000 : ep->backoff_ms * 2;
-	return ms;
-}
-
-static int hello_ack_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, struct kw_rfrag *r)
-{
-	struct kw_addrs addrs;
-	struct kw_hello h;
-	char err[256];
-
-	if (c->state != KW_CONN_HELLO_SENT) {
-		kw_err("peer rank %u sent HELLO_ACK on an established connection; dropping it",
-		       ep->vpid);
-		return -EPROTO;
-	}
-	if (check_hello(&h, r, &addrs, err, sizeof(err))) {
-		kw_err("bad HELLO_ACK from peer rank %u: %s; dropping the connection", ep->vpid, err);
-		return -EPROTO;
-	}
-	if (h.status != KW_HELLO_OK) {
-		kw_log(5, "peer rank %u refused the connection: %s", ep->vpid,
-		       hello_status_str(h.status));
-		ep_detach(ep);
-		switch (h.status) {
-		case KW_HELLO_QUIESCED:
-			/* Alive but suspended: the wait does not count as an outage. */
-			ep->peer_quiesced = 1;
-			ep->broken_since_ms = 0;
-			retry_later(ep, backoff(ep));
-			break;
-		case KW_HELLO_RACE:
-			retry_later(ep, 200);
-			break;
-		case KW_HELLO_GONE:
-			ep->peer_gone = 1;
-			break;
-		default:
-			if (!ep->broken_since_ms)
-				ep->broken_since_ms = kw_now_ms();
-			retry_later(ep, backoff(ep));
-		}
-		return 0;
-	}
-	if (h.src_vpid != ep->vpid || h.jobid != kw.me.jobid) {
-		kw_err("connection meant for rank %u reached job %u rank %u; dropping it",
-		       ep->vpid, h.jobid, h.src_vpid);
-		return -EPROTO;
-	}
-	ep->peer_addrs = addrs;
-	ep->have_addrs = 1;
-	if (ep_ack(ep, h.rx_next))
-		return -EPROTO;
-	conn_up(ep, c);
-	if (!ep->upgraded && !on_best_path(ep)) {
-		/* The answer shows a better pair than the one we knew about
-		 * (the peer regained its fast fabric): move there now. */
-		ep->upgraded = 1;
-		kw_log(1, "peer rank %u: a better path is available, switching", ep->vpid);
-		ep_detach(ep);
-		ep->next_attempt_ms = kw_now_ms();
-	}
-	return 0;
 }
 
 static void rx_deliver(struct kw_rfrag *r)
@@ -605,37 +320,20 @@ static void rx_deliver(struct kw_rfrag *r)
 	kw_app_notify();
 }
 
-int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag *r)
+/* A frame on an established connection (HELLO_ACK aside): acks, data in
+ * order, FIN, BYE. Takes r. */
+int kw_ep_frame_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, const struct kw_hdr *h,
+		   struct kw_rfrag *r)
 {
-	struct mca_btl_base_endpoint_t *ep = c->ep;
 	int rc = 0;
 
-	if (c->close_me)
-		goto drop;
-	if (!ep) {
-		if (c->state == KW_CONN_REJECTING)
-			goto drop;
-		if (!r) {
-			kw_err("incoming connection sent frame type %u before HELLO; closing it",
-			       h->type);
-			return -EPROTO;
-		}
-		rc = hello_in(c, r);
-		goto drop;
-	}
-	if (h->type == KW_FRAME_HELLO_ACK) {
-		if (!r)
-			return -EPROTO;
-		rc = hello_ack_in(ep, c, r);
-		goto drop;
-	}
 	if (c->state != KW_CONN_UP) {
 		kw_err("peer rank %u sent frame type %u before the handshake ended", ep->vpid,
 		       h->type);
 		rc = -EPROTO;
 		goto drop;
 	}
-	if (ep_ack(ep, h->ack)) {
+	if (kw_ep_ack(ep, h->ack)) {
 		rc = -EPROTO;
 		goto drop;
 	}
@@ -679,7 +377,7 @@ int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag 
 	case KW_FRAME_BYE:
 		kw_log(2, "peer rank %u finalized", ep->vpid);
 		ep->peer_gone = 1;
-		ep_detach(ep);
+		kw_ep_detach(ep);
 		break;
 	default:
 		break;
@@ -688,248 +386,6 @@ drop:
 	if (r)
 		kw_rfrag_free(r);
 	return rc;
-}
-
-/* ---- connection attempts and timers --------------------------------- */
-
-static void attempt(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	struct kw_conn *c;
-	char l[24], rs[24];
-	int err = 0;
-
-	if (ep->cand_idx >= ep->ncand) {
-		ep->ncand = kw_addrs_candidates(&kw.local, &ep->peer_addrs, ep->cand, KW_MAX_CAND);
-		ep->cand_idx = 0;
-		if (!ep->ncand) {
-			kw_log(1, "peer rank %u: no local address can reach it (peer has %u "
-			       "addresses, we have %u); retrying", ep->vpid,
-			       ep->peer_addrs.n, kw.local.n);
-			if (!ep->broken_since_ms)
-				ep->broken_since_ms = now;
-			retry_later(ep, backoff(ep));
-			return;
-		}
-	}
-	kw_ip_str(ep->cand[ep->cand_idx].local.ip, l, sizeof(l));
-	kw_ip_str(ep->cand[ep->cand_idx].remote.ip, rs, sizeof(rs));
-	c = (ep->cand[ep->cand_idx].remote.fabric == KW_FABRIC_VERBS ? &kw_verbs_path :
-	     kw.path)->connect(&ep->cand[ep->cand_idx], &err);
-	if (!c) {
-		kw_log(5, "peer rank %u: connect %s -> %s failed: %s", ep->vpid, l, rs,
-		       strerror(err));
-		ep->cand_idx++;
-		if (!ep->broken_since_ms)
-			ep->broken_since_ms = now;
-		if (ep->cand_idx >= ep->ncand)
-			retry_later(ep, backoff(ep));
-		return;
-	}
-	kw_log(5, "peer rank %u: connecting %s -> %s", ep->vpid, l, rs);
-	c->ep = ep;
-	c->deadline_ms = now + kw.connect_timeout_ms;
-	c->next = kw.conns;
-	kw.conns = c;
-	ep->conn = c;
-}
-
-/* A connection attempt of ours failed: try the next address pair. */
-static void attempt_failed(struct kw_conn *c, const char *why)
-{
-	struct mca_btl_base_endpoint_t *ep = c->ep;
-	char s[128];
-
-	conn_str(c, s, sizeof(s));
-	kw_log(5, "peer rank %u: connection %s failed: %s", ep->vpid, s, why);
-	ep->conn = NULL;
-	c->ep = NULL;
-	c->close_me = 1;
-	ep->cand_idx++;
-	if (!ep->broken_since_ms)
-		ep->broken_since_ms = kw_now_ms();
-	if (ep->cand_idx >= ep->ncand)
-		retry_later(ep, backoff(ep));
-	else
-		ep->next_attempt_ms = kw_now_ms();
-}
-
-void kw_conn_service(struct kw_conn *c, uint64_t now)
-{
-	if (c->close_me)
-		return;
-	if (c->state == KW_CONN_CONNECTING) {
-		int rc = c->ops->connect_done(c);
-
-		if (rc == -EINPROGRESS) {
-			if (now >= c->deadline_ms)
-				attempt_failed(c, "connect timed out (btl_kawarimi_connect_timeout_ms)");
-			return;
-		}
-		if (rc) {
-			attempt_failed(c, strerror(-rc));
-			return;
-		}
-		c->state = KW_CONN_HELLO_SENT;
-		rc = send_hello(c, KW_FRAME_HELLO, c->ep->vpid, KW_HELLO_OK, c->ep->rx_next);
-		if (rc < 0 && rc != -EAGAIN)
-			attempt_failed(c, strerror(-rc));
-		return;
-	}
-	if (c->state == KW_CONN_REJECTING && c->ops->idle(c)) {
-		c->close_me = 1;
-		return;
-	}
-	if (c->state != KW_CONN_UP && c->deadline_ms && now >= c->deadline_ms) {
-		if (c->ep && c->initiator)
-			attempt_failed(c, "no HELLO_ACK in time (btl_kawarimi_connect_timeout_ms)");
-		else
-			kw_ep_conn_broken(c, "no HELLO in time");
-	}
-}
-
-void kw_accept_conn(struct kw_conn *c, uint64_t now)
-{
-	c->deadline_ms = now + kw.connect_timeout_ms;
-	c->next = kw.conns;
-	kw.conns = c;
-}
-
-/* How long the peer has been unreachable.  Callers pass the time their
- * round started, and a break found later in that round stamps
- * broken_since_ms with a fresher clock: count that as no time at all
- * instead of letting the unsigned difference wrap to "forever". */
-static uint64_t outage_ms(const struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	if (!ep->broken_since_ms || now <= ep->broken_since_ms)
-		return 0;
-	return now - ep->broken_since_ms;
-}
-
-static void give_up(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	char r[24] = "?";
-
-	if (ep->peer_addrs.n)
-		kw_ip_str(ep->peer_addrs.a[0].ip, r, sizeof(r));
-	ep->failed = 1;
-	kw.error_pending = 1;
-	kw_err("giving up on peer rank %u (address %s, port %u): no connection for %llu ms "
-	       "with %llu frames unacknowledged (btl_kawarimi_reconnect_timeout_ms=%d)",
-	       ep->vpid, r, ep->peer_addrs.port,
-	       (unsigned long long)outage_ms(ep, now),
-	       (unsigned long long)(ep->tx_seq - ep->tx_head->hdr.seq), kw.reconnect_timeout_ms);
-	kw_app_notify();
-}
-
-/* ---- returning to the best pair ------------------------------------- */
-
-static void probe_stop(struct mca_btl_base_endpoint_t *ep)
-{
-	if (ep->probe_fd >= 0)
-		close(ep->probe_fd);
-	ep->probe_fd = -1;
-}
-
-static void probe_start(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	struct kw_cand cand[KW_MAX_CAND];
-	int err;
-
-	if (!kw_addrs_candidates(&kw.local, &ep->peer_addrs, cand, KW_MAX_CAND))
-		return;
-	/* Always TCP to the peer's listener, whatever the pair's fabric: a
-	 * verbs pair's addresses are IP addresses on the HCA (IPoIB, RoCE),
-	 * so this also tells when the HCA's network is back. */
-	ep->probe_fd = kw_tcp_dial(cand[0].local.ip, cand[0].remote.ip, ep->peer_addrs.port, &err);
-	ep->probe_deadline_ms = now + kw.connect_timeout_ms;
-}
-
-/* 1: connected, 0: still trying, -1: failed. */
-static int probe_result(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	struct pollfd p = { .fd = ep->probe_fd, .events = POLLOUT };
-
-	if (poll(&p, 1, 0) <= 0)
-		return now < ep->probe_deadline_ms ? 0 : -1;
-	return kw_tcp_dial_result(ep->probe_fd) ? -1 : 1;
-}
-
-/*
- * A running connection off the best pair (the fast fabric flapped and the
- * reconnect found only the slow one) probes the best pair with backoff and
- * moves back once it answers. Only the lower rank of a pair probes, so the
- * two ends do not race each other's switch. Quiesce and resume choose
- * paths themselves.
- */
-static void probe_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	char l[24], r[24];
-	int rc;
-
-	if (kw.state != KW_RUNNING || ep->draining || kw.me.vpid > ep->vpid ||
-	    ep->conn->state != KW_CONN_UP || on_best_path(ep)) {
-		probe_stop(ep);
-		return;
-	}
-	if (ep->probe_fd < 0) {
-		if (now < ep->probe_next_ms)
-			return;
-		probe_start(ep, now);
-		/* Could not even start (the local address is gone): a failed
-		 * probe like any other. */
-		rc = ep->probe_fd < 0 ? -1 : 0;
-	} else {
-		rc = probe_result(ep, now);
-	}
-	if (!rc)
-		return;
-	probe_stop(ep);
-	ep->probe_backoff_ms = ep->probe_backoff_ms * 2 > KW_PROBE_MAX_MS ?
-			       KW_PROBE_MAX_MS : ep->probe_backoff_ms * 2;
-	ep->probe_next_ms = now + ep->probe_backoff_ms;
-	if (rc < 0)
-		return;
-	kw_ip_str(ep->conn->cand.local.ip, l, sizeof(l));
-	kw_ip_str(ep->conn->cand.remote.ip, r, sizeof(r));
-	kw_log(1, "peer rank %u: the best pair answers again; moving there from %s -> %s",
-	       ep->vpid, l, r);
-	ep_detach(ep);
-	ep->ncand = ep->cand_idx = 0;
-	ep->next_attempt_ms = now;
-}
-
-void kw_ep_service(struct mca_btl_base_endpoint_t *ep, uint64_t now)
-{
-	if (ep->failed)
-		return;
-	if (ep->conn) {
-		ep_push(ep);
-		if (ep->conn)
-			probe_service(ep, now);
-		return;
-	}
-	probe_stop(ep);
-	if (kw.state == KW_QUIESCING || kw.state == KW_QUIESCED || ep->peer_gone)
-		return;
-	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)
-		return;
-	if (outage_ms(ep, now) > (uint64_t)kw.reconnect_timeout_ms) {
-		if (kw_ep_has_data(ep)) {
-			give_up(ep, now);
-			return;
-		}
-		if (ep->heal && !ep->want_up) {
-			/* Nothing of ours is lost: the next send tries again. */
-			kw_log(1, "peer rank %u: no reconnection for %d ms; nothing to resend, "
-			       "waiting for traffic", ep->vpid, kw.reconnect_timeout_ms);
-			ep->heal = 0;
-			ep->broken_since_ms = 0;
-			return;
-		}
-	}
-	if (now < ep->next_attempt_ms || !ep->have_addrs)
-		return;
-	attempt(ep, now);
 }
 
 uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep)
@@ -941,12 +397,6 @@ uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep)
 	if (!kw_ep_has_data(ep) && !ep->want_up && !ep->heal)
 		return UINT64_MAX;
 	return ep->next_attempt_ms;
-}
-
-/* Used by quiesce/resume/status (btl_kawarimi_ctl.c). */
-int kw_ep_on_best_path(struct mca_btl_base_endpoint_t *ep)
-{
-	return on_best_path(ep);
 }
 
 void kw_ep_start_drain(struct mca_btl_base_endpoint_t *ep)
@@ -993,5 +443,5 @@ void kw_ep_send_bye(struct mca_btl_base_endpoint_t *ep)
 
 	if (!c || c->state != KW_CONN_UP || c->close_me || !c->ops->idle(c))
 		return;
-	send_ctl(c, KW_FRAME_BYE, ep->rx_next, NULL, 0);
+	kw_ep_send_ctl(c, KW_FRAME_BYE, ep->rx_next, NULL, 0);
 }

@@ -4,9 +4,10 @@
  * A path is how one endpoint moves frames to one peer over one fabric.
  * Everything that makes the transport reliable and suspendable (sequence
  * numbers, cumulative acks, resend after reconnect, duplicate drop, the FIN
- * drain) lives above this interface in btl_kawarimi_endpoint.c, so the
- * verbs path (issue 7) only has to move frames: TCP today
- * (btl_kawarimi_tcp.c), an RC QP through librdmacm later.
+ * drain) lives above this interface in btl_kawarimi_endpoint.c, so a
+ * path only has to move frames: TCP (btl_kawarimi_tcp.c) or RC QPs
+ * through librdmacm (btl_kawarimi_verbs*.c). Nothing outside the path
+ * files names a path: the rest of the BTL loops over kw_paths[].
  *
  * Contract:
  * - All calls happen with the component lock held.
@@ -39,6 +40,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include <json-c/json.h>
+
 #include "btl_kawarimi_proc.h"
 #include "btl_kawarimi_wire.h"
 
@@ -55,12 +58,31 @@ enum kw_conn_state {
 	KW_CONN_REJECTING,	/* acceptor: sent a refusal, closing once flushed */
 };
 
+/* What the agent's resume tells a path before the addresses are re-read. */
+struct kw_path_hint {
+	int reported;			/* the agent lists this path's fabric */
+	int64_t link_timeout_ms;	/* <= 0: none given */
+};
+
+/*
+ * Optional hooks are NULL in a path that has nothing to do there; the
+ * callers loop over kw_paths[] (btl_kawarimi_path.c) and skip them.
+ */
 struct kw_path_ops {
 	const char *name;
+	uint8_t fabric;			/* KW_FABRIC_* of the addresses it connects */
+	void (*register_params)(void);	/* optional: MCA parameters */
 	int (*listen)(struct kw_addrs *local, uint16_t port, char *err, size_t errlen);
+	/* optional: adds the path's own entries to the local address list
+	 * (after listen and resume; drops stale ones first) */
+	void (*add_addrs)(struct kw_addrs *local);
 	void (*release)(void);
 	void (*quiesce)(void);
+	/* optional: at resume, before the addresses are re-read */
+	void (*prepare)(const struct kw_path_hint *hint, uint16_t port);
 	int (*resume)(struct kw_addrs *local, char *err, size_t errlen);
+	int (*active)(void);		/* optional: usable now? (NULL: always) */
+	json_object *(*json)(void);	/* optional: state for the agent's replies */
 	int (*listen_fd)(void);
 	struct kw_conn *(*accept)(void);
 	struct kw_conn *(*connect)(const struct kw_cand *cand, int *err);
@@ -70,7 +92,14 @@ struct kw_path_ops {
 	void (*poll_events)(const struct kw_conn *c, struct pollfd *p);
 	int (*progress)(struct kw_conn *c, short revents);
 	void (*close)(struct kw_conn *c);
+	/* optional: a bare non-blocking connect from local_ip (0: any) to
+	 * remote_ip:port, no connection made of it; the descriptor, or -1
+	 * with *err set. Then probe_result: 0 when connected, -EINPROGRESS
+	 * or -errno. */
+	int (*probe)(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err);
+	int (*probe_result)(int fd);
 };
+
 
 struct kw_conn {
 	const struct kw_path_ops *ops;
@@ -90,13 +119,24 @@ struct kw_conn {
 	_Alignas(8) unsigned char ctl[24 + KW_CTRL_MAX_PAYLOAD];
 };
 
-extern const struct kw_path_ops kw_tcp_path;
-/* A non-blocking TCP connect from local_ip (0: any) to remote_ip:port;
- * the descriptor, or -1 with *err set. Then kw_tcp_dial_result: 0 when
- * connected, -EINPROGRESS or -errno. Also used by the best-pair probe. */
-int kw_tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err);
-int kw_tcp_dial_result(int fd);
-extern const struct kw_path_ops kw_verbs_path;	/* btl_kawarimi_verbs.c */
+/*
+ * Every path, in the order they are opened: TCP first, since it picks the
+ * port number every later path listens on in its own port space, and it
+ * is the fall-back every rank has. Addresses and the register message
+ * list them the other way round, best first.
+ */
+#define KW_NPATHS 2
+extern const struct kw_path_ops *const kw_paths[KW_NPATHS];
+/* "tcp 10.0.0.1@eth0 -> 10.0.0.2:port", for the log. */
+void kw_path_conn_str(const struct kw_conn *c, char *buf, size_t len);
+/* release() of every path (init failed, finalize). */
+void kw_path_release_all(void);
+/* The path that connects addresses of this fabric (TCP when none other). */
+const struct kw_path_ops *kw_path_for_fabric(uint8_t fabric);
+/* The best-pair probe (a bare connect to a peer's listener), through the
+ * first path that has one; the descriptor or -1 with *err set. */
+int kw_path_probe(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err);
+int kw_path_probe_result(int fd);
 
 /* Upper-layer hooks the paths call. rx_alloc checks the header and
  * returns the buffer for a frame with payload (NULL: bad header, break the
@@ -107,5 +147,9 @@ struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h);
 int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag *r);
 /* Header check for frames without payload; 0 or -1 (logged). */
 int kw_conn_hdr_ok(struct kw_conn *c, const struct kw_hdr *h);
+/* The peer's rank (UINT32_MAX before HELLO) and the next sequence number
+ * we expect from it (0 before HELLO), for the paths' own handshakes. */
+uint32_t kw_conn_peer_vpid(const struct kw_conn *c);
+uint64_t kw_conn_rx_next(const struct kw_conn *c);
 
 #endif

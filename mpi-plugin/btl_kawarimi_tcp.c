@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "btl_kawarimi.h"
+#include "btl_kawarimi_tcp.h"
 
 #define STAGE_SIZE (64 * 1024)
 #define MAX_OUT_IOV 4
@@ -364,7 +365,7 @@ static struct kw_conn *tcp_accept(void)
 	return &t->c;
 }
 
-int kw_tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err)
+static int tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	int fd;
@@ -394,7 +395,7 @@ int kw_tcp_dial(uint32_t local_ip, uint32_t remote_ip, uint16_t port, int *err)
 	return fd;
 }
 
-int kw_tcp_dial_result(int fd)
+static int tcp_dial_result(int fd)
 {
 	int e = 0;
 	socklen_t len = sizeof(e);
@@ -411,7 +412,7 @@ static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
 	struct kw_tcp_conn *t;
 	int fd;
 
-	fd = kw_tcp_dial(cand->local.ip, cand->remote.ip, cand->port, err);
+	fd = tcp_dial(cand->local.ip, cand->remote.ip, cand->port, err);
 	if (fd < 0)
 		return NULL;
 	t = conn_new(fd);
@@ -428,7 +429,7 @@ static struct kw_conn *tcp_connect(const struct kw_cand *cand, int *err)
 
 static int tcp_connect_done(struct kw_conn *c)
 {
-	return kw_tcp_dial_result(tc(c)->fd);
+	return tcp_dial_result(tc(c)->fd);
 }
 
 static int flush_out(struct kw_tcp_conn *t)
@@ -623,6 +624,7 @@ static void tcp_close(struct kw_conn *c)
 
 const struct kw_path_ops kw_tcp_path = {
 	.name = "tcp",
+	.fabric = KW_FABRIC_TCP,
 	.listen = tcp_listen,
 	.release = tcp_release,
 	.quiesce = tcp_quiesce,
@@ -636,4 +638,6 @@ const struct kw_path_ops kw_tcp_path = {
 	.poll_events = tcp_poll_events,
 	.progress = tcp_progress,
 	.close = tcp_close,
+	.probe = tcp_dial,
+	.probe_result = tcp_dial_result,
 };

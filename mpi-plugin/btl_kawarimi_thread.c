@@ -1,5 +1,5 @@
 /*
- * kawarimi BTL: the network thread. It blocks in poll() on the listener,
+ * kawarimi BTL: the network thread. It blocks in poll() on every path's listener,
  * every connection, the agent socket and a wake-up eventfd, so the
  * application thread never polls sockets and a quiesce proceeds while the
  * application computes without calling MPI.
@@ -14,49 +14,6 @@
 #include "btl_kawarimi_endpoint.h"
 
 static uint64_t stop_deadline_ms;
-
-uint64_t kw_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void kw_wake(void)
-{
-	uint64_t one = 1;
-
-	if (kw.wake_fd >= 0 && write(kw.wake_fd, &one, sizeof(one)) < 0)
-		return;	/* counter full: the thread is awake anyway */
-}
-
-int kw_app_active(uint64_t now)
-{
-	return kw.app_poll &&
-	       now < atomic_load_explicit(&kw.app_last_ms, memory_order_relaxed) + KW_APP_IDLE_MS;
-}
-
-void kw_app_notify(void)
-{
-	atomic_store_explicit(&kw.app_work, 1, memory_order_release);
-}
-
-void kw_conn_progress(struct kw_conn *c, short revents)
-{
-	int rc = c->ops->progress(c, revents);
-
-	/* A peer closes right after the FIN exchange: finish our side of the
-	 * drain before looking at the EOF. */
-	if (rc < 0 && c->ep && c->ep->fin_rcvd)
-		kw_ep_push_locked(c->ep);
-	if (rc < 0 && c->close_me)
-		return;
-	if (rc < 0)
-		kw_ep_conn_broken(c, rc == -ECONNRESET ? "closed by the peer" : strerror(-rc));
-	else if (c->ep && c->ep->conn == c)
-		kw_ep_push_locked(c->ep);
-}
 
 static void reap_conns(void)
 {
@@ -112,7 +69,7 @@ static void service(uint64_t now)
 		kw_conn_service(c, now);
 	for (i = 0; i < kw.neps; i++)
 		if (kw.eps[i])
-			kw_ep_service(kw.eps[i], now);
+			kw_conn_service_ep(kw.eps[i], now);
 	kw_ctl_service(now);
 	if (kw.stop)
 		stop_service(now);
@@ -153,6 +110,10 @@ static void net_lock(void)
 	atomic_store_explicit(&kw.net_waiting, 0, memory_order_relaxed);
 }
 
+/* Descriptors polled ahead of the connections: the wake eventfd, the
+ * agent socket, one listener per path. */
+#define POLL_FIXED (2 + KW_NPATHS)
+
 static void *thread_main(void *arg)
 {
 	struct pollfd *pfd = NULL;
@@ -165,15 +126,15 @@ static void *thread_main(void *arg)
 		uint64_t now = kw_now_ms();
 		size_t n = 0, nconn = 0, i;
 		struct kw_conn *c;
-		int timeout, lfd, cfd, vfd, app;
+		int timeout, lfd[KW_NPATHS], cfd, app, p;
 
 		service(now);
 		if (kw.stopped)
 			break;
 		for (c = kw.conns; c; c = c->next)
 			nconn++;
-		if (nconn + 4 > cap) {
-			cap = (nconn + 4) * 2;
+		if (nconn + POLL_FIXED > cap) {
+			cap = (nconn + POLL_FIXED) * 2;
 			pfd = realloc(pfd, cap * sizeof(*pfd));
 			pc = realloc(pc, cap * sizeof(*pc));
 			if (!pfd || !pc)
@@ -181,15 +142,14 @@ static void *thread_main(void *arg)
 		}
 		pfd[n].fd = kw.wake_fd;
 		pfd[n++].events = POLLIN;
-		lfd = kw.path->listen_fd();
-		pfd[n].fd = lfd;
-		pfd[n++].events = POLLIN;
 		cfd = kw_ctl_fd();
 		pfd[n].fd = cfd;
 		pfd[n++].events = POLLIN;
-		vfd = kw_verbs_path.listen_fd();	/* rdma_cm connect requests */
-		pfd[n].fd = vfd;
-		pfd[n++].events = POLLIN;
+		for (p = 0; p < KW_NPATHS; p++) {	/* incoming connections */
+			lfd[p] = kw_paths[p]->listen_fd();
+			pfd[n].fd = lfd[p];
+			pfd[n++].events = POLLIN;
+		}
 		app = kw_app_active(now);
 		for (c = kw.conns; c; c = c->next) {
 			pc[n] = c;
@@ -211,21 +171,17 @@ static void *thread_main(void *arg)
 			if (read(kw.wake_fd, &v, sizeof(v)) < 0)
 				v = 0;
 		}
-		if (lfd >= 0 && pfd[1].revents) {
-			struct kw_conn *a;
-
-			while ((a = kw.path->accept()))
-				kw_accept_conn(a, kw_now_ms());
-		}
-		if (cfd >= 0 && pfd[2].revents)
+		if (cfd >= 0 && pfd[1].revents)
 			kw_ctl_readable();
-		if (vfd >= 0 && pfd[3].revents) {
+		for (p = 0; p < KW_NPATHS; p++) {
 			struct kw_conn *a;
 
-			while ((a = kw_verbs_path.accept()))
-				kw_accept_conn(a, kw_now_ms());
+			if (lfd[p] < 0 || !pfd[2 + p].revents)
+				continue;
+			while ((a = kw_paths[p]->accept()))
+				kw_conn_accept(a, kw_now_ms());
 		}
-		for (i = 4; i < n; i++) {
+		for (i = POLL_FIXED; i < n; i++) {
 			c = pc[i];
 			if (!pfd[i].revents || c->close_me || c->state == KW_CONN_CONNECTING)
 				continue;
