@@ -383,13 +383,13 @@ def pauses_section(reps, rr, phases_rows):
 
 # ---- pictures ------------------------------------------------------------------
 
-PH_COLOR = {"storage": "#9ecae1", "quiesce": "#fdae6b", "unplug": "#e6550d", "resume-source": "#a1d99b",
+PH_COLOR = {"preflight": "#e5e5e5", "storage": "#9ecae1", "quiesce": "#fdae6b", "unplug": "#e6550d", "resume-source": "#a1d99b",
             "memory": "#c6dbef", "switchover": "#756bb1", "resume": "#31a354"}
 
 
 def plot_goodput(path, reps, rr, size):
     t0 = rr[0][0]
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=80)
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=80)
     for c, d, p, r in reps:
         for ph, col in PH_COLOR.items():
             s = span(r, ph)
@@ -399,7 +399,8 @@ def plot_goodput(path, reps, rr, size):
         for v in r["vms"]:
             for b in (v.get("blackout") or {}).get("spans", []):
                 ax.axvspan(b["start"] - t0, b["end"] - t0, ymin=0.9, ymax=1.0, color="red", lw=0)
-        ax.text(r["started"] - t0, 1.02, DIRNAME[d], transform=ax.get_xaxis_transform(), fontsize=8)
+        ax.text(r["started"] - t0, 0.97, " " + DIRNAME[d], transform=ax.get_xaxis_transform(),
+                fontsize=8, va="top")
     ax.plot([t - t0 for t, _, _ in rr], [m for _, m, _ in rr], ".", ms=2.5, color="black",
             label=f"PingPong {size} B, MB/s per round")
     ax.set_xlabel("seconds since the first round")
@@ -409,15 +410,17 @@ def plot_goodput(path, reps, rr, size):
     seen = {}
     for hh, ll in zip(h, lab):
         seen.setdefault(ll, hh)
-    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="upper right", ncol=4)
-    ax.set_title("goodput through A->B->A (red bar on top: the job's blackout)", fontsize=9)
+    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="upper center", ncol=4,
+              bbox_to_anchor=(0.5, -0.16), frameon=False)
+    ax.set_title("PingPong goodput through A->B->A, the migrations' phases shaded "
+                 "(red bar on top: the job's blackout)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def plot_phases(path, per_mig):
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=80)
     labels = [DIRNAME[a["dir"]] + " #" + a["migration"].split("-")[1] for a in per_mig]
     left = [0.0] * len(per_mig)
     cols = {"quiesce": "#fdae6b", "unplug": "#e6550d", "memory": "#c6dbef", "switchover": "#756bb1",
@@ -430,7 +433,7 @@ def plot_phases(path, per_mig):
         ax.plot([PAPER_OVERHEAD_S[a["dir"]]] * 2, [i - 0.4, i + 0.4], color="black", lw=2)
     ax.plot([], [], color="black", lw=2, label="paper (beyond storage)")
     ax.set_xlabel("seconds")
-    ax.legend(fontsize=7, ncol=4, loc="lower right")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     ax.invert_yaxis()
     ax.set_title("overhead per phase (the longest VM's) against the paper's", fontsize=9)
     fig.tight_layout()
