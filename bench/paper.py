@@ -441,19 +441,23 @@ def plot_phases(path, per_mig):
     plt.close(fig)
 
 
-def plot_storage(path, kw):
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
+def plot_storage(path, kw, rows):
+    fig, ax = plt.subplots(figsize=(7, 3.4), dpi=80)
     kw = sorted(kw, key=lambda r: (r["mode"] != "incremental", r["vms"], r["dir"]))
+    q = {(r["mode"][5:], r["vms"], r["dir"]): r for r in rows
+         if r["mode"].startswith("qemu-") and r["tls"] == "none"}
     labels = [f"{r['mode'][:4]} {r['vms']}VM {DIRNAME[r['dir']]}" for r in kw]
     x = range(len(kw))
-    ax.bar([i - 0.2 for i in x], [r["time_s"] for r in kw], 0.4, label="lab (kawarimi)")
-    ax.bar([i + 0.2 for i in x], [r["paper_s"] or 0 for r in kw], 0.4, label="paper")
+    ax.bar([i - 0.27 for i in x], [r["time_s"] for r in kw], 0.27, label="kawarimi (NBD + mirror)")
+    ax.bar(list(x), [q[(r["mode"], r["vms"], r["dir"])]["time_s"] if (r["mode"], r["vms"], r["dir"]) in q
+                     else 0 for r in kw], 0.27, label="QEMU 7.2 block migration (blk/inc)")
+    ax.bar([i + 0.27 for i in x], [r["paper_s"] or 0 for r in kw], 0.27, label="paper (QEMU 1.4, SINET)")
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("seconds")
-    ax.legend(fontsize=8)
-    ax.set_title("storage migration time (Table 2)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.set_title("storage migration time (Table 2), same link figures", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -500,7 +504,7 @@ def main():
         if per_mig:
             plot_phases(os.path.join(out, "phases.png"), per_mig)
         if kw:
-            plot_storage(os.path.join(out, "storage.png"), kw)
+            plot_storage(os.path.join(out, "storage.png"), kw, srows)
     if not rr:
         md = md.replace("\n![goodput over time](goodput.png)\n", "\n")
     with open(os.path.join(out, "report.md"), "w") as f:
