@@ -19,10 +19,10 @@ data_bytes() {
 }
 
 job_running() { # LABEL: both ranks write; the counts must grow within 90 s
-	local a1 a2 b1 b2 t
+	local a1 a2 b1 b2 _
 	a1=$(data_bytes 1)
 	a2=$(data_bytes 2)
-	for t in $(seq 1 30); do
+	for _ in $(seq 1 30); do
 		sleep 3
 		b1=$(data_bytes 1)
 		b2=$(data_bytes 2)

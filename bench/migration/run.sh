@@ -73,6 +73,9 @@ if [ -n "${KWM_BENCH_OUT:-}" ]; then
 fi
 
 T=$(mktemp -d "${KWM_BENCH_DIR:-/var/tmp}/kwm-bench.XXXXXX")
+# kawarimi's journals and locks (docs/reliability.md) stay with this run,
+# so that two benches (other KWM_BENCH_NS) can run side by side.
+export KAWARIMI_STATE_DIR=$T/journal
 PIDS=()
 RELAY_PIDS=()
 stop_all() {
@@ -167,15 +170,16 @@ import json, sys
 print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
 }
 
-# The disk: a -blockdev node disk0 for kawarimi (what it mirrors); for
-# QEMU's old block migration a -drive whose BlockBackend is named disk0
-# (it sends blocks by that name and has none for an anonymous one).
+# disk_args MODE FILE: the disk's QEMU options in DISK_ARGS: a -blockdev
+# node disk0 for kawarimi (what it mirrors); for QEMU's old block
+# migration a -drive whose BlockBackend is named disk0 (it sends blocks by
+# that name and has none for an anonymous one).
 disk_args() {
 	case $1 in
-	qemu-*) echo "-drive if=none,id=disk0,format=qcow2,file=$2" ;;
-	*) echo "-blockdev driver=qcow2,node-name=disk0,file.driver=file,file.filename=$2" ;;
+	qemu-*) DISK_ARGS=(-drive "if=none,id=disk0,format=qcow2,file=$2") ;;
+	*) DISK_ARGS=(-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$2") ;;
 	esac
-	echo "-device virtio-blk-pci,drive=disk0"
+	DISK_ARGS+=(-device virtio-blk-pci,drive=disk0)
 }
 
 # start_pair MODE DIR I: fresh overlays and the two QEMUs of VM I.
@@ -190,12 +194,14 @@ start_pair() {
 	esac
 	q=(qemu-system-x86_64 -machine q35 -accel tcg -m "$RAM" -nodefaults -display none
 	   -device pcie-root-port,id=rp1,chassis=1,slot=1)
+	disk_args "$mode" "$T/s$i.qcow2"
 	ip netns exec "$(src_ns "$dir")" "${q[@]}" -qmp "unix:$T/s$i.qmp,server=on,wait=off" \
-		$(disk_args "$mode" "$T/s$i.qcow2") \
+		"${DISK_ARGS[@]}" \
 		-device "loader,file=$T/ram.bin,addr=0x1000000,force-raw=on" >>"$T/qemu.log" 2>&1 &
 	PIDS+=($!)
+	disk_args "$mode" "$T/d$i.qcow2"
 	ip netns exec "$(dst_ns "$dir")" "${q[@]}" -qmp "unix:$T/d$i.qmp,server=on,wait=off" \
-		$(disk_args "$mode" "$T/d$i.qcow2") -incoming defer -S >>"$T/qemu.log" 2>&1 &
+		"${DISK_ARGS[@]}" -incoming defer -S >>"$T/qemu.log" 2>&1 &
 	PIDS+=($!)
 	wait_sock "$T/s$i.qmp"
 	wait_sock "$T/d$i.qmp"
@@ -204,7 +210,7 @@ start_pair() {
 cluster_file() {
 	local n=$1 tls=$2 dir=$3 i
 	echo "format: 1"
-	echo "cluster: bench"
+	echo "cluster: $NS"
 	echo "limits: {parallel: 2, bandwidth: unlimited}"
 	if [ "$tls" = x509 ]; then
 		echo "tls: {dir: $T/pki, source-dn: \"$DN\"}"
