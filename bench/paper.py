@@ -69,7 +69,7 @@ def storage_rows(out):
     for r in rows:
         for k in ("vms",):
             r[k] = int(r[k])
-        for k in ("storage_bytes", "memory_bytes", "overlay_bytes", "wire_bytes", "time_s",
+        for k in ("storage_bytes", "memory_bytes", "overlay_bytes", "wire_bytes", "downtime_ms", "time_s",
                   "ideal_s", "paper_s", "paper_bytes"):
             r[k] = float(r[k]) if r.get(k) not in (None, "") else None
     return rows
@@ -121,25 +121,30 @@ def blockmig_section(rows):
                     "wire_ratio": round(k["wire_bytes"] / q["wire_bytes"], 3),
                     "kawarimi_disk": k["storage_bytes"], "qemu_disk": q["storage_bytes"],
                     "overlay": k["overlay_bytes"],
+                    "kawarimi_downtime_ms": k.get("downtime_ms"), "qemu_downtime_ms": q.get("downtime_ms"),
                     "kawarimi_over_overlay": round(k["storage_bytes"] / ovl, 3) if ovl else None,
                     "qemu_over_overlay": round(q["storage_bytes"] / ovl, 3) if ovl else None})
     if not out:
         return md + "Not measured in this run.\n\n", out
     head = ("storage", "dir", "#VM", "kawarimi s", "qemu-blk s", "time ratio (goal <= 1.0)",
             "kawarimi wire MB", "qemu-blk wire MB", "wire ratio", "kawarimi disk / overlay (goal <= 1.1)",
-            "qemu-blk disk / overlay")
+            "qemu-blk disk / overlay", "kawarimi downtime ms", "qemu-blk downtime ms")
     body = [(o["storage"], DIRNAME[o["dir"]], o["vms"], fmt(o["kawarimi_s"]), fmt(o["qemu_s"]),
              fmt(o["time_ratio"], ".2f") + (" (met)" if o["time_ratio"] <= 1.0 else " (not met)"),
              fmt(o["kawarimi_wire"] / 1e6), fmt(o["qemu_wire"] / 1e6), fmt(o["wire_ratio"], ".2f"),
              (fmt(o["kawarimi_over_overlay"], ".3f") + (" (met)" if o["kawarimi_over_overlay"] <= 1.1 else " (not met)"))
              if o["kawarimi_over_overlay"] is not None else "-",
-             fmt(o["qemu_over_overlay"], ".3f")) for o in out]
+             fmt(o["qemu_over_overlay"], ".3f"), fmt(o["kawarimi_downtime_ms"], ".0f"),
+             fmt(o["qemu_downtime_ms"], ".0f")) for o in out]
     md += md_table(head, body)
     md += ("\ndisk = storage bytes: kawarimi's mirror progress; for QEMU's old mechanism the "
            "bytes on the wire less its `ram.transferred` (its own `disk.transferred` counts "
            "the sectors `inc` skips), so TCP/IP headers are in it.  Times: the whole "
            "`kawarimi migrate` run (preflight, NBD and TLS-free set-up, mirror, memory, "
-           "switchover) against `migrate-incoming` to the last `completed`.\n\n")
+           "switchover) against `migrate-incoming` to the last `completed`.  Downtime: "
+           "QEMU's own figure (the longest VM's); kawarimi's includes what it does while "
+           "the source is paused at `pre-switchover` (the mirror cancelled to a consistent "
+           "copy, the NBD client and export removed, `migrate-continue`).\n\n")
     return md, out
 
 

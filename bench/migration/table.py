@@ -54,6 +54,7 @@ def rows_of(paths, rate):
                               if mode.startswith("qemu-") else r["totals"]["storage-bytes"]),
             "memory_bytes": r["totals"]["memory-bytes"],
             "overlay_bytes": meta["overlay"], "wire_bytes": meta["wire"],
+            "downtime_ms": max((v["memory"].get("downtime-ms") or 0) for v in r["vms"]),
             "time_s": round(t, 2), "ideal_s": round(ideal, 2),
             "time_over_ideal": round(t / ideal, 2) if ideal else None,
             "paper_s": ps, "paper_bytes": pb,
@@ -141,7 +142,7 @@ def main():
           "\nfigure.")
     if a.csv:
         keys = ["mode", "mechanism", "dir", "vms", "tls", "storage_bytes", "memory_bytes",
-                "overlay_bytes", "wire_bytes", "time_s", "ideal_s", "time_over_ideal", "paper_s",
+                "overlay_bytes", "wire_bytes", "downtime_ms", "time_s", "ideal_s", "time_over_ideal", "paper_s",
                 "paper_bytes", "time_over_paper", "paper_over_ideal", "vs_qemu_time",
                 "vs_qemu_wire", "report"]
         with open(a.csv, "w", newline="") as f:
