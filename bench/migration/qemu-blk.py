@@ -87,6 +87,17 @@ def main():
                 left.remove(v)
         time.sleep(0.05)
     ended = max(v["ended"] for v in vms)
+    # As kawarimi does at switchover, the destinations run (`cont`), then
+    # stop again: vm_stop flushes the images, so their qcow2 metadata is
+    # on disk for run.sh's compare even if QEMU then fails on its way out
+    # (7.2 was seen to crash at SIGTERM after an incoming block migration).
+    for v in vms:
+        for _ in range(200):
+            if v["dst"].cmd("query-status").get("status") != "inmigrate":
+                break
+            time.sleep(0.05)
+        v["dst"].cmd("cont")
+        v["dst"].cmd("stop")
     out = {"report": "qemu-block-migration", "storage": f"qemu-{a.mode}",
            "started": started, "ended": ended,
            "duration-ms": round((ended - started) * 1000),
