@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/paper's KAWARIMI_SSH: the lab's ssh, with the symvirt lines timed.
 
 kawarimi reaches each guest agent and QEMU through `ssh HOST exec socat -
@@ -13,7 +13,9 @@ PAPER_TRACE_DIR/NODE-SITE.KIND.jsonl:
 so the agent's own replies (quiesce, resume with `link-wait-ms` and
 `elapsed-ms`, peers) and QEMU's (`device_add`, `DEVICE_DELETED`) can be
 laid out against the migration's report.  Everything else (the ssh
-masters) is the lab's ssh, exec'd as is.  Only the benchmark uses this; kawarimi itself is unchanged.
+masters) is the lab's ssh, exec'd as is.  Debian's /usr/bin/python3
+(not whatever `python3` is first in PATH: a pyenv shim takes ~0.3 s to
+start, and this starts once per session, in the preflight).  Only the benchmark uses this; kawarimi itself is unchanged.
 """
 import json
 import os
