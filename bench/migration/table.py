@@ -56,6 +56,11 @@ def rows_of(paths, rate):
             "overlay_bytes": meta["overlay"], "wire_bytes": meta["wire"],
             "downtime_ms": max((v["memory"].get("downtime-ms") or 0) for v in r["vms"]),
             "time_s": round(t, 2), "ideal_s": round(ideal, 2),
+            # what comes before any data moves: kawarimi's preflight
+            # (QMP connections and checks), the old mechanism's QMP connect
+            "setup_s": round(((r.get("connect-ms") or 0) if mode.startswith("qemu-") else
+                              next((p["duration-ms"] for p in r["vms"][0].get("phases", [])
+                                    if p["phase"] == "preflight"), 0)) / 1000, 2),
             "time_over_ideal": round(t / ideal, 2) if ideal else None,
             "paper_s": ps, "paper_bytes": pb,
             "time_over_paper": round(t / ps, 3) if ps else None,
@@ -142,7 +147,7 @@ def main():
           "\nfigure.")
     if a.csv:
         keys = ["mode", "mechanism", "dir", "vms", "tls", "storage_bytes", "memory_bytes",
-                "overlay_bytes", "wire_bytes", "downtime_ms", "time_s", "ideal_s", "time_over_ideal", "paper_s",
+                "overlay_bytes", "wire_bytes", "downtime_ms", "time_s", "setup_s", "ideal_s", "time_over_ideal", "paper_s",
                 "paper_bytes", "time_over_paper", "paper_over_ideal", "vs_qemu_time",
                 "vs_qemu_wire", "report"]
         with open(a.csv, "w", newline="") as f:
