@@ -33,6 +33,18 @@ def bits(rate):
     return float(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
 
 
+def setup_s(r, mode):
+    """Seconds before any data moves: kawarimi's preflight (QMP
+    connections and checks), the old mechanism's QMP connect (None in a
+    report from before qemu-blk.py recorded it)."""
+    if mode.startswith("qemu-"):
+        ms = r.get("connect-ms")
+    else:
+        ms = max((p["duration-ms"] or 0 for v in r["vms"] for p in v.get("phases", [])
+                  if p["phase"] == "preflight"), default=0)
+    return None if ms is None else round(ms / 1000, 2)
+
+
 def rows_of(paths, rate):
     rows = []
     for p in paths:
@@ -58,9 +70,7 @@ def rows_of(paths, rate):
             "time_s": round(t, 2), "ideal_s": round(ideal, 2),
             # what comes before any data moves: kawarimi's preflight
             # (QMP connections and checks), the old mechanism's QMP connect
-            "setup_s": round(((r.get("connect-ms") or 0) if mode.startswith("qemu-") else
-                              next((p["duration-ms"] for p in r["vms"][0].get("phases", [])
-                                    if p["phase"] == "preflight"), 0)) / 1000, 2),
+            "setup_s": setup_s(r, mode),
             "time_over_ideal": round(t / ideal, 2) if ideal else None,
             "paper_s": ps, "paper_bytes": pb,
             "time_over_paper": round(t / ps, 3) if ps else None,
