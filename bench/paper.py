@@ -148,13 +148,11 @@ def blockmig_section(rows):
     md += ("\ntime ratio = kawarimi's time without its preflight over the old mechanism's "
            "`migrate-incoming` to the last `completed` (neither counts connecting to QMP "
            "nor the QEMUs, just started, answering late); `with set-up` = kawarimi's whole "
-           "run over the old mechanism's time plus its QMP connect (0 where the run predates "
-           "that field).  ")
+           "run over the old mechanism's time plus its QMP connect (`-` where qemu-blk.py "
+           "did not record it yet).  ")
     md += ("disk = storage bytes: kawarimi's mirror progress; for QEMU's old mechanism the "
            "bytes on the wire less its `ram.transferred` (its own `disk.transferred` counts "
-           "the sectors `inc` skips), so TCP/IP headers are in it.  Times: the whole "
-           "`kawarimi migrate` run (preflight, NBD and TLS-free set-up, mirror, memory, "
-           "switchover) against `migrate-incoming` to the last `completed`.  Downtime: "
+           "the sectors `inc` skips), so TCP/IP headers are in it.  Downtime: "
            "QEMU's own figure (the longest VM's); kawarimi's includes what it does while "
            "the source is paused at `pre-switchover` (the mirror cancelled to a consistent "
            "copy, the NBD client and export removed, `migrate-continue`).\n\n")
