@@ -22,7 +22,7 @@ for s in "## 1. Storage" "## 2. Migration overhead" "## 3. PingPong goodput" "##
 done
 grep -q '^| A->B #1 | [0-9]' "$r" || fail "no measured A->B row in the report"
 grep -q '^| B->A #1 | [0-9]' "$r" || fail "no measured B->A row in the report"
-grep -q '^| incremental | A->B | 1 | [0-9.]* | [0-9.]* | [0-9.]* (' "$r" ||
+grep -q '^| incremental | A->B | 1 | [0-9.]* ([0-9.-]*) | [0-9.]* ([0-9.-]*) | [0-9.]* (' "$r" ||
 	fail "no kawarimi against qemu-blk row in the report"
 for f in storage.csv blockmig.csv phases.csv goodput.csv pauses.csv; do
 	[ "$(wc -l <"$out/$f" 2>/dev/null || echo 0)" -ge 2 ] || fail "$f has no data row"
