@@ -16,6 +16,8 @@ KAWARIMI_PACKAGES=(
 	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
 	# the operator's toolbox: plots, man pages, completion, packages
 	gnuplot-nox tmux scdoc man-db bash-completion zsh
+	# bench/paper's pictures (Debian's python3, /usr/bin/python3)
+	python3-matplotlib
 	debhelper dpkg-dev lintian systemd udev
 	# the lab's guests
 	linux-image-amd64 busybox-static dropbear-bin openssh-client

@@ -7,25 +7,37 @@
 #
 # Knobs (environment):
 #   VMS="1 2"  MODES="incremental full"  RATE=920mbit  RTT_MS=7.5
+#   DIRS="a2b" (add b2a: sources at site B, destinations at A, the other
+#   end of the link)  RATE_BACK=$RATE (the B->A rate; the paper: 490mbit)
 #   DISK=5G  BASE_MB=4608 (data in the shared base)  OVERLAY_MB=256
 #   (written to each VM's overlay)  RAM=512  RAM_MB=256 (random data put in
 #   guest RAM; there is no guest OS, so this stands in for a booted one)
 #   KWM_BENCH_DIR (default /var/tmp): where the images go (~3 x BASE_MB).
+#   KWM_BENCH_OUT: a folder that keeps every raw report, results.csv and
+#   the printed table (default: none, nothing kept).
+#   KWM_BENCH_NS (default kwmb): the network namespaces' prefix.
 #   TLS="none x509": each run in clear (tls: none) and over TLS (a throwaway
 #   PKI from lab/pki.sh), side by side; the table gives the
 #   x509 run's time over the clear one's.
 #
+# MODES also takes qemu-incremental and qemu-full: QEMU 7.2's old block
+# migration (`migrate` with "blk": true and "inc": true/false, what the
+# paper used, removed in QEMU 9.1) on the same VMs, images and link, in
+# clear, driven by bench/migration/qemu-blk.py.  kawarimi never uses it;
+# it is here only as the paper's baseline.
+#
 # The WAN: two network namespaces joined by a veth pair with tbf at RATE on
-# both ends; the delay comes from the lab's relay (lab/kwl-relay, RTT/2
-# each way, no netem in this kernel).  Sources run in kwmb-a, destinations
-# in kwmb-b; the migration and NBD streams go through the relay in kwmb-a.
-# QMP stays on unix sockets.  Speed is the point here, so nothing is
-# asserted: it prints what it measured.
+# A's end and RATE_BACK on B's; the delay comes from the lab's relay
+# (lab/kwl-relay, RTT/2 each way, no netem in this kernel), one in each
+# namespace, in front of the sources.  QMP stays on unix sockets.  Speed
+# is the point here, so nothing is asserted: it prints what it measured.
 set -u
 BUILD=${1:-build}
 VMS=${VMS:-1 2}
 MODES=${MODES:-incremental full}
+DIRS=${DIRS:-a2b}
 RATE=${RATE:-920mbit}
+RATE_BACK=${RATE_BACK:-$RATE}
 RTT_MS=${RTT_MS:-7.5}
 DISK=${DISK:-5G}
 BASE_MB=${BASE_MB:-4608}
@@ -33,8 +45,10 @@ OVERLAY_MB=${OVERLAY_MB:-256}
 RAM=${RAM:-512}
 RAM_MB=${RAM_MB:-256}
 TLS=${TLS:-none}
-NS_A=kwmb-a
-NS_B=kwmb-b
+NS=${KWM_BENCH_NS:-kwmb}
+NS_A=$NS-a
+NS_B=$NS-b
+HERE=$(cd "$(dirname "$0")" && pwd)
 KAWARIMI=$BUILD/migrate/kawarimi
 RELAY=$BUILD/lab/kwl-relay
 
@@ -45,52 +59,86 @@ die() { echo "bench: $*" >&2; exit 1; }
 for t in qemu-system-x86_64 qemu-img qemu-io ip tc python3; do
 	command -v $t >/dev/null || die "$t not installed"
 done
-ip netns list | grep -qw $NS_A && die "namespace $NS_A exists (another bench running?)"
+for m in $MODES; do
+	case $m in incremental | full | qemu-incremental | qemu-full) ;;
+	*) die "MODES: '$m' is not incremental, full, qemu-incremental or qemu-full" ;;
+	esac
+done
+for d in $DIRS; do
+	case $d in a2b | b2a) ;; *) die "DIRS: '$d' is not a2b or b2a" ;; esac
+done
+ip netns list | grep -qw $NS_A && die "namespace $NS_A exists (another bench running? KWM_BENCH_NS names another)"
+if [ -n "${KWM_BENCH_OUT:-}" ]; then
+	mkdir -p "$KWM_BENCH_OUT" || die "cannot make $KWM_BENCH_OUT"
+fi
 
 T=$(mktemp -d "${KWM_BENCH_DIR:-/var/tmp}/kwm-bench.XXXXXX")
+# kawarimi's journals and locks (docs/reliability.md) stay with this run,
+# so that two benches (other KWM_BENCH_NS) can run side by side.
+export KAWARIMI_STATE_DIR=$T/journal
 PIDS=()
+RELAY_PIDS=()
 stop_all() {
 	local p
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.3
+	# SIGTERM: QEMU flushes its image caches and exits (compare_disks
+	# reads the images after); kill -9 only what is still there after 5 s.
+	for p in $(seq 1 50); do
+		kill -0 "${PIDS[@]}" 2>/dev/null || break
+		sleep 0.1
+	done
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
 	[ ${#PIDS[@]} -gt 0 ] && wait "${PIDS[@]}" 2>/dev/null
 	PIDS=()
 }
 cleanup() {
 	stop_all
-	[ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null
+	local p
+	for p in "${RELAY_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	ip netns del $NS_A 2>/dev/null
 	ip netns del $NS_B 2>/dev/null
+	[ -n "${KWM_BENCH_OUT:-}" ] && cp "$T"/*.log "$KWM_BENCH_OUT/" 2>/dev/null
 	rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The namespace, veth, listen address and relay ports of each end:
+# migration to B listens at 10.78.0.2:44NN (NBD 108NN), to A at
+# 10.78.0.1:45NN (NBD 109NN), as in the lab.
+src_ns() { [ "$1" = a2b ] && echo $NS_A || echo $NS_B; }
+dst_ns() { [ "$1" = a2b ] && echo $NS_B || echo $NS_A; }
+dst_ip() { [ "$1" = a2b ] && echo 10.78.0.2 || echo 10.78.0.1; }
+mig_port() { [ "$1" = a2b ] && echo $((4400 + $2)) || echo $((4500 + $2)); }
+nbd_port() { [ "$1" = a2b ] && echo $((10800 + $2)) || echo $((10900 + $2)); }
+
 wan_up() {
 	ip netns add $NS_A && ip netns add $NS_B || die "netns"
-	ip link add kwmb-wa netns $NS_A type veth peer name kwmb-wb netns $NS_B || die "veth"
+	ip link add $NS-wa netns $NS_A type veth peer name $NS-wb netns $NS_B || die "veth"
 	ip -n $NS_A link set lo up
 	ip -n $NS_B link set lo up
-	ip -n $NS_A addr add 10.78.0.1/30 dev kwmb-wa
-	ip -n $NS_B addr add 10.78.0.2/30 dev kwmb-wb
-	ip -n $NS_A link set kwmb-wa up
-	ip -n $NS_B link set kwmb-wb up
-	tc -n $NS_A qdisc add dev kwmb-wa root tbf rate "$RATE" burst 256kb latency 20ms || die "tbf"
-	tc -n $NS_B qdisc add dev kwmb-wb root tbf rate "$RATE" burst 256kb latency 20ms || die "tbf"
-	local rules=() i
-	for i in 1 2; do
-		rules+=("127.0.0.1:$((4400 + i))=10.78.0.2:$((4400 + i))")
-		rules+=("127.0.0.1:$((10800 + i))=10.78.0.2:$((10800 + i))")
+	ip -n $NS_A addr add 10.78.0.1/30 dev $NS-wa
+	ip -n $NS_B addr add 10.78.0.2/30 dev $NS-wb
+	ip -n $NS_A link set $NS-wa up
+	ip -n $NS_B link set $NS-wb up
+	tc -n $NS_A qdisc add dev $NS-wa root tbf rate "$RATE" burst 256kb latency 20ms || die "tbf"
+	tc -n $NS_B qdisc add dev $NS-wb root tbf rate "$RATE_BACK" burst 256kb latency 20ms || die "tbf"
+	local d rules i
+	for d in a2b b2a; do
+		rules=()
+		for i in 1 2; do
+			rules+=("127.0.0.1:$(mig_port $d $i)=$(dst_ip $d):$(mig_port $d $i)")
+			rules+=("127.0.0.1:$(nbd_port $d $i)=$(dst_ip $d):$(nbd_port $d $i)")
+		done
+		ip netns exec "$(src_ns $d)" "$RELAY" --delay-ms "$(awk -v r="$RTT_MS" 'BEGIN{print r/2}')" \
+			"${rules[@]}" >"$T/relay-$d.log" 2>&1 &
+		RELAY_PIDS+=($!)
 	done
-	ip netns exec $NS_A "$RELAY" --delay-ms "$(awk -v r="$RTT_MS" 'BEGIN{print r/2}')" \
-		"${rules[@]}" >"$T/relay.log" 2>&1 &
-	RELAY_PID=$!
 }
 
 # A PKI whose server certificate fits what the sources dial (the relay).
 pki() {
-	DN=$(bash "$(dirname "$0")/../../lab/pki.sh" "$T/pki" kawarimi-bench \
+	DN=$(bash "$HERE/../../lab/pki.sh" "$T/pki" kawarimi-bench \
 		IP:127.0.0.1) || die "could not make the PKI"
 }
 
@@ -115,36 +163,54 @@ wait_sock() {
 	die "no socket $1"
 }
 
-# start_pair MODE I: fresh overlays and the two QEMUs of VM I.
+# The overlay's allocated bytes above the base (what incremental must move).
+overlay_bytes() {
+	qemu-img map -U --output=json "$1" | python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))'
+}
+
+# disk_args MODE FILE: the disk's QEMU options in DISK_ARGS: a -blockdev
+# node disk0 for kawarimi (what it mirrors); for QEMU's old block
+# migration a -drive whose BlockBackend is named disk0 (it sends blocks by
+# that name and has none for an anonymous one).
+disk_args() {
+	case $1 in
+	qemu-*) DISK_ARGS=(-drive "if=none,id=disk0,format=qcow2,file=$2") ;;
+	*) DISK_ARGS=(-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$2") ;;
+	esac
+	DISK_ARGS+=(-device virtio-blk-pci,drive=disk0)
+}
+
+# start_pair MODE DIR I: fresh overlays and the two QEMUs of VM I.
 start_pair() {
-	local mode=$1 i=$2 q
+	local mode=$1 dir=$2 i=$3 q
 	rm -f "$T/s$i.qcow2" "$T/d$i.qcow2" "$T"/*"$i".qmp
 	qemu-img create -q -f qcow2 -b "$T/base.qcow2" -F qcow2 "$T/s$i.qcow2"
 	qemu-io -c "write -P 0x3$i 512M ${OVERLAY_MB}M" "$T/s$i.qcow2" >/dev/null
-	if [ "$mode" = incremental ]; then
-		qemu-img create -q -f qcow2 -b "$T/dbase.qcow2" -F qcow2 "$T/d$i.qcow2"
-	else
-		qemu-img create -q -f qcow2 "$T/d$i.qcow2" "$DISK"
-	fi
+	case $mode in
+	*incremental) qemu-img create -q -f qcow2 -b "$T/dbase.qcow2" -F qcow2 "$T/d$i.qcow2" ;;
+	*) qemu-img create -q -f qcow2 "$T/d$i.qcow2" "$DISK" ;;
+	esac
 	q=(qemu-system-x86_64 -machine q35 -accel tcg -m "$RAM" -nodefaults -display none
 	   -device pcie-root-port,id=rp1,chassis=1,slot=1)
-	ip netns exec $NS_A "${q[@]}" -qmp "unix:$T/s$i.qmp,server=on,wait=off" \
-		-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$T/s$i.qcow2" \
-		-device virtio-blk-pci,drive=disk0 \
-		-device "loader,file=$T/ram.bin,addr=0x1000000,force-raw=on" 2>>"$T/qemu.log" &
+	disk_args "$mode" "$T/s$i.qcow2"
+	ip netns exec "$(src_ns "$dir")" "${q[@]}" -qmp "unix:$T/s$i.qmp,server=on,wait=off" \
+		"${DISK_ARGS[@]}" \
+		-device "loader,file=$T/ram.bin,addr=0x1000000,force-raw=on" >>"$T/qemu.log" 2>&1 &
 	PIDS+=($!)
-	ip netns exec $NS_B "${q[@]}" -qmp "unix:$T/d$i.qmp,server=on,wait=off" \
-		-blockdev "driver=qcow2,node-name=disk0,file.driver=file,file.filename=$T/d$i.qcow2" \
-		-device virtio-blk-pci,drive=disk0 -incoming defer -S 2>>"$T/qemu.log" &
+	disk_args "$mode" "$T/d$i.qcow2"
+	ip netns exec "$(dst_ns "$dir")" "${q[@]}" -qmp "unix:$T/d$i.qmp,server=on,wait=off" \
+		"${DISK_ARGS[@]}" -incoming defer -S >>"$T/qemu.log" 2>&1 &
 	PIDS+=($!)
 	wait_sock "$T/s$i.qmp"
 	wait_sock "$T/d$i.qmp"
 }
 
 cluster_file() {
-	local n=$1 tls=$2 i
+	local n=$1 tls=$2 dir=$3 i
 	echo "format: 1"
-	echo "cluster: bench"
+	echo "cluster: $NS"
 	echo "limits: {parallel: 2, bandwidth: unlimited}"
 	if [ "$tls" = x509 ]; then
 		echo "tls: {dir: $T/pki, source-dn: \"$DN\"}"
@@ -159,82 +225,79 @@ cluster_file() {
     destination:
       qmp: $T/d$i.qmp
       symvirt: none
-      migration: {listen: "tcp:10.78.0.2:$((4400 + i))", connect: "tcp:127.0.0.1:$((4400 + i))"}
-      nbd: {listen: "tcp:10.78.0.2:$((10800 + i))", connect: "tcp:127.0.0.1:$((10800 + i))"}
+      migration: {listen: "tcp:$(dst_ip "$dir"):$(mig_port "$dir" "$i")", connect: "tcp:127.0.0.1:$(mig_port "$dir" "$i")"}
+      nbd: {listen: "tcp:$(dst_ip "$dir"):$(nbd_port "$dir" "$i")", connect: "tcp:127.0.0.1:$(nbd_port "$dir" "$i")"}
     disks: [{source: disk0}]
 EOF
 	done
 }
 
-# Bytes that left site A on the WAN (tbf's counter: payload + headers).
+# Bytes that left the source's site on the WAN (tbf's counter: payload +
+# headers).
 wire_bytes() {
-	tc -s -n $NS_A qdisc show dev kwmb-wa | awk '/Sent/ {print $2; exit}'
+	if [ "$1" = a2b ]; then
+		tc -s -n $NS_A qdisc show dev $NS-wa
+	else
+		tc -s -n $NS_B qdisc show dev $NS-wb
+	fi | awk '/Sent/ {print $2; exit}'
+}
+
+# migrate_case MODE N DIR TLS REPORT: one migration; 0 when it completed
+# and every disk arrived whole.
+migrate_case() {
+	local mode=$1 n=$2 dir=$3 tls=$4 r=$5 i vms=()
+	if [ "${mode#qemu-}" != "$mode" ]; then
+		for i in $(seq 1 "$n"); do
+			vms+=("vm$i,$T/s$i.qmp,$T/d$i.qmp,tcp:$(dst_ip "$dir"):$(mig_port "$dir" "$i"),tcp:127.0.0.1:$(mig_port "$dir" "$i")")
+		done
+		python3 "$HERE/qemu-blk.py" --mode "${mode#qemu-}" --report "$r" "${vms[@]}" \
+			>"$r.out" 2>&1 || { cat "$r.out" >&2; return 1; }
+	else
+		cluster_file "$n" "$tls" "$dir" >"$T/c.yaml"
+		"$KAWARIMI" migrate "$T/c.yaml" --storage "$mode" --quiet \
+			--report "$r" >"$r.out" 2>&1 || { cat "$r.out" >&2; return 1; }
+	fi
+}
+
+# compare_disks N: every VM's destination image is its source's (run after
+# stop_all: a QEMU writes its qcow2 metadata out when it exits).
+compare_disks() {
+	local i
+	for i in $(seq 1 "$1"); do
+		qemu-img compare -q "$T/s$i.qcow2" "$T/d$i.qcow2" || return 1
+	done
 }
 
 wan_up
 images
 case " $TLS " in *" x509 "*) pki ;; esac
+R=${KWM_BENCH_OUT:-$T}
 results=()
 for mode in $MODES; do
 	for n in $VMS; do
-		for tls in $TLS; do
-			r=$T/r-$mode-$n-$tls.json
-			for i in $(seq 1 "$n"); do start_pair "$mode" "$i"; done
-			cluster_file "$n" "$tls" >"$T/c.yaml"
-			echo "bench: $mode, $n VM(s), tls $tls..." >&2
-			sent0=$(wire_bytes)
-			"$KAWARIMI" migrate "$T/c.yaml" --storage "$mode" --quiet \
-				--report "$r" >"$T/out-$mode-$n-$tls" 2>&1 ||
-				{ cat "$T/out-$mode-$n-$tls" >&2; die "$mode/$n/$tls failed"; }
-			for i in $(seq 1 "$n"); do
-				qemu-img compare -q -U "$T/s$i.qcow2" "$T/d$i.qcow2" ||
-					die "$mode/$n/$tls: vm$i disks differ"
+		for dir in $DIRS; do
+			tlss=$TLS
+			# The old block migration has no TLS of its own here: clear only.
+			[ "${mode#qemu-}" != "$mode" ] && tlss=none
+			for tls in $tlss; do
+				r=$R/storage-$mode-$n-$dir-$tls.json
+				for i in $(seq 1 "$n"); do start_pair "$mode" "$dir" "$i"; done
+				ovl=0
+				for i in $(seq 1 "$n"); do ovl=$((ovl + $(overlay_bytes "$T/s$i.qcow2"))); done
+				echo "bench: $mode, $n VM(s), $dir, tls $tls..." >&2
+				sent0=$(wire_bytes "$dir")
+				migrate_case "$mode" "$n" "$dir" "$tls" "$r" || die "$mode/$n/$dir/$tls failed"
+				printf '{"wire": %d, "tls": "%s", "dir": "%s", "overlay": %d, "mode": "%s", "vms": %d}\n' \
+					$(($(wire_bytes "$dir") - sent0)) "$tls" "$dir" "$ovl" "$mode" "$n" >"$r.meta"
+				results+=("$r")
+				stop_all
+				compare_disks "$n" || die "$mode/$n/$dir/$tls: the disks differ after the migration"
 			done
-			echo $(($(wire_bytes) - sent0)) >"$r.wire"
-			echo "$tls" >"$r.tls"
-			results+=("$r")
-			stop_all
 		done
 	done
 done
 
-python3 - "$RATE" "$RTT_MS" "$BASE_MB" "$OVERLAY_MB" "$RAM_MB" "$DISK" "$RAM" "${results[@]}" <<'PY'
-import json, re, sys
-rate_s, rtt, base, ovl, ram, disk, ramsize = sys.argv[1:8]
-m = re.match(r"([\d.]+)(k|m|g)bit", rate_s)
-rate = float(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
-# The paper's table (storage migration time, idle VMs, AIST -> cloud):
-# full moved ~5.4 GB per VM (disk + memory), incremental ~260 MB.
-paper = {("full", 1): (172, 5.4e9), ("full", 2): (215, 10.8e9),
-         ("incremental", 1): (9, 260e6), ("incremental", 2): (9, 520e6)}
-print(f"\nWAN {rate_s}, RTT {rtt} ms; {disk} disks, base {base} MiB, overlay {ovl} MiB/VM, "
-      f"{ram} MiB of data in {ramsize} MiB RAM; QEMU 7.2 under TCG\n")
-hdr = ("mode", "#VM", "tls", "moved GB", "wire GB", "time s", "ideal s", "ratio", "| paper s",
-       "paper GB", "ratio")
-print("%-12s %4s %5s %9s %8s %8s %8s %6s %9s %9s %6s" % hdr)
-times = {}
-for path in sys.argv[8:]:
-    r = json.load(open(path))
-    mode, n = r["storage"], len(r["vms"])
-    tls = open(path + ".tls").read().strip()
-    moved = r["totals"]["bytes"]
-    wire = int(open(path + ".wire").read())
-    t = r["duration-ms"] / 1000
-    ideal = wire * 8 / rate
-    pt, pb = paper[(mode, n)]
-    pideal = pb * 8 / 920e6
-    print("%-12s %4d %5s %9.2f %8.2f %8.1f %8.1f %6.2f | %7d %9.2f %6.2f" %
-          (mode, n, tls, moved / 1e9, wire / 1e9, t, ideal, t / ideal, pt, pb / 1e9, pt / pideal))
-    times[(mode, n, tls)] = (t, wire)
-cost = [(m, n, t / times[(m, n, "none")][0], w / times[(m, n, "none")][1])
-        for (m, n, tls), (t, w) in times.items() if tls == "x509" and (m, n, "none") in times]
-if cost:
-    print("\nTLS cost (x509 run / tls: none run, same mode and VMs, same bench run):")
-    for mode, n, tr, wr in cost:
-        print("  %-12s %d VM(s): time x %.3f, wire bytes x %.3f" % (mode, n, tr, wr))
-print("\nmoved = storage (mirror progress; with full it counts zero areas, sent as"
-      "\ncheap zero-writes) + memory (ram.transferred), from the report; wire = bytes"
-      "\nthat left site A on the WAN veth (tbf counter); time = the whole kawarimi"
-      "\nmigrate run; ideal = wire / link rate; ratio = time / ideal.  Paper: ratio ="
-      "\ntime / (paper bytes / 920 Mbit/s); its 2-VM bytes assume twice the 1-VM figure.")
-PY
+python3 "$HERE/table.py" --rate "$RATE" --rate-back "$RATE_BACK" --rtt "$RTT_MS" --base "$BASE_MB" \
+	--overlay "$OVERLAY_MB" --ram-data "$RAM_MB" --disk "$DISK" --ram "$RAM" \
+	${KWM_BENCH_OUT:+--csv "$KWM_BENCH_OUT/storage.csv" --markdown "$KWM_BENCH_OUT/storage.md"} \
+	"${results[@]}" | tee ${KWM_BENCH_OUT:+"$KWM_BENCH_OUT/storage.txt"}
