@@ -11,7 +11,7 @@ KAWARIMI_PACKAGES=(
 	openmpi-bin libopenmpi-dev
 	# runtime and tests
 	pciutils qemu-system-x86 qemu-utils socat iproute2 kmod cpio
-	# the TLS tests make a throwaway PKI (tests/migrate/lib.sh kwm_pki)
+	# the TLS tests and the lab make a throwaway PKI (lab/pki.sh)
 	openssl
 	rdma-core ibverbs-utils ibverbs-providers rdmacm-utils
 	# the operator's toolbox: plots, man pages, completion, packages
@@ -22,7 +22,7 @@ KAWARIMI_PACKAGES=(
 	# the lab's guests
 	linux-image-amd64 busybox-static dropbear-bin openssh-client
 	# ssh:// endpoints are tested against a private sshd (tests/qmp/sshd-lib.sh),
-	# counting its masters and sessions with pgrep
+	# counting its masters and sessions with pgrep; each lab site runs an sshd
 	openssh-server procps
 )
 
