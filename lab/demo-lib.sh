@@ -80,9 +80,26 @@ lab_migrate() {
 		PLOTS+=("$OUT/report-$1.png")
 	if [ "$rc" != 0 ]; then
 		bad "kawarimi migrate ($1) exited $rc"
+		guest_diag "$1"
 		return 1
 	fi
 	return 0
+}
+
+# guest_diag NAME: after a failed migration, what each guest's agent and
+# kernel said (the agent logs to /tmp in the guest, which migrates with
+# it), into OUT/diag-NAME-nodeN.txt, the agent's last lines also shown:
+# a test's log then says why, not only that.
+guest_diag() {
+	local i f
+	for i in 1 2; do
+		f=$OUT/diag-$1-node$i.txt
+		gexec "$i" --timeout 20 -- 'echo "## agent log"; tail -n 60 /tmp/agent.log; echo "## rdma link"; rdma link show; echo "## ip"; ip -br addr; echo "## dmesg"; dmesg | tail -n 30' >"$f" 2>&1 ||
+			echo "(the guest did not answer on its console)" >>"$f"
+		echo "   node$i's agent, last lines ($f):"
+		sed -n '/^## agent log/,/^## rdma link/p' "$f" | grep -v '^## ' | tail -n 12 | sed 's/^/     /'
+		echo "   node$i's rdma links: $(sed -n '/^## rdma link/,/^## ip/p' "$f" | grep -v '^## ' | tr '\n' ' ')"
+	done
 }
 
 # rxe0_back: node1's rxe0 ACTIVE again after a return to site A.
