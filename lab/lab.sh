@@ -27,6 +27,8 @@ STATE=${KWL_STATE:-/run/kawarimi-lab/$P}
 BUILD=${KAWARIMI_BUILD:-$REPO/build}
 BOOT_TIMEOUT=${KWL_BOOT_TIMEOUT:-180}
 DGRAM_QLEN=${KWL_DGRAM_QLEN:-512}
+# Extra guest kernel arguments, for debugging the guests (docs/lab.md).
+APPEND_EXTRA=${KWL_APPEND:-}
 
 NS_A=$P-a
 NS_B=$P-b
@@ -93,7 +95,7 @@ qemu_args() {
 	QA=(-name "$P-$site-node$i" -machine q35 -accel tcg -m 512 -smp 1
 		-nodefaults -no-user-config -display none
 		-kernel "$base/vmlinuz" -initrd "$STATE/initrd.gz"
-		-append "console=ttyS0 quiet panic=-1 kw.node=$i kw.nodes=$nodes"
+		-append "console=ttyS0 quiet panic=-1 kw.node=$i kw.nodes=$nodes${APPEND_EXTRA:+ $APPEND_EXTRA}"
 		-chardev "socket,id=con0,path=$n.console,server=on,wait=off,logfile=$n.log,logappend=on"
 		-serial chardev:con0
 		-qmp "unix:$n.qmp,server=on,wait=off"
