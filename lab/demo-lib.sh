@@ -13,6 +13,14 @@ bad() {
 }
 gexec() { "$KW" lab exec "$@"; }
 
+# guest_kernel_errors CONSOLE-LOG...: the logs in which a guest kernel
+# reported a fault: a panic, or an oops/BUG/GPF it survived (which can
+# kill the agent or a rank without any panic).
+GUEST_KERNEL_ERRORS='Kernel panic|Oops|(^|[^A-Z])BUG[: ]|general protection fault|Call Trace:'
+guest_kernel_errors() {
+	grep -lE "$GUEST_KERNEL_ERRORS" "$@" 2>/dev/null
+}
+
 # Bytes the job has written to node N's disk so far (proof it is running).
 data_bytes() {
 	gexec "$1" --timeout 30 -- "stat -c %s /data/kwl-mpijob.$(($1 - 1)) 2>/dev/null || echo 0" | tr -dc 0-9
