@@ -249,6 +249,30 @@ start_pair() {
 	wait_sock "$T/d$i.qmp"
 }
 
+# qmp_ready SOCKET...: each QEMU answers a command within 120 s.  A QEMU
+# greets at once but runs commands only once its machine is built (here
+# the RAM image loaded: up to ~30 s for 192 MiB on this loaded machine);
+# without this wait the last VM's start-up would count as kawarimi's
+# preflight.  The connection is then closed; QEMU takes the next client.
+qmp_ready() {
+	python3 - "$@" <<'PY'
+import json, socket, sys
+for path in sys.argv[1:]:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(120)
+    s.connect(path)
+    f = s.makefile("rwb")
+    for cmd in ("qmp_capabilities", "query-status"):
+        f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+        f.flush()
+    n = 0
+    while n < 2:
+        m = json.loads(f.readline() or sys.exit(f"{path}: closed"))
+        n += "return" in m or "error" in m
+    s.close()
+PY
+}
+
 # vm_order N ORDER: the VMs' numbers in the cluster file's order: file
 # (1..N), desc (most bytes to move first: RAM data + overlay), asc.
 vm_order() {
@@ -325,6 +349,8 @@ run_case() {
 	local mode=$1 n=$2 dir=$3 tls=$4 par=$5 ord=$6 r i ovl sent0
 	r=$R/storage-$mode-$n-$dir-$tls-p$par-$ord.json
 	for i in $(seq 1 "$n"); do start_pair "$mode" "$dir" "$i"; done
+	qmp_ready $(for i in $(seq 1 "$n"); do echo "$T/s$i.qmp $T/d$i.qmp"; done) ||
+		die "a QEMU does not answer on QMP (qemu.log: ${KWM_BENCH_OUT:-$T})"
 	ovl=0
 	for i in $(seq 1 "$n"); do ovl=$((ovl + $(overlay_bytes "$T/s$i.qcow2"))); done
 	echo "bench: $mode, $n VM(s), $dir, tls $tls, parallel $par, order $ord ($(vm_order "$n" "$ord" | tr '\n' ' ')), load $(cut -d' ' -f1-3 /proc/loadavg)..." >&2
