@@ -51,6 +51,18 @@ def spans(r):
     return (iv[0][0], max(e for _, e in iv), busy) if iv else (r["started"], r["started"], 0.0)
 
 
+def held(r):
+    """The longest a source sat paused: from the end of its memory phase
+    (pre-switchover: QEMU has stopped the guest) to the end of its
+    switchover (the destination runs), the barrier included."""
+    out = 0.0
+    for v in r["vms"]:
+        ph = {p["phase"]: p for p in v.get("phases", [])}
+        if "memory" in ph and "switchover" in ph and ph["switchover"]["end"]:
+            out = max(out, ph["switchover"]["end"] - ph["memory"]["end"])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     for k in ("rate", "rate-back", "cap", "rtt", "sizes"):
@@ -80,6 +92,7 @@ def main():
             "ratio": round(t / bound, 3), "fixed_s": round(fixed, 2),
             "pre_s": round(d0 - r["started"], 2), "post_s": round(r["ended"] - d1, 2),
             "data_s": round(busy, 2), "data_ratio": round(busy / bound, 3),
+            "held_s": round(held(r), 2),
             "max_parallel_seen": r.get("max-parallel-seen"), "load": meta.get("load"),
             "report": p,
         })
@@ -88,20 +101,22 @@ def main():
     print(f"\nScale: WAN cap {a.cap} (link A->B {a.rate}, RTT {a.rtt} ms); per VM RAM data:overlay "
           f"MiB, cycled: {a.sizes}\n")
     cols = ("VMs", "par", "order", "mode", "moved MB", "wire MB", "cap Mb/s", "bound s",
-            "time s", "ratio", "fixed s", "pre", "post", "data s", "data/bound", "load")
-    fmt = "%3s %3s %5s %-11s %8s %7s %8s %7s %7s %6s %7s %5s %5s %7s %10s  %s"
+            "time s", "ratio", "fixed s", "pre", "post", "data s", "data/bound", "held s", "load")
+    fmt = "%3s %3s %5s %-11s %8s %7s %8s %7s %7s %6s %7s %5s %5s %7s %10s %6s  %s"
     print(fmt % cols)
     for w in rows:
         print(fmt % (w["vms"], w["parallel"], w["order"], w["mode"], f"{w['moved_mb']:.0f}",
                      f"{w['wire_mb']:.0f}", f"{w['cap_mbit']:.0f}", f"{w['bound_s']:.1f}",
                      f"{w['time_s']:.1f}", f"{w['ratio']:.2f}", f"{w['fixed_s']:.1f}",
                      f"{w['pre_s']:.1f}", f"{w['post_s']:.1f}", f"{w['data_s']:.1f}",
-                     f"{w['data_ratio']:.2f}", w["load"] or "-"))
+                     f"{w['data_ratio']:.2f}", f"{w['held_s']:.1f}", w["load"] or "-"))
     print("\nmoved = storage + memory bytes (the report's totals); bound = moved / cap;"
           "\nratio = time / bound; fixed = time with no VM in storage or memory = pre"
           "\n(preflight) + the storage->memory barrier + post (switchover, finish);"
           "\ndata = time some VM was in storage or memory; goal: data/bound <= 1.15;"
-          "\nload = the 1/5/15-minute load average as the run started.")
+          "\nheld = the longest a source sat paused (end of its memory phase, QEMU's"
+          "\npre-switchover, to the end of the switchover): its guest's downtime;"
+          "\nload = the 1/5/15-minute load average as the run ended.")
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, list(rows[0]))

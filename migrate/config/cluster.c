@@ -804,7 +804,10 @@ static void set_defaults(struct kwm_cluster *c)
 	for (int p = 0; p < KWM_PH__COUNT; p++)
 		c->timeout_ms[p] = kwm_phase_info[p].default_ms;
 	c->storage = KWM_STORAGE_INCREMENTAL;
-	c->parallel = 4;
+	/* 8: with real QEMUs under one cap, 8 VMs at once ended 1.00-1.05x
+	 * the bound where 4 at a time took 1.31-1.45x (docs/performance.md,
+	 * "Scale, real VMs"): fewer slots than VMs refill in batches. */
+	c->parallel = 8;
 	c->downtime_ms = 300;
 	c->stall_ms = 60000;
 	c->lease_ms = 30000;
