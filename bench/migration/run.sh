@@ -16,6 +16,17 @@
 #   KWM_BENCH_OUT: a folder that keeps every raw report, results.csv and
 #   the printed table (default: none, nothing kept).
 #   KWM_BENCH_NS (default kwmb): the network namespaces' prefix.
+#   Scale (docs/performance.md, "Scale, real VMs"): VMS="2 4 8" (up to 8)
+#   PARALLEL="1 2 4 8" (limits.parallel, each a run; default 2; one above
+#   the VM count is skipped when that count is listed too)
+#   CAP=unlimited (limits.bandwidth, the cluster's WAN cap: e.g.
+#   300Mbit/s, set RATE above it so the cap binds)  SIZES="RAM_MB:OVL_MB
+#   ..." (VM i's RAM data and overlay, cycled over the VMs; default every
+#   VM RAM_MB:OVERLAY_MB)  ORDERS="file" (the cluster file's order of the
+#   VMs: file = SIZES' order, desc = most bytes first, asc = fewest first;
+#   each a run).  After the storage table it prints the scale table: total
+#   moved against the cap's lower bound, per VM count, parallel and order.
+#   KAWARIMI=path runs another kawarimi binary (e.g. a scheduler variant).
 #   TLS="none x509": each run in clear (tls: none) and over TLS (a throwaway
 #   PKI from lab/pki.sh), side by side; the table gives the
 #   x509 run's time over the clear one's.
@@ -45,11 +56,15 @@ OVERLAY_MB=${OVERLAY_MB:-256}
 RAM=${RAM:-512}
 RAM_MB=${RAM_MB:-256}
 TLS=${TLS:-none}
+PARALLEL=${PARALLEL:-2}
+CAP=${CAP:-unlimited}
+SIZES=${SIZES:-}
+ORDERS=${ORDERS:-file}
 NS=${KWM_BENCH_NS:-kwmb}
 NS_A=$NS-a
 NS_B=$NS-b
 HERE=$(cd "$(dirname "$0")" && pwd)
-KAWARIMI=$BUILD/migrate/kawarimi
+KAWARIMI=${KAWARIMI:-$BUILD/migrate/kawarimi}
 RELAY=$BUILD/lab/kwl-relay
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -66,6 +81,28 @@ for m in $MODES; do
 done
 for d in $DIRS; do
 	case $d in a2b | b2a) ;; *) die "DIRS: '$d' is not a2b or b2a" ;; esac
+done
+MAXVM=0
+for n in $VMS; do
+	case $n in [1-8]) ;; *) die "VMS: '$n' is not a count from 1 to 8" ;; esac
+	[ "$n" -gt $MAXVM ] && MAXVM=$n
+done
+for p in $PARALLEL; do
+	case $p in [1-9] | [1-9][0-9]) ;; *) die "PARALLEL: '$p' is not a count of VMs" ;; esac
+done
+for o in $ORDERS; do
+	case $o in file | asc | desc) ;; *) die "ORDERS: '$o' is not file, asc or desc" ;; esac
+done
+# Each VM's RAM data and overlay in MiB: SIZES cycled, or the uniform knobs.
+[ -n "$SIZES" ] || SIZES="$RAM_MB:$OVERLAY_MB"
+SZ=($SIZES)
+VM_RAM=() VM_OVL=()
+for i in $(seq 1 $MAXVM); do
+	sz=${SZ[$(((i - 1) % ${#SZ[@]}))]}
+	case $sz in [0-9]*:[0-9]*) ;; *) die "SIZES: '$sz' is not RAM_MB:OVERLAY_MB" ;; esac
+	VM_RAM[$i]=${sz%%:*}
+	VM_OVL[$i]=${sz##*:}
+	[ "${VM_RAM[$i]}" -le $((RAM - 32)) ] || die "SIZES: ${VM_RAM[$i]} MiB of RAM data does not fit RAM=$RAM (less 32 MiB)"
 done
 ip netns list | grep -qw $NS_A && die "namespace $NS_A exists (another bench running? KWM_BENCH_NS names another)"
 if [ -n "${KWM_BENCH_OUT:-}" ]; then
@@ -126,7 +163,7 @@ wan_up() {
 	local d rules i
 	for d in a2b b2a; do
 		rules=()
-		for i in 1 2; do
+		for i in $(seq 1 $MAXVM); do
 			rules+=("127.0.0.1:$(mig_port $d $i)=$(dst_ip $d):$(mig_port $d $i)")
 			rules+=("127.0.0.1:$(nbd_port $d $i)=$(dst_ip $d):$(nbd_port $d $i)")
 		done
@@ -154,7 +191,11 @@ images() {
 	done
 	qemu-io "${cmds[@]}" "$T/base.qcow2" >/dev/null || die "qemu-io base"
 	cp "$T/base.qcow2" "$T/dbase.qcow2"
-	head -c $((RAM_MB << 20)) /dev/urandom >"$T/ram.bin"
+	local i mb
+	for i in $(seq 1 $MAXVM); do
+		mb=${VM_RAM[$i]}
+		[ -f "$T/ram-$mb.bin" ] || head -c $((mb << 20)) /dev/urandom >"$T/ram-$mb.bin"
+	done
 }
 
 wait_sock() {
@@ -187,7 +228,8 @@ start_pair() {
 	local mode=$1 dir=$2 i=$3 q
 	rm -f "$T/s$i.qcow2" "$T/d$i.qcow2" "$T"/*"$i".qmp
 	qemu-img create -q -f qcow2 -b "$T/base.qcow2" -F qcow2 "$T/s$i.qcow2"
-	qemu-io -c "write -P 0x3$i 512M ${OVERLAY_MB}M" "$T/s$i.qcow2" >/dev/null
+	qemu-io -c "write -P 0x3$i 512M ${VM_OVL[$i]}M" "$T/s$i.qcow2" >/dev/null ||
+		die "vm$i: cannot write ${VM_OVL[$i]} MiB at 512 MiB into its overlay (DISK=$DISK too small?)"
 	case $mode in
 	*incremental) qemu-img create -q -f qcow2 -b "$T/dbase.qcow2" -F qcow2 "$T/d$i.qcow2" ;;
 	*) qemu-img create -q -f qcow2 "$T/d$i.qcow2" "$DISK" ;;
@@ -197,7 +239,7 @@ start_pair() {
 	disk_args "$mode" "$T/s$i.qcow2"
 	ip netns exec "$(src_ns "$dir")" "${q[@]}" -qmp "unix:$T/s$i.qmp,server=on,wait=off" \
 		"${DISK_ARGS[@]}" \
-		-device "loader,file=$T/ram.bin,addr=0x1000000,force-raw=on" >>"$T/qemu.log" 2>&1 &
+		-device "loader,file=$T/ram-${VM_RAM[$i]}.bin,addr=0x1000000,force-raw=on" >>"$T/qemu.log" 2>&1 &
 	PIDS+=($!)
 	disk_args "$mode" "$T/d$i.qcow2"
 	ip netns exec "$(dst_ns "$dir")" "${q[@]}" -qmp "unix:$T/d$i.qmp,server=on,wait=off" \
@@ -207,18 +249,51 @@ start_pair() {
 	wait_sock "$T/d$i.qmp"
 }
 
+# qmp_ready SOCKET...: each QEMU answers a command within 120 s.  A QEMU
+# greets at once but runs commands only once its machine is built (here
+# the RAM image loaded: up to ~30 s for 192 MiB on this loaded machine);
+# without this wait the last VM's start-up would count as kawarimi's
+# preflight.  The connection is then closed; QEMU takes the next client.
+qmp_ready() {
+	python3 - "$@" <<'PY'
+import json, socket, sys
+for path in sys.argv[1:]:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(120)
+    s.connect(path)
+    f = s.makefile("rwb")
+    for cmd in ("qmp_capabilities", "query-status"):
+        f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+        f.flush()
+    n = 0
+    while n < 2:
+        m = json.loads(f.readline() or sys.exit(f"{path}: closed"))
+        n += "return" in m or "error" in m
+    s.close()
+PY
+}
+
+# vm_order N ORDER: the VMs' numbers in the cluster file's order: file
+# (1..N), desc (most bytes to move first: RAM data + overlay), asc.
+vm_order() {
+	local i
+	[ "$2" = file ] && { seq 1 "$1"; return; }
+	for i in $(seq 1 "$1"); do echo "$((VM_RAM[i] + VM_OVL[i])) $i"; done |
+		sort -s -k1,1n$([ "$2" = desc ] && echo r) | cut -d' ' -f2
+}
+
 cluster_file() {
-	local n=$1 tls=$2 dir=$3 i
+	local n=$1 tls=$2 dir=$3 par=$4 ord=$5 i
 	echo "format: 1"
 	echo "cluster: $NS"
-	echo "limits: {parallel: 2, bandwidth: unlimited}"
+	echo "limits: {parallel: $par, bandwidth: $CAP}"
 	if [ "$tls" = x509 ]; then
 		echo "tls: {dir: $T/pki, source-dn: \"$DN\"}"
 	else
 		echo "tls: none"
 	fi
 	echo "vms:"
-	for i in $(seq 1 "$n"); do
+	for i in $(vm_order "$n" "$ord"); do
 		cat <<EOF
   - name: vm$i
     source: {qmp: $T/s$i.qmp, symvirt: none}
@@ -245,7 +320,7 @@ wire_bytes() {
 # migrate_case MODE N DIR TLS REPORT: one migration; 0 when it completed
 # and every disk arrived whole.
 migrate_case() {
-	local mode=$1 n=$2 dir=$3 tls=$4 r=$5 i vms=()
+	local mode=$1 n=$2 dir=$3 tls=$4 r=$5 par=$6 ord=$7 i vms=()
 	if [ "${mode#qemu-}" != "$mode" ]; then
 		for i in $(seq 1 "$n"); do
 			vms+=("vm$i,$T/s$i.qmp,$T/d$i.qmp,tcp:$(dst_ip "$dir"):$(mig_port "$dir" "$i"),tcp:127.0.0.1:$(mig_port "$dir" "$i")")
@@ -253,7 +328,7 @@ migrate_case() {
 		python3 "$HERE/qemu-blk.py" --mode "${mode#qemu-}" --report "$r" "${vms[@]}" \
 			>"$r.out" 2>&1 || { cat "$r.out" >&2; return 1; }
 	else
-		cluster_file "$n" "$tls" "$dir" >"$T/c.yaml"
+		cluster_file "$n" "$tls" "$dir" "$par" "$ord" >"$T/c.yaml"
 		"$KAWARIMI" migrate "$T/c.yaml" --storage "$mode" --quiet \
 			--report "$r" >"$r.out" 2>&1 || { cat "$r.out" >&2; return 1; }
 	fi
@@ -268,6 +343,27 @@ compare_disks() {
 	done
 }
 
+# run_case MODE N DIR TLS PARALLEL ORDER: fresh VMs, one migration, its
+# report and .meta in results.
+run_case() {
+	local mode=$1 n=$2 dir=$3 tls=$4 par=$5 ord=$6 r i ovl sent0
+	r=$R/storage-$mode-$n-$dir-$tls-p$par-$ord.json
+	for i in $(seq 1 "$n"); do start_pair "$mode" "$dir" "$i"; done
+	qmp_ready $(for i in $(seq 1 "$n"); do echo "$T/s$i.qmp $T/d$i.qmp"; done) ||
+		die "a QEMU does not answer on QMP (qemu.log: ${KWM_BENCH_OUT:-$T})"
+	ovl=0
+	for i in $(seq 1 "$n"); do ovl=$((ovl + $(overlay_bytes "$T/s$i.qcow2"))); done
+	echo "bench: $mode, $n VM(s), $dir, tls $tls, parallel $par, order $ord ($(vm_order "$n" "$ord" | tr '\n' ' ')), load $(cut -d' ' -f1-3 /proc/loadavg)..." >&2
+	sent0=$(wire_bytes "$dir")
+	migrate_case "$mode" "$n" "$dir" "$tls" "$r" "$par" "$ord" || die "$mode/$n/$dir/$tls/p$par/$ord failed"
+	printf '{"wire": %d, "tls": "%s", "dir": "%s", "overlay": %d, "mode": "%s", "vms": %d, "parallel": %d, "order": "%s", "load": "%s"}\n' \
+		$(($(wire_bytes "$dir") - sent0)) "$tls" "$dir" "$ovl" "$mode" "$n" "$par" "$ord" \
+		"$(cut -d' ' -f1-3 /proc/loadavg)" >"$r.meta"
+	results+=("$r")
+	stop_all
+	compare_disks "$n" || die "$mode/$n/$dir/$tls/p$par/$ord: the disks differ after the migration"
+}
+
 wan_up
 images
 case " $TLS " in *" x509 "*) pki ;; esac
@@ -280,18 +376,14 @@ for mode in $MODES; do
 			# The old block migration has no TLS of its own here: clear only.
 			[ "${mode#qemu-}" != "$mode" ] && tlss=none
 			for tls in $tlss; do
-				r=$R/storage-$mode-$n-$dir-$tls.json
-				for i in $(seq 1 "$n"); do start_pair "$mode" "$dir" "$i"; done
-				ovl=0
-				for i in $(seq 1 "$n"); do ovl=$((ovl + $(overlay_bytes "$T/s$i.qcow2"))); done
-				echo "bench: $mode, $n VM(s), $dir, tls $tls..." >&2
-				sent0=$(wire_bytes "$dir")
-				migrate_case "$mode" "$n" "$dir" "$tls" "$r" || die "$mode/$n/$dir/$tls failed"
-				printf '{"wire": %d, "tls": "%s", "dir": "%s", "overlay": %d, "mode": "%s", "vms": %d}\n' \
-					$(($(wire_bytes "$dir") - sent0)) "$tls" "$dir" "$ovl" "$mode" "$n" >"$r.meta"
-				results+=("$r")
-				stop_all
-				compare_disks "$n" || die "$mode/$n/$dir/$tls: the disks differ after the migration"
+				for par in $PARALLEL; do
+					# parallel above the VM count is parallel = VMs: skipped
+					# when that count is in PARALLEL too.
+					[ "$par" -gt "$n" ] && case " $PARALLEL " in *" $n "*) continue ;; esac
+					for ord in $ORDERS; do
+						run_case "$mode" "$n" "$dir" "$tls" "$par" "$ord"
+					done
+				done
 			done
 		done
 	done
@@ -301,3 +393,7 @@ python3 "$HERE/table.py" --rate "$RATE" --rate-back "$RATE_BACK" --rtt "$RTT_MS"
 	--overlay "$OVERLAY_MB" --ram-data "$RAM_MB" --disk "$DISK" --ram "$RAM" \
 	${KWM_BENCH_OUT:+--csv "$KWM_BENCH_OUT/storage.csv" --markdown "$KWM_BENCH_OUT/storage.md"} \
 	"${results[@]}" | tee ${KWM_BENCH_OUT:+"$KWM_BENCH_OUT/storage.txt"}
+python3 "$HERE/scale.py" --rate "$RATE" --rate-back "$RATE_BACK" --cap "$CAP" --rtt "$RTT_MS" \
+	--sizes "$SIZES" \
+	${KWM_BENCH_OUT:+--csv "$KWM_BENCH_OUT/scale.csv"} \
+	"${results[@]}" | tee ${KWM_BENCH_OUT:+"$KWM_BENCH_OUT/scale.txt"}

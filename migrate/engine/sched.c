@@ -46,16 +46,23 @@ void kwm_undo_phases(struct kwm_vm *vm)
 }
 
 /* Where the cluster is: the first phase that some VM has not
- * ended (ran and went idle, or skipped). */
+ * ended (ran and went idle, or skipped).  A VM busy in a later phase has
+ * ended this one: counting it as "not ended" here held phase k+1's
+ * waiting VMs back until every VM in it was done, so freed slots were
+ * refilled a whole batch at a time (docs/performance.md, "Scale, real
+ * VMs").  One busy rolling back (allow-partial) still holds the others,
+ * as before. */
 static size_t current(struct kwm_run *r)
 {
 	for (size_t k = 0; k < NORDER; k++)
 		for (size_t i = 0; i < r->nvms; i++) {
 			struct kwm_vm *vm = &r->vms[i];
+			bool busy_here = vm->state == KWM_VM_BUSY &&
+					 (vm->phase == order(k) || vm->phase == KWM_PH_ROLLBACK);
 
 			if (vm->skipped[order(k)])
 				continue;
-			if (!vm->phase_ran[order(k)] || vm->state == KWM_VM_BUSY)
+			if (!vm->phase_ran[order(k)] || busy_here)
 				return k;
 		}
 	return NORDER;

@@ -96,6 +96,19 @@ static char *mutate(const char *from, const char *to)
 	return out;
 }
 
+static struct kwm_cluster *expect_ok(const char *from, const char *to);
+
+/* limits.parallel left out: 8 (docs/cluster-file.md; the measurement is in
+ * docs/performance.md, "Scale, real VMs"). */
+static void test_default_parallel(void)
+{
+	struct kwm_cluster *c = expect_ok("  parallel: 2\n", "");
+
+	if (c)
+		CHECK(c->parallel == 8, "default parallel: want 8, got %d", c->parallel);
+	kwm_cluster_free(c);
+}
+
 static void expect_error(const char *from, const char *to, const char *want_pos,
 			 const char *want_text)
 {
@@ -162,6 +175,7 @@ static void test_tls(void)
 int main(void)
 {
 	test_tls();
+	test_default_parallel();
 	expect_error("tls: {dir: /etc/pki/qemu, source-dn: 'O=site-a,CN=n1', hostname: b.example}\n",
 		     "", "bad.yaml:10:5: vms[0]:", "destination.migration.listen "
 		     "'tcp:10.0.0.2:4444' crosses the network in clear text; add tls:");
