@@ -98,14 +98,14 @@ static char *mutate(const char *from, const char *to)
 
 static struct kwm_cluster *expect_ok(const char *from, const char *to);
 
-/* limits.parallel left out: 8 (docs/cluster-file.md; the measurement is in
+/* limits.parallel left out: 4 (docs/cluster-file.md; the measurement is in
  * docs/performance.md, "Scale, real VMs"). */
 static void test_default_parallel(void)
 {
 	struct kwm_cluster *c = expect_ok("  parallel: 2\n", "");
 
 	if (c)
-		CHECK(c->parallel == 8, "default parallel: want 8, got %d", c->parallel);
+		CHECK(c->parallel == 4, "default parallel: want 4, got %d", c->parallel);
 	kwm_cluster_free(c);
 }
 
