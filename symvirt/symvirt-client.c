@@ -6,7 +6,8 @@
  * failure of everything pending, poll steps) is the core shared with the
  * QMP client, qmp/jconn.h.  What is symvirt's lives here: random first ids,
  * the hello handshake resent until answered, lenient reply shapes, the
- * 1 MiB reply limit, and the symvirt_* types and wording.
+ * 1 MiB reply limit, and the symvirt_* types and wording.  Errors are the
+ * QMP client's struct kqmp_error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,62 +24,47 @@
 #include "qmp/jconn.h"
 #include "symvirt-client.h"
 
-/* The error kinds are the core's under other names: errors map by value. */
-_Static_assert(SYMVIRT_E_AGENT == (int)KQMP_E_QMP && SYMVIRT_E_CONNECT == (int)KQMP_E_CONNECT &&
-	       SYMVIRT_E_IO == (int)KQMP_E_IO && SYMVIRT_E_PROTOCOL == (int)KQMP_E_PROTOCOL &&
-	       SYMVIRT_E_TIMEOUT == (int)KQMP_E_TIMEOUT && SYMVIRT_E_CLOSED == (int)KQMP_E_CLOSED &&
-	       SYMVIRT_E_NOMEM == (int)KQMP_E_NOMEM && SYMVIRT_E_INVAL == (int)KQMP_E_INVAL,
-	       "symvirt and kqmp error kinds differ");
-_Static_assert(sizeof(((struct symvirt_error *)0)->cls) == sizeof(((struct kqmp_error *)0)->cls) &&
-	       sizeof(((struct symvirt_error *)0)->desc) == sizeof(((struct kqmp_error *)0)->desc),
-	       "symvirt and kqmp error texts differ in size");
-
 struct symvirt {
 	struct kjconn c;
-	struct symvirt_error last;	/* c.error, as the API's type */
+	struct kqmp_error last;	/* c.error when it failed */
 };
 
 #define SV(c)	kjconn_owner(c, struct symvirt, c)
 
 static const char *const kind_names[] = {
-	[SYMVIRT_OK] = "ok",
-	[SYMVIRT_E_AGENT] = "agent error",
-	[SYMVIRT_E_CONNECT] = "connect error",
-	[SYMVIRT_E_IO] = "I/O error",
-	[SYMVIRT_E_PROTOCOL] = "protocol error",
-	[SYMVIRT_E_TIMEOUT] = "timeout",
-	[SYMVIRT_E_CLOSED] = "connection closed",
-	[SYMVIRT_E_NOMEM] = "out of memory",
-	[SYMVIRT_E_INVAL] = "invalid argument",
+	[KQMP_OK] = "ok",
+	[KQMP_E_QMP] = "agent error",
+	[KQMP_E_CONNECT] = "connect error",
+	[KQMP_E_IO] = "I/O error",
+	[KQMP_E_PROTOCOL] = "protocol error",
+	[KQMP_E_TIMEOUT] = "timeout",
+	[KQMP_E_CLOSED] = "connection closed",
+	[KQMP_E_NOMEM] = "out of memory",
+	[KQMP_E_INVAL] = "invalid argument",
 };
 
-const char *symvirt_err_kind_name(enum symvirt_err_kind kind)
+const char *symvirt_err_kind_name(enum kqmp_err_kind kind)
 {
 	if ((unsigned)kind < sizeof(kind_names) / sizeof(kind_names[0]))
 		return kind_names[kind];
 	return "unknown error";
 }
 
-static void sv_err(struct symvirt_error *out, const struct kqmp_error *in)
+static void sv_err(struct kqmp_error *out, const struct kqmp_error *in)
 {
-	if (!out)
-		return;
-	out->kind = (enum symvirt_err_kind)in->kind;
-	memcpy(out->cls, in->cls, sizeof(out->cls));
-	memcpy(out->desc, in->desc, sizeof(out->desc));
+	if (out)
+		*out = *in;
 }
 
 __attribute__((format(printf, 3, 4)))
-static void set_err(struct symvirt_error *err, enum symvirt_err_kind kind,
+static void set_err(struct kqmp_error *err, enum kqmp_err_kind kind,
 		    const char *fmt, ...)
 {
-	struct kqmp_error e;
 	va_list ap;
 
 	va_start(ap, fmt);
-	kjconn_vseterr(&e, (enum kqmp_err_kind)kind, fmt, ap);
+	kjconn_vseterr(err, kind, fmt, ap);
 	va_end(ap);
-	sv_err(err, &e);
 }
 
 /* ---- the core's hooks ---------------------------------------------------- */
@@ -88,11 +74,7 @@ static void on_message(struct kjconn *c, json_object *msg);
 static void deliver(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
 		    const struct kqmp_error *err)
 {
-	struct symvirt_error e;
-
-	if (err)
-		sv_err(&e, err);
-	((symvirt_reply_fn)cmd->fn)(SV(c), ret, err ? &e : NULL, cmd->arg);
+	((symvirt_reply_fn)cmd->fn)(SV(c), ret, err, cmd->arg);
 }
 
 static void io_failed(struct kjconn *c, enum kjconn_io what, int errnum,
@@ -174,7 +156,7 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 	return s;
 }
 
-struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err)
+struct symvirt *symvirt_connect_unix(const char *path, struct kqmp_error *err)
 {
 	enum kjconn_connect_step step;
 	struct symvirt *s;
@@ -184,17 +166,17 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	if (fd < 0) {
 		switch (step) {
 		case KJCONN_NO_PATH:
-			set_err(err, SYMVIRT_E_INVAL, "no socket path given");
+			set_err(err, KQMP_E_INVAL, "no socket path given");
 			break;
 		case KJCONN_PATH_TOO_LONG:
-			set_err(err, SYMVIRT_E_INVAL, "socket path '%s' is longer than %zu bytes",
+			set_err(err, KQMP_E_INVAL, "socket path '%s' is longer than %zu bytes",
 				path, max);
 			break;
 		case KJCONN_SOCKET:
-			set_err(err, SYMVIRT_E_CONNECT, "socket: %s", strerror(errno));
+			set_err(err, KQMP_E_CONNECT, "socket: %s", strerror(errno));
 			break;
 		case KJCONN_CONNECT:
-			set_err(err, SYMVIRT_E_CONNECT, "cannot connect to '%s': %s", path,
+			set_err(err, KQMP_E_CONNECT, "cannot connect to '%s': %s", path,
 				strerror(errno));
 			break;
 		}
@@ -203,12 +185,12 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	s = symvirt_new_fd(fd, path);
 	if (!s) {
 		close(fd);
-		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		set_err(err, KQMP_E_NOMEM, "out of memory");
 	}
 	return s;
 }
 
-struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
+struct symvirt *symvirt_connect_uri(const char *uri, struct kqmp_error *err)
 {
 	struct kjconn_endpoint ep;
 	struct kqmp_error e;
@@ -226,7 +208,7 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
 	if (!s) {
 		close(fd);
 		kjconn_ssh_close(t);
-		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		set_err(err, KQMP_E_NOMEM, "out of memory");
 		return NULL;
 	}
 	s->c.ssh = t;
@@ -234,7 +216,7 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
 }
 
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
-			     struct symvirt_error *err)
+			     struct kqmp_error *err)
 {
 	struct symvirt *s = symvirt_connect_uri(path, err);
 
@@ -268,7 +250,7 @@ bool symvirt_is_open(const struct symvirt *s)
 	return !s->c.failed;
 }
 
-const struct symvirt_error *symvirt_last_error(const struct symvirt *s)
+const struct kqmp_error *symvirt_last_error(const struct symvirt *s)
 {
 	return &s->last;
 }
@@ -421,7 +403,7 @@ size_t symvirt_pending(const struct symvirt *s)
 	return n;
 }
 
-int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err)
+int symvirt_dispatch(struct symvirt *s, struct kqmp_error *err)
 {
 	struct kqmp_error e;
 	bool freed;
@@ -446,7 +428,7 @@ static int64_t deadline_of(int timeout_ms)
 }
 
 int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
-		    int timeout_ms, json_object **ret, struct symvirt_error *err)
+		    int timeout_ms, json_object **ret, struct kqmp_error *err)
 {
 	struct kjconn_wait w = { 0 };
 	int64_t deadline = deadline_of(timeout_ms);
@@ -456,7 +438,7 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 
 	if (!command) {
 		json_object_put(args);
-		set_err(err, SYMVIRT_E_INVAL, "no command given");
+		set_err(err, KQMP_E_INVAL, "no command given");
 		return -1;
 	}
 	if (s->c.failed) {
@@ -467,13 +449,13 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 	}
 	id = send_cmd(s, command, args, NULL, NULL, &w);
 	if (!id) {
-		set_err(err, SYMVIRT_E_NOMEM, "cannot queue '%s' for %s", command, s->c.name);
+		set_err(err, KQMP_E_NOMEM, "cannot queue '%s' for %s", command, s->c.name);
 		return -1;
 	}
 	r = kjconn_wait(&s->c, &w, deadline, &e);
 	if (r == 1) {
 		symvirt_cancel(s, id);
-		set_err(err, SYMVIRT_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
+		set_err(err, KQMP_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
 			command, s->c.name, timeout_ms);
 		return -1;
 	}
@@ -492,19 +474,19 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 	return 0;
 }
 
-static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error *err)
+static int check_hello(struct symvirt *s, json_object *ret, struct kqmp_error *err)
 {
 	json_object *v = NULL;
 
 	if (!json_object_is_type(ret, json_type_object) ||
 	    !json_object_object_get_ex(ret, "protocol", &v) ||
 	    !json_object_is_type(v, json_type_int)) {
-		set_err(err, SYMVIRT_E_PROTOCOL, "%s: hello's reply has no integer \"protocol\"",
+		set_err(err, KQMP_E_PROTOCOL, "%s: hello's reply has no integer \"protocol\"",
 			s->c.name);
 		return -1;
 	}
 	if (json_object_get_int64(v) != SYMVIRT_PROTOCOL_VERSION) {
-		set_err(err, SYMVIRT_E_PROTOCOL,
+		set_err(err, KQMP_E_PROTOCOL,
 			"%s speaks symvirt protocol %" PRId64 ", this client %d; install matching versions",
 			s->c.name, json_object_get_int64(v), SYMVIRT_PROTOCOL_VERSION);
 		return -1;
@@ -518,7 +500,7 @@ static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error
  * set), or KJCONN_STEP_FREED when a callback closed s. */
 static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
 				int timeout_ms, int retry_ms, uint64_t *ids,
-				size_t *nids, struct symvirt_error *err)
+				size_t *nids, struct kqmp_error *err)
 {
 	int64_t start = kjconn_now_ms(), deadline = deadline_of(timeout_ms);
 	int64_t next_send = start;
@@ -537,7 +519,7 @@ static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
 				if (s->c.failed && err)
 					*err = s->last;
 				else if (!s->c.failed)
-					set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+					set_err(err, KQMP_E_NOMEM, "out of memory");
 				return -1;
 			}
 			ids[(*nids)++] = id;
@@ -558,7 +540,7 @@ static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
 }
 
 int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
-		 json_object **hello, struct symvirt_error *err)
+		 json_object **hello, struct kqmp_error *err)
 {
 	struct kjconn_wait w = { 0 };
 	uint64_t ids[MAX_HELLOS];
@@ -571,7 +553,7 @@ int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
 	if (r == KJCONN_STEP_FREED)
 		return -1;
 	if (r == 1)
-		set_err(err, SYMVIRT_E_TIMEOUT,
+		set_err(err, KQMP_E_TIMEOUT,
 			"no agent answered on %s within %d ms (%zu hello sent); is kawarimi-agent running in the guest?",
 			s->c.name, timeout_ms, nids);
 	if (r != 0)
@@ -630,14 +612,14 @@ void symvirt_event_clear(struct symvirt_event *ev)
 
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
-		       struct symvirt_event *ev, struct symvirt_error *err)
+		       struct symvirt_event *ev, struct kqmp_error *err)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 	struct kqmp_event e;
 	struct kqmp_error ke;
 
 	if (!name || !ev) {
-		set_err(err, SYMVIRT_E_INVAL, "no event name or result given");
+		set_err(err, KQMP_E_INVAL, "no event name or result given");
 		return -1;
 	}
 	for (;;) {
@@ -646,7 +628,7 @@ int symvirt_wait_event(struct symvirt *s, const char *name,
 			return 0;
 		}
 		if (kjconn_now_ms() >= deadline) {
-			set_err(err, SYMVIRT_E_TIMEOUT, "no %s event from %s within %d ms", name,
+			set_err(err, KQMP_E_TIMEOUT, "no %s event from %s within %d ms", name,
 				s->c.name, timeout_ms);
 			return -1;
 		}

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent.h"
+#include "proto.h"
 
 static int on_frame(void *arg, json_object *msg, const struct schema_err *e)
 {

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Bigger than one read budget, small enough for the socket to hold. */
 #define FUZZ_MAX_INPUT (96u << 10)
 
-static void on_reply(struct symvirt *s, json_object *ret, const struct symvirt_error *err,
+static void on_reply(struct symvirt *s, json_object *ret, const struct kqmp_error *err,
 		     void *arg)
 {
 	(void)s;

@@ -1,45 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kawarimi-agent internals: one poll() loop over the host channel (a
- * virtio-serial character device, or a unix socket for tests), the rank
- * socket and its connections, and at most one quiesce/resume operation.
+ * kawarimi-agent internals, shared by its files and by nothing else: one
+ * poll() loop over the host channel (a virtio-serial character device, or
+ * a unix socket for tests), the rank socket and its connections, and at
+ * most one task: a quiesce, resume or peers command at work until it
+ * answers (what the coordinator calls an operation is one command it
+ * sends; docs/architecture.md, "Names").
+ *
+ * Layers: agent.c (the loop, I/O) calls down into commands.c (the
+ * command table) and task.c; task.c drives quiesce.c and resume.c; all
+ * of them use lease.c, inventory.c and proto.c, and send through the
+ * loop's agent_to_host() / agent_to_rank().
  */
-#ifndef KAWARIMI_SYMVIRT_AGENT_H
-#define KAWARIMI_SYMVIRT_AGENT_H
+#ifndef KAWARIMI_AGENT_PRIV_H
+#define KAWARIMI_AGENT_PRIV_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <sys/types.h>
 #include <json-c/json.h>
 
+#include "agent.h"
 #include "proto.h"
 
-#define AGENT_DEFAULT_CHANNEL "/dev/virtio-ports/org.kawarimi.symvirt.0"
-#define AGENT_DEFAULT_SOCKET "/run/kawarimi/agent.sock"
-/* Output kept for a peer that does not read (a virtio port with no host
- * connected, a stuck rank) before it is dropped. */
-#define AGENT_OUT_MAX (4u << 20)
-/* More rank connections than any VM has cores: the rest are refused. */
-#define AGENT_MAX_RANKS 4096
-/* Bounds of a lease (quiesce's and renew's lease-ms, --adopt-lease-ms). */
-#define AGENT_LEASE_MIN_MS SCHEMA_LEASE_MIN_MS
-#define AGENT_LEASE_MAX_MS SCHEMA_LEASE_MAX_MS
-#define AGENT_DEFAULT_ADOPT_LEASE_MS 60000
-
-struct agent_opts {
-	const char *channel;	/* PATH, unix:PATH or listen:PATH */
-	const char *socket;	/* the ranks' unix socket */
-	const char *group;	/* group owning the socket, or NULL */
-	const char *proc_root;	/* "/proc": where holders are looked for */
-	const char *dev_root;	/* "/dev": uverbs nodes are DEV/infiniband/uverbs* */
-	const char *sys_root;	/* "/sys": PCI rescan, netdev and verbs links */
-	const char *pci_dump;	/* read PCI devices from an `lspci -x` dump */
-	int64_t adopt_lease_ms;	/* lease held for ranks that register quiesced */
-	bool foreground;
-	bool syslog;
-	int verbose;
-};
+/* Defaults of the commands' optional arguments (docs/symvirt-protocol.md). */
+#define DEFAULT_DEADLINE_MS 30000
+#define DEFAULT_LINK_TIMEOUT_MS 30000
 
 struct outq {
 	char *buf;
@@ -85,11 +68,11 @@ struct rank {
 	enum rank_state state;
 	struct rank_pending pending[RANK_MAX_PENDING];
 	size_t npending;
-	/* outcome of the current operation for this rank */
-	bool op_member;		/* was sent the operation's command */
-	bool op_answered;
-	json_object *op_ret;	/* its return, or NULL */
-	struct schema_err op_err;	/* its error when op_answered && !op_ret */
+	/* outcome of the current task for this rank */
+	bool task_member;	/* was sent the task's command */
+	bool task_answered;
+	json_object *task_ret;	/* its return, or NULL */
+	struct schema_err task_err;	/* its error when task_answered && !task_ret */
 	/* a live `status` of the ranks */
 	bool live_wait;		/* asked, no answer yet */
 	json_object *live;	/* its status return, or {"error": S} */
@@ -98,17 +81,17 @@ struct rank {
 
 enum agent_state { AS_RUNNING, AS_QUIESCING, AS_QUIESCED, AS_RESUMING };
 
-enum op_kind { OP_NONE, OP_QUIESCE, OP_RESUME, OP_PEERS };
-enum op_phase { PH_HOOK, PH_LINK, PH_RANKS, PH_ROLLBACK };
+enum task_kind { TASK_NONE, TASK_QUIESCE, TASK_RESUME, TASK_PEERS };
+enum task_stage { STAGE_HOOK, STAGE_LINK, STAGE_RANKS, STAGE_ROLLBACK };
 
-struct op {
-	enum op_kind kind;
-	enum op_phase phase;
+struct task {
+	enum task_kind kind;
+	enum task_stage stage;
 	json_object *id;	/* the coordinator's id (a reference) or NULL */
 	unsigned generation;	/* the channel's, when the command came */
 	json_object *args;	/* a reference */
 	int64_t start, deadline;
-	json_object *gone;	/* ranks that went away during the op */
+	json_object *gone;	/* ranks that went away during the task */
 	/* quiesce rollback: the error to report once the ranks are resumed */
 	struct schema_err fail;
 	/* resume */
@@ -147,7 +130,7 @@ struct agent {
 	int sig_fd;
 	struct rank *ranks;
 	enum agent_state state;
-	struct op op;
+	struct task task;
 	struct lease lease;
 	struct {		/* `status` with "ranks": true, one at a time */
 		bool active;
@@ -160,29 +143,23 @@ struct agent {
 	bool stop;
 };
 
-/* agent.c */
+/* agent.c: the loop */
 int64_t agent_now_ms(void);
-void agent_log(struct agent *a, int prio, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-int agent_init(struct agent *a, const struct agent_opts *o);
-int agent_run(struct agent *a);
-void agent_fini(struct agent *a);
 /* Queues a message to the coordinator (consumes msg). */
 void agent_to_host(struct agent *a, json_object *msg);
 /* Queues a command to a rank and remembers it; 0 or -1 (rank dropped). */
 int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_object *args);
 /* Queues any message to a rank (consumes msg); 0 or -1. */
 int agent_rank_send(struct agent *a, struct rank *r, json_object *msg);
-void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg);
 const char *agent_state_name(enum agent_state s);
 const char *rank_state_name(enum rank_state s);
 
-/* agent-commands.c: what the agent does for each command of its two legs
+/* commands.c: what the agent does for each command of its two legs
  * (SCHEMA_HOST, SCHEMA_RANK) in the protocol's table (schema.h). */
 struct agent_command {
 	const char *name;
 	enum schema_leg leg;
-	/* Answers now (returns the reply) or later (returns NULL, op pending). */
+	/* Answers now (returns the reply) or later (returns NULL, task pending). */
 	json_object *(*fn)(struct agent *a, struct rank *from, json_object *args,
 			   json_object *id);
 };
@@ -190,25 +167,66 @@ struct agent_command {
 extern const struct agent_command agent_commands[];
 const struct agent_command *agent_find_command(const char *name, enum schema_leg leg);
 /* Validates and runs one command message; returns the reply to send, or
- * NULL when the reply comes later from an operation. */
+ * NULL when the reply comes later from a task. */
 json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_object *msg,
 				    json_object *id);
-/* A rank answered, went away or registered: let the operation advance. */
-void agent_op_step(struct agent *a);
+/* A rank answered, went away or registered: let the task advance. */
+void agent_rank_reply(struct agent *a, struct rank *r, json_object *msg);
 void agent_rank_gone(struct agent *a, struct rank *r, const char *reason);
 void agent_rank_registered(struct agent *a, struct rank *r);
-/* Next time (ms) the operation wants a tick, or 0. */
-int64_t agent_op_timer(struct agent *a);
-int agent_op_fd(struct agent *a);
-void agent_op_fd_ready(struct agent *a);
-void agent_op_fini(struct agent *a);
+/* An error reply of class cls: fmt has one %s, arg. */
+json_object *agent_errorf(json_object *id, const char *cls, const char *fmt, const char *arg);
+/* Another task is under way: the error reply that says which. */
+json_object *agent_busy_error(struct agent *a, json_object *id);
+/* {"rank", "pid", "jobid"}: a rank in events and replies. */
+json_object *agent_rank_event_data(struct rank *r);
+/* Answers a `status` of the ranks once all did or its deadline passed. */
+void agent_live_step(struct agent *a);
+
+/* task.c: the task in progress */
+void agent_task_begin(struct agent *a, enum task_kind kind, json_object *id, json_object *args,
+		      int64_t deadline_ms);
+/* Sends the task's reply (consumes it) and ends the task. */
+void agent_task_reply(struct agent *a, json_object *reply);
+/* Stops the task (its hook killed) and forgets it. */
+void agent_task_fini(struct agent *a);
+/* Members still owing an answer (ranks gone are no longer members). */
+size_t agent_task_waiting(struct agent *a);
+/* Each member rank's return, less its "state"; the first rank that
+ * failed or did not answer sets fail. */
+json_object *agent_task_returns(struct agent *a, const char *cmd, const char *failed,
+				struct schema_err *fail);
+/* Lets the task advance as far as it can. */
+void agent_task_step(struct agent *a);
+/* Next time (ms) the task wants a tick, or 0. */
+int64_t agent_task_timer(struct agent *a);
+/* The deadline a rank gets: a little less than what the task has left. */
+int64_t agent_rank_deadline_ms(struct agent *a);
+void agent_send_quiesce(struct agent *a, struct rank *r, int64_t deadline_ms);
+void agent_send_resume(struct agent *a, struct rank *r, json_object *fabrics, int64_t link_ms);
+void agent_describe_rank(struct rank *r, char *buf, size_t n);
+/* The fabrics the ranks get now, from the verbs devices and netdevs. */
+json_object *agent_current_fabrics(struct agent *a, bool *verbs_ready);
+
+/* quiesce.c */
+json_object *agent_cmd_quiesce(struct agent *a, struct rank *from, json_object *args, json_object *id);
+void agent_quiesce_step(struct agent *a);
 /* The lease ran out while quiescing: the quiesce fails, the ranks resume. */
 void agent_quiesce_abort(struct agent *a, const struct schema_err *why);
+
+/* resume.c */
+json_object *agent_cmd_resume(struct agent *a, struct rank *from, json_object *args, json_object *id);
+json_object *agent_cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id);
+void agent_resume_step(struct agent *a);
+void agent_peers_step(struct agent *a);
+/* The resume hook's output pipe, -1 when none; read it when readable. */
+int agent_task_fd(struct agent *a);
+void agent_task_fd_ready(struct agent *a);
 /* The lease ran out while quiesced: a resume with both fabrics, answered
  * to nobody; link_timeout_ms bounds the wait for a verbs port. */
 void agent_lease_resume(struct agent *a, int64_t link_timeout_ms);
 
-/* agent-lease.c */
+/* lease.c */
 /* Quiescing (before the ranks answered) or quiesced: a lease means something. */
 bool agent_lease_holdable(const struct agent *a);
 void agent_lease_hold(struct agent *a, int64_t length_ms, int64_t from, bool adopted);

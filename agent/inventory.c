@@ -23,7 +23,7 @@
 #include <infiniband/verbs.h>
 #include <pci/pci.h>
 
-#include "agent.h"
+#include "agent_priv.h"
 
 #define MAX_GIDS 16
 

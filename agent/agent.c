@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "agent_priv.h"
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -392,7 +392,7 @@ static void rank_free(struct rank *r)
 	outq_clear(&r->out);
 	json_object_put(r->paths_offered);
 	json_object_put(r->paths_chosen);
-	json_object_put(r->op_ret);
+	json_object_put(r->task_ret);
 	json_object_put(r->live);
 	free(r);
 }
@@ -407,7 +407,7 @@ static void rank_drop(struct agent *a, struct rank *r, const char *reason)
 	}
 	agent_rank_gone(a, r, reason);
 	rank_free(r);
-	agent_op_step(a);
+	agent_task_step(a);
 }
 
 int agent_rank_send(struct agent *a, struct rank *r, json_object *msg)
@@ -579,7 +579,7 @@ static int setup_signals(struct agent *a)
 	return a->sig_fd < 0 ? -1 : 0;
 }
 
-int agent_init(struct agent *a, const struct agent_opts *o)
+static int agent_init(struct agent *a, const struct agent_opts *o)
 {
 	struct channel *c = &a->ch;
 	struct sockaddr_un sa;
@@ -588,7 +588,7 @@ int agent_init(struct agent *a, const struct agent_opts *o)
 	a->o = *o;
 	a->rank_listen_fd = -1;
 	a->sig_fd = -1;
-	a->op.hook_fd = -1;
+	a->task.hook_fd = -1;
 	a->next_id = 1;
 	a->started = agent_now_ms();
 	c->fd = -1;
@@ -630,9 +630,9 @@ int agent_init(struct agent *a, const struct agent_opts *o)
 	return 0;
 }
 
-void agent_fini(struct agent *a)
+static void agent_fini(struct agent *a)
 {
-	agent_op_fini(a);
+	agent_task_fini(a);
 	json_object_put(a->live.id);
 	a->live.id = NULL;
 	while (a->ranks) {
@@ -656,18 +656,38 @@ void agent_fini(struct agent *a)
 		close(a->sig_fd);
 }
 
-enum { SLOT_SIG, SLOT_RANKLISTEN, SLOT_CHLISTEN, SLOT_CHAN, SLOT_OP, SLOT_RANKS };
+struct agent *agent_new(const struct agent_opts *o)
+{
+	struct agent *a = malloc(sizeof(*a));
+
+	if (!a)
+		return NULL;
+	if (agent_init(a, o) < 0) {
+		agent_fini(a);
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+void agent_free(struct agent *a)
+{
+	agent_fini(a);
+	free(a);
+}
+
+enum { SLOT_SIG, SLOT_RANKLISTEN, SLOT_CHLISTEN, SLOT_CHAN, SLOT_TASK, SLOT_RANKS };
 
 static int poll_timeout(struct agent *a)
 {
-	int64_t now = agent_now_ms(), t = 0, op = agent_op_timer(a), lease = agent_lease_timer(a);
+	int64_t now = agent_now_ms(), t = 0, task = agent_task_timer(a), lease = agent_lease_timer(a);
 
 	if (a->ch.retry_at)
 		t = a->ch.retry_at;
 	if (a->accept_again > now && (!t || a->accept_again < t))
 		t = a->accept_again;
-	if (op && (!t || op < t))
-		t = op;
+	if (task && (!t || task < t))
+		t = task;
 	if (lease && (!t || lease < t))
 		t = lease;
 	if (!t)
@@ -785,7 +805,7 @@ static int loop_once(struct agent *a)
 	pfds[SLOT_CHAN] = (struct pollfd){ .fd = (c->paused ? -1 : c->fd), .events = POLLIN };
 	if (c->out.len)
 		pfds[SLOT_CHAN].events |= POLLOUT;
-	pfds[SLOT_OP] = (struct pollfd){ .fd = agent_op_fd(a), .events = POLLIN };
+	pfds[SLOT_TASK] = (struct pollfd){ .fd = agent_task_fd(a), .events = POLLIN };
 	for (struct rank *r = a->ranks; r; r = r->next, i++) {
 		rs[i] = r;
 		pfds[SLOT_RANKS + i] = (struct pollfd){ .fd = r->fd, .events = POLLIN };
@@ -806,14 +826,14 @@ static int loop_once(struct agent *a)
 			chan_accept(a);
 		if (pfds[SLOT_CHAN].revents && c->fd == pfds[SLOT_CHAN].fd)
 			handle_chan(a, pfds[SLOT_CHAN].revents);
-		if (pfds[SLOT_OP].revents)
-			agent_op_fd_ready(a);
+		if (pfds[SLOT_TASK].revents)
+			agent_task_fd_ready(a);
 		handle_ranks(a, pfds + SLOT_RANKS, rs, nr);
 		if (pfds[SLOT_RANKLISTEN].revents)
 			rank_accept(a);
 	}
 	chan_timers(a);
-	agent_op_step(a);
+	agent_task_step(a);
 	agent_lease_step(a);
 	/* Replies produced above go out now rather than after the next poll. */
 	for (struct rank *r = a->ranks, *next; r; r = next) {

@@ -14,7 +14,7 @@
 #include <inttypes.h>
 #include <syslog.h>
 
-#include "agent.h"
+#include "agent_priv.h"
 
 bool agent_lease_holdable(const struct agent *a)
 {
@@ -22,7 +22,7 @@ bool agent_lease_holdable(const struct agent *a)
 		return true;
 	/* Quiescing, but not in a failed quiesce's rollback: the ranks are
 	 * already being resumed there. */
-	return a->state == AS_QUIESCING && a->op.kind == OP_QUIESCE && a->op.phase == PH_RANKS;
+	return a->state == AS_QUIESCING && a->task.kind == TASK_QUIESCE && a->task.stage == STAGE_RANKS;
 }
 
 void agent_lease_hold(struct agent *a, int64_t length_ms, int64_t from, bool adopted)
@@ -54,18 +54,18 @@ int64_t agent_lease_left(const struct agent *a)
 	return left > 0 ? left : 0;
 }
 
-/* The lease can be acted on now: no operation that must finish first. */
+/* The lease can be acted on now: no task that must finish first. */
 static bool lease_actionable(const struct agent *a)
 {
 	if (a->state == AS_QUIESCING)
 		return true;	/* holdable: a quiesce waiting for its ranks */
-	return a->op.kind == OP_NONE;
+	return a->task.kind == TASK_NONE;
 }
 
 int64_t agent_lease_timer(const struct agent *a)
 {
 	/* An expired lease waiting for a `peers` to end needs no timer: the
-	 * loop runs again when that operation ends. */
+	 * loop runs again when that task ends. */
 	if (!a->lease.held || !lease_actionable(a))
 		return 0;
 	return a->lease.expires;
