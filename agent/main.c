@@ -116,10 +116,10 @@ static int parse(int argc, char *argv[], struct agent_opts *o)
 			       SYMVIRT_PROTOCOL_VERSION);
 			exit(0);
 		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
+		default:	/* getopt has said what was wrong */
+			usage(c == 'h' ? stdout : stderr);
+			if (c == 'h')
+				exit(0);
 			return -1;
 		}
 	}
