@@ -76,7 +76,7 @@ json_object *sv_command(const char *name, json_object *args, uint64_t id)
 /* ---- line framing -------------------------------------------------------------- */
 
 struct sv_framer {
-	struct kjson_reader *r;
+	struct kqmp_reader *r;
 	size_t max;		/* longest line */
 	size_t line_len;	/* bytes of the current line fed so far */
 	bool skipping;		/* dropping the rest of a bad line */
@@ -89,7 +89,7 @@ struct sv_framer *sv_framer_new(size_t max)
 	if (!f)
 		return NULL;
 	f->max = max;
-	f->r = kjson_reader_new(max);
+	f->r = kqmp_reader_new(max);
 	if (!f->r) {
 		free(f);
 		return NULL;
@@ -101,18 +101,18 @@ void sv_framer_free(struct sv_framer *f)
 {
 	if (!f)
 		return;
-	kjson_reader_free(f->r);
+	kqmp_reader_free(f->r);
 	free(f);
 }
 
 void sv_framer_reset(struct sv_framer *f)
 {
-	struct kjson_reader *r = kjson_reader_new(f->max);
+	struct kqmp_reader *r = kqmp_reader_new(f->max);
 
 	/* Without memory for a fresh reader keep the old one: it stays failed
 	 * and every line is reported, which is still no crash. */
 	if (r) {
-		kjson_reader_free(f->r);
+		kqmp_reader_free(f->r);
 		f->r = r;
 	}
 	f->line_len = 0;
@@ -144,10 +144,10 @@ static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool l
 			 f->max);
 		return bad_line(f, line_done, "ProtocolError", desc, fn, arg);
 	}
-	if (kjson_reader_feed(f->r, seg, len, &ke) < 0)
+	if (kqmp_reader_feed(f->r, seg, len, &ke) < 0)
 		return bad_line(f, line_done, "ProtocolError", ke.desc, fn, arg);
 	f->line_len = line_done ? 0 : f->line_len + len;
-	while ((r = kjson_reader_next(f->r, &msg, &ke)) != 0) {
+	while ((r = kqmp_reader_next(f->r, &msg, &ke)) != 0) {
 		if (r < 0)
 			return bad_line(f, line_done, "ProtocolError", ke.desc, fn, arg);
 		r = fn(arg, msg, NULL);

@@ -2,7 +2,7 @@
 /*
  * symvirt protocol helpers of the agent and its fuzz harness: getters for
  * arguments the table (schema.h) has validated, line framing around the
- * kjson_reader the agent shares with the host client, and reply/event
+ * kqmp_reader the agent shares with the host client, and reply/event
  * builders.
  * docs/symvirt-protocol.md is the reference.
  */
@@ -32,7 +32,7 @@ json_object *sv_event(const char *name, json_object *data);		/* consumes data */
 json_object *sv_command(const char *name, json_object *args, uint64_t id); /* consumes args */
 
 /*
- * Line framing around kjson_reader: bytes are fed one line at a time, so a
+ * Line framing around kqmp_reader: bytes are fed one line at a time, so a
  * bad line costs only that line and the stream resynchronises at the next
  * newline.  A line longer than max bytes is reported once and skipped.  For each complete message or error, fn is called; it returns 0
  * to go on or -1 to stop feeding (the connection went away).

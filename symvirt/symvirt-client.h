@@ -18,7 +18,7 @@
  * random value per connection so such replies are recognised and dropped.
  *
  * The library never exits and never prints to stdout; failures come back as
- * struct kqmp_error values.  Framing is the kjson_reader of
+ * struct kqmp_error values.  Framing is the kqmp_reader of
  * qmp/kawarimi-qmp.h.
  */
 #ifndef KAWARIMI_SYMVIRT_CLIENT_H
@@ -30,7 +30,7 @@
 #include <string.h>
 #include <json-c/json.h>
 
-#include "kawarimi-qmp.h"	/* struct kqmp_error, kjson_reader */
+#include "kawarimi-qmp.h"	/* struct kqmp_error, kqmp_reader */
 #include "schema.h"	/* SYMVIRT_PROTOCOL_VERSION, SYMVIRT_MAX_MSG, _MAX_REPLY, ADDRS */
 
 #ifdef __cplusplus

@@ -34,7 +34,7 @@ static int failures;
 struct pair {
 	struct kqmp *q;
 	int peer;
-	struct kjson_reader *rd;
+	struct kqmp_reader *rd;
 	char log[2048];
 };
 
@@ -63,7 +63,7 @@ static void pair_open(struct pair *p, unsigned flags)
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	p->q = kqmp_new_fd(sv[0], flags);
 	p->peer = sv[1];
-	p->rd = kjson_reader_new(1 << 20);
+	p->rd = kqmp_reader_new(1 << 20);
 	kqmp_set_log(p->q, collect_log, p);
 }
 
@@ -72,7 +72,7 @@ static void pair_close(struct pair *p)
 	kqmp_close(p->q);
 	if (p->peer >= 0)
 		close(p->peer);
-	kjson_reader_free(p->rd);
+	kqmp_reader_free(p->rd);
 }
 
 static void peer_write(struct pair *p, const char *s, size_t len)
@@ -109,7 +109,7 @@ static json_object *peer_recv(struct pair *p)
 	char buf[4096];
 
 	for (;;) {
-		int k = kjson_reader_next(p->rd, &o, &err);
+		int k = kqmp_reader_next(p->rd, &o, &err);
 		ssize_t n;
 
 		if (k == 1)
@@ -119,7 +119,7 @@ static json_object *peer_recv(struct pair *p)
 		n = read(p->peer, buf, sizeof(buf));
 		if (n <= 0)
 			return NULL;
-		kjson_reader_feed(p->rd, buf, (size_t)n, &err);
+		kqmp_reader_feed(p->rd, buf, (size_t)n, &err);
 	}
 }
 
@@ -601,7 +601,7 @@ static void test_partial_writes(void)
 	blob[big] = '\0';
 	json_object_object_add(args, "blob", json_object_new_string(blob));
 	pair_open(&p, 0);
-	kjson_reader_set_max_msg(p.rd, 2u << 20);
+	kqmp_reader_set_max_msg(p.rd, 2u << 20);
 	handshake(&p, "", "");
 	kqmp_send(p.q, "big", args, record, &a);
 	dispatch(&p);
@@ -614,7 +614,7 @@ static void test_partial_writes(void)
 
 		if (n <= 0)
 			break;
-		kjson_reader_feed(p.rd, buf, (size_t)n, &err);
+		kqmp_reader_feed(p.rd, buf, (size_t)n, &err);
 		dispatch(&p);
 	}
 	cmd = peer_recv(&p);

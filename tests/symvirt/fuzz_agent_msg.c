@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz harness for what kawarimi-agent reads from the host and the ranks:
- * the line framer (around the shared kjson_reader), the envelope check,
+ * the line framer (around the shared kqmp_reader), the envelope check,
  * the argument checks of every command in the agent's table and the checks
  * of rank replies.  libFuzzer under clang -Dfuzz=true; with gcc, linked with
  * tests/fuzz-replay.c, a program that replays the files of the seed
