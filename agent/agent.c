@@ -70,7 +70,7 @@ const char *agent_state_name(enum agent_state s)
 	return n[s];
 }
 
-const char *rank_state_name(enum rank_state s)
+const char *agent_rank_state_name(enum rank_state s)
 {
 	static const char *const n[] = { "running", "quiescing", "quiesced", "resuming" };
 
@@ -141,7 +141,7 @@ static void chan_close(struct agent *a)
 		close(c->fd);
 	c->fd = -1;
 	c->paused = false;
-	sv_framer_reset(c->framer);
+	agent_framer_reset(c->framer);
 	/* A socket peer that left will not read old replies; a virtio port
 	 * keeps them (the same host may just be reconnecting). */
 	if (c->kind != CHAN_DEVICE) {
@@ -298,7 +298,7 @@ static json_object *fit_reply(struct agent *a, json_object *msg)
 	schema_err_set(&e, "GenericError", "the reply would be %zu bytes, over the limit of %d", len,
 		   SYMVIRT_MAX_REPLY);
 	agent_log(a, LOG_WARNING, "%s", e.desc);
-	err = sv_reply_error(&e, id);	/* takes its own reference to id */
+	err = agent_reply_error(&e, id);	/* takes its own reference to id */
 	json_object_put(msg);
 	return err;
 }
@@ -323,7 +323,7 @@ static int host_frame(void *arg, json_object *msg, const struct schema_err *e)
 
 	if (!msg) {
 		agent_log(a, LOG_WARNING, "from host: %s: %s", e->cls, e->desc);
-		agent_to_host(a, sv_reply_error(e, NULL));
+		agent_to_host(a, agent_reply_error(e, NULL));
 		return 0;
 	}
 	agent_log(a, LOG_DEBUG, "host: %.300s", json_object_to_json_string(msg));
@@ -343,7 +343,7 @@ static void chan_read(struct agent *a)
 
 		if (n > 0) {
 			c->backoff_ms = 0;
-			sv_framer_feed(c->framer, buf, (size_t)n, host_frame, a);
+			agent_framer_feed(c->framer, buf, (size_t)n, host_frame, a);
 			if (c->fd < 0)
 				return;
 			continue;
@@ -388,7 +388,7 @@ static void rank_free(struct rank *r)
 {
 	if (r->fd >= 0)
 		close(r->fd);
-	sv_framer_free(r->framer);
+	agent_framer_free(r->framer);
 	outq_clear(&r->out);
 	json_object_put(r->paths_offered);
 	json_object_put(r->paths_chosen);
@@ -434,7 +434,7 @@ int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_obj
 	r->pending[r->npending].id = id;
 	snprintf(r->pending[r->npending].command, sizeof(r->pending[0].command), "%s", command);
 	r->npending++;
-	return agent_rank_send(a, r, sv_command(command, args, id));
+	return agent_rank_send(a, r, agent_command_msg(command, args, id));
 }
 
 static void rank_reply_in(struct agent *a, struct rank *r, json_object *msg, json_object *id)
@@ -463,7 +463,7 @@ static int rank_frame(void *arg, json_object *msg, const struct schema_err *e)
 
 	if (!msg) {
 		agent_log(a, LOG_WARNING, "from rank pid %" PRId64 ": %s", r->pid, e->desc);
-		agent_rank_send(a, r, sv_reply_error(e, NULL));
+		agent_rank_send(a, r, agent_reply_error(e, NULL));
 		return 0;
 	}
 	if (schema_check_envelope(msg, &kind, &id, &ee) < 0) {
@@ -471,7 +471,7 @@ static int rank_frame(void *arg, json_object *msg, const struct schema_err *e)
 		/* A broken reply cannot be answered; a broken command can. */
 		if (!json_object_object_get_ex(msg, "return", NULL) &&
 		    !json_object_object_get_ex(msg, "error", NULL))
-			agent_rank_send(a, r, sv_reply_error(&ee, id));
+			agent_rank_send(a, r, agent_reply_error(&ee, id));
 		else if (id && json_object_is_type(id, json_type_int))
 			agent_rank_reply(a, r, NULL);	/* counts as a failed answer */
 		return 0;
@@ -514,7 +514,7 @@ static void rank_read(struct agent *a, struct rank *r)
 		rank_drop(a, r, n == 0 || errno == ECONNRESET ? "eof" : "error");
 		return;
 	}
-	sv_framer_feed(r->framer, buf, (size_t)n, rank_frame, &ctx);
+	agent_framer_feed(r->framer, buf, (size_t)n, rank_frame, &ctx);
 }
 
 static size_t count_ranks(struct agent *a)
@@ -549,7 +549,7 @@ static void rank_accept(struct agent *a)
 	r = calloc(1, sizeof(*r));
 	/* Ranks' replies may be long (a path per peer); their commands are
 	 * held to SYMVIRT_MAX_MSG by the protocol, not by the framer. */
-	if (!r || !(r->framer = sv_framer_new(SYMVIRT_MAX_REPLY))) {
+	if (!r || !(r->framer = agent_framer_new(SYMVIRT_MAX_REPLY))) {
 		free(r);
 		close(fd);
 		return;
@@ -593,7 +593,7 @@ static int agent_init(struct agent *a, const struct agent_opts *o)
 	a->started = agent_now_ms();
 	c->fd = -1;
 	c->listen_fd = -1;
-	c->framer = sv_framer_new(SYMVIRT_MAX_MSG);
+	c->framer = agent_framer_new(SYMVIRT_MAX_MSG);
 	if (!c->framer)
 		return -1;
 	if (!strncmp(o->channel, "unix:", 5)) {
@@ -643,7 +643,7 @@ static void agent_fini(struct agent *a)
 	}
 	chan_close(a);
 	outq_clear(&a->ch.out);
-	sv_framer_free(a->ch.framer);
+	agent_framer_free(a->ch.framer);
 	if (a->ch.listen_fd >= 0) {
 		close(a->ch.listen_fd);
 		unlink(a->ch.path);

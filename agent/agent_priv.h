@@ -40,7 +40,7 @@ struct channel {
 	int64_t retry_at;	/* reopen / re-poll time (ms), 0: none */
 	int backoff_ms;
 	bool open_warned;	/* "cannot open" logged for this outage */
-	struct sv_framer *framer;
+	struct agent_framer *framer;
 	struct outq out;
 	/* Bumped whenever a socket host goes: a reply to a command of an
 	 * earlier host is not sent to the next one. */
@@ -58,7 +58,7 @@ struct rank_pending {
 
 struct rank {
 	int fd;
-	struct sv_framer *framer;
+	struct agent_framer *framer;
 	struct outq out;
 	bool registered;
 	int64_t pid, rank;
@@ -152,7 +152,7 @@ int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_obj
 /* Queues any message to a rank (consumes msg); 0 or -1. */
 int agent_rank_send(struct agent *a, struct rank *r, json_object *msg);
 const char *agent_state_name(enum agent_state s);
-const char *rank_state_name(enum rank_state s);
+const char *agent_rank_state_name(enum rank_state s);
 
 /* commands.c: what the agent does for each command of its two legs
  * (SCHEMA_HOST, SCHEMA_RANK) in the protocol's table (schema.h). */
@@ -239,18 +239,18 @@ void agent_lease_step(struct agent *a);
 int64_t agent_lease_timer(const struct agent *a);
 
 /* inventory.c */
-json_object *inv_pci(const struct agent_opts *o, struct schema_err *e);
+json_object *agent_inv_pci(const struct agent_opts *o, struct schema_err *e);
 /* Verbs devices and ports; with open_devices false only sysfs is read, so
  * the agent holds no uverbs descriptor even for a moment. */
-json_object *inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_active);
-json_object *inv_netdevs(const struct agent_opts *o);
+json_object *agent_inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_active);
+json_object *agent_inv_netdevs(const struct agent_opts *o);
 /* Fabrics for the ranks: [{"name","ifname","addr"}] from verbs + netdevs. */
-json_object *inv_fabrics(json_object *verbs, json_object *netdevs);
+json_object *agent_inv_fabrics(json_object *verbs, json_object *netdevs);
 /* Quick check for a verbs device with an ACTIVE port. */
-bool inv_verbs_active(const struct agent_opts *o);
+bool agent_inv_verbs_active(const struct agent_opts *o);
 /* Writes 1 to SYS/bus/pci/rescan; 0 or -1 with e. */
-int inv_pci_rescan(const struct agent_opts *o, struct schema_err *e);
+int agent_inv_pci_rescan(const struct agent_opts *o, struct schema_err *e);
 /* Processes holding DEV/infiniband/uverbs* open: [{"pid","comm","path"}]. */
-json_object *inv_uverbs_holders(const struct agent_opts *o, int *unreadable);
+json_object *agent_inv_uverbs_holders(const struct agent_opts *o, int *unreadable);
 
 #endif

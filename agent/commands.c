@@ -63,11 +63,11 @@ json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_obj
 	struct schema_err e;
 
 	if (schema_check_envelope(msg, &kind, &id, &e) < 0)
-		return sv_reply_error(&e, id);
+		return agent_reply_error(&e, id);
 	if (kind != SCHEMA_MSG_COMMAND) {
 		schema_err_set(&e, "ProtocolError", "only commands are accepted here, not a %s",
 			   kind == SCHEMA_MSG_REPLY ? "reply" : "event");
-		return sv_reply_error(&e, id);
+		return agent_reply_error(&e, id);
 	}
 	json_object_object_get_ex(msg, "execute", &name);
 	json_object_object_get_ex(msg, "arguments", &args);
@@ -76,14 +76,14 @@ json_object *agent_dispatch_command(struct agent *a, struct rank *from, json_obj
 	if (!c || !spec) {
 		schema_err_set(&e, "CommandNotFound", "the agent has no %s command \"%s\"; `query-commands` lists them",
 			   schema_leg_name(leg), json_object_get_string(name));
-		return sv_reply_error(&e, id);
+		return agent_reply_error(&e, id);
 	}
 	if (schema_check_args(args, spec->args, &e) < 0) {
-		char desc[SV_DESC_MAX];
+		char desc[AGENT_DESC_MAX];
 
 		snprintf(desc, sizeof(desc), "%s: %.900s", c->name, e.desc);
 		snprintf(e.desc, sizeof(e.desc), "%s", desc);
-		return sv_reply_error(&e, id);
+		return agent_reply_error(&e, id);
 	}
 	return c->fn(a, from, args, id);
 }
@@ -95,7 +95,7 @@ json_object *agent_errorf(json_object *id, const char *cls, const char *fmt, con
 	struct schema_err e;
 
 	schema_err_set(&e, cls, fmt, arg);
-	return sv_reply_error(&e, id);
+	return agent_reply_error(&e, id);
 }
 
 static json_object *cmd_hello(struct agent *a, struct rank *from, json_object *args, json_object *id)
@@ -104,15 +104,15 @@ static json_object *cmd_hello(struct agent *a, struct rank *from, json_object *a
 	char host[256] = "";
 
 	(void)from;
-	if (sv_arg(args, "client"))
-		agent_log(a, LOG_INFO, "hello from %s", sv_arg_str(args, "client", ""));
+	if (agent_arg(args, "client"))
+		agent_log(a, LOG_INFO, "hello from %s", agent_arg_str(args, "client", ""));
 	gethostname(host, sizeof(host) - 1);
 	json_object_object_add(r, "protocol", json_object_new_int(SYMVIRT_PROTOCOL_VERSION));
 	json_object_object_add(r, "agent", json_object_new_string(KAWARIMI_VERSION));
 	json_object_object_add(r, "hostname", json_object_new_string(host));
 	json_object_object_add(r, "pid", json_object_new_int(getpid()));
 	json_object_object_add(r, "state", json_object_new_string(agent_state_name(a->state)));
-	return sv_reply_return(r, id);
+	return agent_reply_return(r, id);
 }
 
 static json_object *cmd_query_commands(struct agent *a, struct rank *from, json_object *args,
@@ -131,7 +131,7 @@ static json_object *cmd_query_commands(struct agent *a, struct rank *from, json_
 		json_object_array_add(list, o);
 	}
 	json_object_object_add(r, "commands", list);
-	return sv_reply_return(r, id);
+	return agent_reply_return(r, id);
 }
 
 static json_object *cmd_inventory(struct agent *a, struct rank *from, json_object *args,
@@ -143,10 +143,10 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 
 	(void)from;
 	(void)args;
-	pci = inv_pci(&a->o, &e);
+	pci = agent_inv_pci(&a->o, &e);
 	if (!pci && a->o.pci_dump) {
 		json_object_put(r);
-		return sv_reply_error(&e, id);
+		return agent_reply_error(&e, id);
 	}
 	if (!pci) {
 		/* No PCI access at all (a container, a guest without sysfs):
@@ -158,15 +158,15 @@ static json_object *cmd_inventory(struct agent *a, struct rank *from, json_objec
 	/* Between quiesce and resume the agent itself must not open a uverbs
 	 * device: the HCA may be on its way out (an open holder hangs the
 	 * unplug), so verbs devices are then listed from sysfs only. */
-	verbs = inv_verbs(&a->o, a->state == AS_RUNNING || a->state == AS_RESUMING, &active);
-	net = inv_netdevs(&a->o);
+	verbs = agent_inv_verbs(&a->o, a->state == AS_RUNNING || a->state == AS_RESUMING, &active);
+	net = agent_inv_netdevs(&a->o);
 	json_object_object_add(r, "pci", pci);
 	json_object_object_add(r, "verbs", json_object_get(verbs));
 	json_object_object_add(r, "netdevs", json_object_get(net));
-	json_object_object_add(r, "fabrics", inv_fabrics(verbs, net));
+	json_object_object_add(r, "fabrics", agent_inv_fabrics(verbs, net));
 	json_object_put(verbs);
 	json_object_put(net);
-	return sv_reply_return(r, id);
+	return agent_reply_return(r, id);
 }
 
 static const char *task_name(enum task_kind k)
@@ -199,7 +199,7 @@ static json_object *rank_json(struct rank *r)
 	json_object_object_add(o, "rank", json_object_new_int64(r->rank));
 	json_object_object_add(o, "pid", json_object_new_int64(r->pid));
 	json_object_object_add(o, "jobid", json_object_new_string(r->jobid));
-	json_object_object_add(o, "state", json_object_new_string(rank_state_name(r->state)));
+	json_object_object_add(o, "state", json_object_new_string(agent_rank_state_name(r->state)));
 	json_object_object_add(o, "offered", json_object_get(r->paths_offered));
 	json_object_object_add(o, "paths", r->paths_chosen ? json_object_get(r->paths_chosen)
 							   : json_object_new_array());
@@ -227,13 +227,13 @@ static json_object *status_json(struct agent *a)
 static json_object *cmd_status(struct agent *a, struct rank *from, json_object *args, json_object *id)
 {
 	(void)from;
-	if (!sv_arg_bool(args, "ranks", false))
-		return sv_reply_return(status_json(a), id);
+	if (!agent_arg_bool(args, "ranks", false))
+		return agent_reply_return(status_json(a), id);
 	if (a->live.active)
 		return agent_errorf(id, "InvalidState", "%s", "a status of the ranks is in progress; wait for its reply");
 	a->live.active = true;
 	a->live.id = id ? json_object_get(id) : NULL;
-	a->live.deadline = agent_now_ms() + sv_arg_int(args, "deadline-ms", DEFAULT_STATUS_DEADLINE_MS);
+	a->live.deadline = agent_now_ms() + agent_arg_int(args, "deadline-ms", DEFAULT_STATUS_DEADLINE_MS);
 	a->live.generation = a->ch.generation;
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		json_object_put(r->live);
@@ -247,7 +247,7 @@ static json_object *cmd_status(struct agent *a, struct rank *from, json_object *
 
 static void live_error(struct rank *r, const char *fmt, const char *a, const char *b)
 {
-	char text[SV_DESC_MAX + 80];
+	char text[AGENT_DESC_MAX + 80];
 
 	snprintf(text, sizeof(text), fmt, a, b);
 	json_object_put(r->live);
@@ -271,7 +271,7 @@ void agent_live_step(struct agent *a)
 		r->live_wait = false;
 	}
 	if (a->live.generation == a->ch.generation)
-		agent_to_host(a, sv_reply_return(status_json(a), a->live.id));
+		agent_to_host(a, agent_reply_return(status_json(a), a->live.id));
 	json_object_put(a->live.id);
 	a->live.id = NULL;
 	a->live.active = false;
@@ -300,7 +300,7 @@ json_object *agent_rank_event_data(struct rank *r)
  * BTL): running. */
 static enum rank_state register_state(json_object *args)
 {
-	return strcmp(sv_arg_str(args, "state", "running"), "quiesced") ? RS_RUNNING : RS_QUIESCED;
+	return strcmp(agent_arg_str(args, "state", "running"), "quiesced") ? RS_RUNNING : RS_QUIESCED;
 }
 
 static json_object *cmd_register(struct agent *a, struct rank *r, json_object *args, json_object *id)
@@ -312,16 +312,16 @@ static json_object *cmd_register(struct agent *a, struct rank *r, json_object *a
 			      r->jobid);
 	r->registered = true;
 	r->state = register_state(args);
-	r->pid = sv_arg_int(args, "pid", 0);
-	r->rank = sv_arg_int(args, "rank", 0);
-	snprintf(r->jobid, sizeof(r->jobid), "%s", sv_arg_str(args, "jobid", ""));
-	r->paths_offered = json_object_get(sv_arg(args, "paths"));
+	r->pid = agent_arg_int(args, "pid", 0);
+	r->rank = agent_arg_int(args, "rank", 0);
+	snprintf(r->jobid, sizeof(r->jobid), "%s", agent_arg_str(args, "jobid", ""));
+	r->paths_offered = json_object_get(agent_arg(args, "paths"));
 	agent_log(a, LOG_INFO, "rank %" PRId64 " of job %s (pid %" PRId64 ") registered %s",
-		  r->rank, r->jobid, r->pid, rank_state_name(r->state));
+		  r->rank, r->jobid, r->pid, agent_rank_state_name(r->state));
 	ret = json_object_new_object();
 	json_object_object_add(ret, "version", json_object_new_int(SYMVIRT_PROTOCOL_VERSION));
 	/* The reply goes first: a quiesce may follow at once. */
-	agent_rank_send(a, r, sv_reply_return(ret, id));
+	agent_rank_send(a, r, agent_reply_return(ret, id));
 	agent_rank_registered(a, r);
 	return NULL;
 }
@@ -335,7 +335,7 @@ static json_object *cmd_unregister(struct agent *a, struct rank *r, json_object 
 	r->registered = false;
 	r->npending = 0;
 	agent_task_step(a);
-	return sv_reply_return(NULL, id);
+	return agent_reply_return(NULL, id);
 }
 
 /* A rank that registers quiesced during a resume missed it: it gets one
@@ -348,7 +348,7 @@ static void resume_late_rank(struct agent *a, struct rank *r)
 	r->task_member = task->kind == TASK_RESUME;
 	r->task_answered = false;
 	agent_send_resume(a, r, fabrics, task->kind == TASK_RESUME ?
-		    sv_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS) : 0);
+		    agent_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS) : 0);
 	json_object_put(fabrics);
 }
 
@@ -392,7 +392,7 @@ void agent_rank_registered(struct agent *a, struct rank *r)
 	json_object *d = agent_rank_event_data(r);
 
 	json_object_object_add(d, "paths", json_object_get(r->paths_offered));
-	agent_to_host(a, sv_event("RANK_REGISTERED", d));
+	agent_to_host(a, agent_event("RANK_REGISTERED", d));
 	if (r->state == RS_QUIESCED) {
 		adopt_quiesced(a, r);
 		return;
@@ -417,7 +417,7 @@ void agent_rank_gone(struct agent *a, struct rank *r, const char *reason)
 	agent_log(a, LOG_INFO, "rank %" PRId64 " (pid %" PRId64 ") gone: %s", r->rank, r->pid, reason);
 	d = agent_rank_event_data(r);
 	json_object_object_add(d, "reason", json_object_new_string(reason));
-	agent_to_host(a, sv_event("RANK_UNREGISTERED", d));
+	agent_to_host(a, agent_event("RANK_UNREGISTERED", d));
 	if (a->task.kind != TASK_NONE && r->task_member) {
 		json_object *g = agent_rank_event_data(r);
 
@@ -535,9 +535,9 @@ static json_object *cmd_renew(struct agent *a, struct rank *from, json_object *a
 	json_object *r = json_object_new_object();
 
 	(void)from;
-	if (agent_lease_holdable(a) && (a->lease.held || sv_arg(args, "lease-ms")))
-		agent_lease_hold(a, sv_arg_int(args, "lease-ms", a->lease.length_ms), agent_now_ms(), false);
+	if (agent_lease_holdable(a) && (a->lease.held || agent_arg(args, "lease-ms")))
+		agent_lease_hold(a, agent_arg_int(args, "lease-ms", a->lease.length_ms), agent_now_ms(), false);
 	json_object_object_add(r, "state", json_object_new_string(agent_state_name(a->state)));
 	json_object_object_add(r, "lease-ms-left", lease_left_json(a));
-	return sv_reply_return(r, id);
+	return agent_reply_return(r, id);
 }

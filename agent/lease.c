@@ -79,7 +79,7 @@ int64_t agent_lease_timer(const struct agent *a)
 static int64_t lease_link_timeout(struct agent *a)
 {
 	bool active = false;
-	json_object *verbs = inv_verbs(&a->o, false, &active);
+	json_object *verbs = agent_inv_verbs(&a->o, false, &active);
 	int64_t ms = json_object_array_length(verbs) > 0 ? 30000 : 0;
 
 	json_object_put(verbs);
@@ -111,7 +111,7 @@ static void lease_expired(struct agent *a)
 		  length, state, n);
 	json_object_object_add(d, "state", json_object_new_string(state));
 	json_object_object_add(d, "ranks", json_object_new_int64((int64_t)n));
-	agent_to_host(a, sv_event("lease-expired", d));
+	agent_to_host(a, agent_event("lease-expired", d));
 	if (a->state == AS_QUIESCING) {
 		schema_err_set(&why, "Timeout", "the lease of %" PRId64 " ms ran out before every rank had "
 			   "quiesced; the ranks were resumed", length);

@@ -12,7 +12,7 @@
 #include "qmp/kawarimi-qmp.h"
 #include "proto.h"
 
-json_object *sv_arg(json_object *args, const char *name)
+json_object *agent_arg(json_object *args, const char *name)
 {
 	json_object *v = NULL;
 
@@ -21,40 +21,40 @@ json_object *sv_arg(json_object *args, const char *name)
 	return v;
 }
 
-int64_t sv_arg_int(json_object *args, const char *name, int64_t dflt)
+int64_t agent_arg_int(json_object *args, const char *name, int64_t dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_int64(v) : dflt;
 }
 
-const char *sv_arg_str(json_object *args, const char *name, const char *dflt)
+const char *agent_arg_str(json_object *args, const char *name, const char *dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_string(v) : dflt;
 }
 
-bool sv_arg_bool(json_object *args, const char *name, bool dflt)
+bool agent_arg_bool(json_object *args, const char *name, bool dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_boolean(v) : dflt;
 }
 
 /* ---- builders ---------------------------------------------------------------- */
 
-json_object *sv_reply_return(json_object *ret, json_object *id)
+json_object *agent_reply_return(json_object *ret, json_object *id)
 {
 	return schema_reply_return(ret, id);
 }
 
-json_object *sv_reply_error(const struct schema_err *e, json_object *id)
+json_object *agent_reply_error(const struct schema_err *e, json_object *id)
 {
 	return schema_reply_error(e->cls, e->desc, id);
 }
 
-json_object *sv_event(const char *name, json_object *data)
+json_object *agent_event(const char *name, json_object *data)
 {
 	json_object *m = json_object_new_object(), *ts = json_object_new_object();
 	struct timeval tv;
@@ -68,23 +68,23 @@ json_object *sv_event(const char *name, json_object *data)
 	return m;
 }
 
-json_object *sv_command(const char *name, json_object *args, uint64_t id)
+json_object *agent_command_msg(const char *name, json_object *args, uint64_t id)
 {
 	return schema_command_msg(name, args, json_object_new_int64((int64_t)id));
 }
 
 /* ---- line framing -------------------------------------------------------------- */
 
-struct sv_framer {
+struct agent_framer {
 	struct kqmp_reader *r;
 	size_t max;		/* longest line */
 	size_t line_len;	/* bytes of the current line fed so far */
 	bool skipping;		/* dropping the rest of a bad line */
 };
 
-struct sv_framer *sv_framer_new(size_t max)
+struct agent_framer *agent_framer_new(size_t max)
 {
-	struct sv_framer *f = calloc(1, sizeof(*f));
+	struct agent_framer *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return NULL;
@@ -97,7 +97,7 @@ struct sv_framer *sv_framer_new(size_t max)
 	return f;
 }
 
-void sv_framer_free(struct sv_framer *f)
+void agent_framer_free(struct agent_framer *f)
 {
 	if (!f)
 		return;
@@ -105,7 +105,7 @@ void sv_framer_free(struct sv_framer *f)
 	free(f);
 }
 
-void sv_framer_reset(struct sv_framer *f)
+void agent_framer_reset(struct agent_framer *f)
 {
 	struct kqmp_reader *r = kqmp_reader_new(f->max);
 
@@ -119,20 +119,20 @@ void sv_framer_reset(struct sv_framer *f)
 	f->skipping = false;
 }
 
-static int bad_line(struct sv_framer *f, bool line_done, const char *cls, const char *desc,
-		    sv_frame_fn fn, void *arg)
+static int bad_line(struct agent_framer *f, bool line_done, const char *cls, const char *desc,
+		    agent_frame_fn fn, void *arg)
 {
 	struct schema_err e;
 
-	sv_framer_reset(f);
+	agent_framer_reset(f);
 	f->skipping = !line_done;
 	schema_err_set(&e, cls, "%s", desc);
 	return fn(arg, NULL, &e);
 }
 
 /* Feeds one segment (a line or its start) and hands out what it completes. */
-static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool line_done,
-			sv_frame_fn fn, void *arg)
+static int feed_segment(struct agent_framer *f, const char *seg, size_t len, bool line_done,
+			agent_frame_fn fn, void *arg)
 {
 	struct kqmp_error ke;
 	json_object *msg;
@@ -158,7 +158,7 @@ static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool l
 	return 0;
 }
 
-int sv_framer_feed(struct sv_framer *f, const char *buf, size_t len, sv_frame_fn fn,
+int agent_framer_feed(struct agent_framer *f, const char *buf, size_t len, agent_frame_fn fn,
 		   void *arg)
 {
 	while (len > 0) {

@@ -69,7 +69,7 @@ static void quiesce_done(struct agent *a)
 	int unreadable = 0;
 	struct schema_err e;
 
-	holders = inv_uverbs_holders(&a->o, &unreadable);
+	holders = agent_inv_uverbs_holders(&a->o, &unreadable);
 	if (holders && json_object_array_length(holders) > 0) {
 		for (size_t i = 0; i < json_object_array_length(holders); i++)
 			agent_log(a, LOG_WARNING, "uverbs holder: %s",
@@ -80,7 +80,7 @@ static void quiesce_done(struct agent *a)
 		json_object_put(ranks);
 		if (a->task.again) {
 			/* The ranks were quiesced before this command: they stay so. */
-			agent_task_reply(a, sv_reply_error(&e, a->task.id));
+			agent_task_reply(a, agent_reply_error(&e, a->task.id));
 			return;
 		}
 		a->task.fail = e;
@@ -106,7 +106,7 @@ static void quiesce_done(struct agent *a)
 	a->state = AS_QUIESCED;
 	agent_log(a, LOG_NOTICE, "quiesced %zu rank(s) in %" PRId64 " ms",
 		  json_object_array_length(ranks), agent_now_ms() - a->task.start);
-	agent_task_reply(a, sv_reply_return(ret, a->task.id));
+	agent_task_reply(a, agent_reply_return(ret, a->task.id));
 }
 
 void agent_quiesce_step(struct agent *a)
@@ -121,7 +121,7 @@ void agent_quiesce_step(struct agent *a)
 			if (r->registered && r->task_member && !r->task_answered)
 				agent_log(a, LOG_WARNING, "rank %" PRId64 " did not confirm its resume", r->rank);
 		a->state = AS_RUNNING;
-		agent_task_reply(a, sv_reply_error(&task->fail, task->id));
+		agent_task_reply(a, agent_reply_error(&task->fail, task->id));
 		return;
 	}
 	if (agent_task_waiting(a)) {
@@ -132,7 +132,7 @@ void agent_quiesce_step(struct agent *a)
 				agent_describe_rank(r, who, sizeof(who));
 				schema_err_set(&task->fail, "Timeout",
 					   "%s did not answer quiesce within %" PRId64 " ms; the other ranks were resumed",
-					   who, sv_arg_int(task->args, "deadline-ms", DEFAULT_DEADLINE_MS));
+					   who, agent_arg_int(task->args, "deadline-ms", DEFAULT_DEADLINE_MS));
 				break;
 			}
 		}
@@ -156,12 +156,12 @@ json_object *agent_cmd_quiesce(struct agent *a, struct rank *from, json_object *
 	(void)from;
 	if (a->task.kind != TASK_NONE)
 		return agent_busy_error(a, id);
-	agent_task_begin(a, TASK_QUIESCE, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
+	agent_task_begin(a, TASK_QUIESCE, id, args, agent_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	a->task.stage = STAGE_RANKS;
 	/* Every quiesce says what lease it wants, none included (an older
 	 * coordinator, which resumes by itself). */
-	if (sv_arg(args, "lease-ms"))
-		agent_lease_hold(a, sv_arg_int(args, "lease-ms", 0), a->task.start, false);
+	if (agent_arg(args, "lease-ms"))
+		agent_lease_hold(a, agent_arg_int(args, "lease-ms", 0), a->task.start, false);
 	else
 		agent_lease_drop(a, "a quiesce without lease-ms");
 	if (a->state == AS_QUIESCED) {

@@ -60,7 +60,7 @@ static void hook_start(struct agent *a, const char *cmd)
 	task->hook_pid = pid;
 	task->hook_fd = p[0];
 	task->hook_len = 0;
-	task->hook_deadline = agent_now_ms() + sv_arg_int(task->args, "hook-timeout-ms", DEFAULT_HOOK_TIMEOUT_MS);
+	task->hook_deadline = agent_now_ms() + agent_arg_int(task->args, "hook-timeout-ms", DEFAULT_HOOK_TIMEOUT_MS);
 	agent_log(a, LOG_INFO, "resume hook started (pid %d): %s", (int)pid, cmd);
 }
 
@@ -117,7 +117,7 @@ static int hook_poll(struct agent *a)
 	task->hook_out[task->hook_len] = '\0';
 	task->hook_result = json_object_new_object();
 	json_object_object_add(task->hook_result, "command",
-			       json_object_new_string(sv_arg_str(task->args, "hook", "")));
+			       json_object_new_string(agent_arg_str(task->args, "hook", "")));
 	if (timed_out)
 		json_object_object_add(task->hook_result, "timeout", json_object_new_boolean(1));
 	if (w > 0 && WIFEXITED(status))
@@ -135,9 +135,9 @@ static void resume_rescan_and_wait(struct agent *a)
 	struct task *task = &a->task;
 	struct schema_err e;
 
-	if (!sv_arg_bool(task->args, "rescan", true)) {
+	if (!agent_arg_bool(task->args, "rescan", true)) {
 		task->rescan_result = json_object_new_string("skipped");
-	} else if (inv_pci_rescan(&a->o, &e) < 0) {
+	} else if (agent_inv_pci_rescan(&a->o, &e) < 0) {
 		agent_log(a, LOG_WARNING, "%s", e.desc);
 		task->rescan_result = json_object_new_string(e.desc);
 	} else {
@@ -145,7 +145,7 @@ static void resume_rescan_and_wait(struct agent *a)
 	}
 	task->stage = STAGE_LINK;
 	task->link_start = agent_now_ms();
-	task->link_deadline = task->link_start + sv_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS);
+	task->link_deadline = task->link_start + agent_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS);
 	task->next_link_poll = task->link_start;
 }
 
@@ -157,13 +157,13 @@ static void resume_ranks(struct agent *a)
 	task->fabrics = agent_current_fabrics(a, &ready);
 	task->verbs_ready = task->verbs_ready || ready;
 	task->stage = STAGE_RANKS;
-	task->deadline = agent_now_ms() + sv_arg_int(task->args, "deadline-ms", DEFAULT_DEADLINE_MS);
+	task->deadline = agent_now_ms() + agent_arg_int(task->args, "deadline-ms", DEFAULT_DEADLINE_MS);
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		if (!r->registered || r->state == RS_RUNNING)
 			continue;
 		r->task_member = true;
 		agent_send_resume(a, r, task->fabrics,
-			    sv_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS));
+			    agent_arg_int(task->args, "link-timeout-ms", DEFAULT_LINK_TIMEOUT_MS));
 	}
 	agent_log(a, LOG_NOTICE, "resume: %zu rank(s) on %s", agent_task_waiting(a),
 		  json_object_to_json_string(task->fabrics));
@@ -180,7 +180,7 @@ static void resume_done(struct agent *a)
 	if (fail.cls[0]) {
 		json_object_put(ret);
 		json_object_put(ranks);
-		agent_task_reply(a, sv_reply_error(&fail, task->id));
+		agent_task_reply(a, agent_reply_error(&fail, task->id));
 		return;
 	}
 	json_object_object_add(ret, "fabrics", json_object_get(task->fabrics));
@@ -192,7 +192,7 @@ static void resume_done(struct agent *a)
 	json_object_object_add(ret, "ranks", ranks);
 	json_object_object_add(ret, "gone", json_object_get(task->gone));
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(agent_now_ms() - task->start));
-	agent_task_reply(a, sv_reply_return(ret, task->id));
+	agent_task_reply(a, agent_reply_return(ret, task->id));
 }
 
 void agent_resume_step(struct agent *a)
@@ -207,7 +207,7 @@ void agent_resume_step(struct agent *a)
 	}
 	if (task->stage == STAGE_LINK) {
 		if (task->want_verbs && now >= task->next_link_poll) {
-			task->verbs_ready = inv_verbs_active(&a->o);
+			task->verbs_ready = agent_inv_verbs_active(&a->o);
 			task->next_link_poll = now + LINK_POLL_MS;
 		}
 		if (task->want_verbs && !task->verbs_ready && now < task->link_deadline)
@@ -230,13 +230,13 @@ static void resume_begin(struct agent *a, json_object *id, json_object *args, bo
 	a->state = AS_RESUMING;
 	a->task.want_verbs = want_verbs;
 	a->task.stage = STAGE_HOOK;
-	if (sv_arg(args, "hook"))
-		hook_start(a, sv_arg_str(args, "hook", ""));
+	if (agent_arg(args, "hook"))
+		hook_start(a, agent_arg_str(args, "hook", ""));
 }
 
 json_object *agent_cmd_resume(struct agent *a, struct rank *from, json_object *args, json_object *id)
 {
-	json_object *f = sv_arg(args, "fabrics");
+	json_object *f = agent_arg(args, "fabrics");
 	bool want_verbs = false;
 
 	(void)from;
@@ -312,13 +312,13 @@ static void peers_done(struct agent *a)
 	if (fail.cls[0]) {
 		json_object_put(ret);
 		json_object_put(ranks);
-		agent_task_reply(a, sv_reply_error(&fail, task->id));
+		agent_task_reply(a, agent_reply_error(&fail, task->id));
 		return;
 	}
 	json_object_object_add(ret, "ranks", ranks);
 	json_object_object_add(ret, "gone", json_object_get(task->gone));
 	json_object_object_add(ret, "elapsed-ms", json_object_new_int64(agent_now_ms() - task->start));
-	agent_task_reply(a, sv_reply_return(ret, task->id));
+	agent_task_reply(a, agent_reply_return(ret, task->id));
 }
 
 void agent_peers_step(struct agent *a)
@@ -329,12 +329,12 @@ void agent_peers_step(struct agent *a)
 
 json_object *agent_cmd_peers(struct agent *a, struct rank *from, json_object *args, json_object *id)
 {
-	json_object *all = sv_arg(args, "ranks");
+	json_object *all = agent_arg(args, "ranks");
 
 	(void)from;
 	if (a->task.kind != TASK_NONE)
 		return agent_busy_error(a, id);
-	agent_task_begin(a, TASK_PEERS, id, args, sv_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
+	agent_task_begin(a, TASK_PEERS, id, args, agent_arg_int(args, "deadline-ms", DEFAULT_DEADLINE_MS));
 	for (struct rank *r = a->ranks; r; r = r->next) {
 		json_object *rargs;
 
@@ -343,8 +343,8 @@ json_object *agent_cmd_peers(struct agent *a, struct rank *from, json_object *ar
 		rargs = json_object_new_object();
 		json_object_object_add(rargs, "ranks", peers_for(all, r));
 		json_object_object_add(rargs, "deadline-ms", json_object_new_int64(agent_rank_deadline_ms(a)));
-		if (sv_arg(args, "wait"))
-			json_object_object_add(rargs, "wait", json_object_get(sv_arg(args, "wait")));
+		if (agent_arg(args, "wait"))
+			json_object_object_add(rargs, "wait", json_object_get(agent_arg(args, "wait")));
 		r->task_member = true;
 		agent_to_rank(a, r, "peers", rargs);
 	}

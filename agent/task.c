@@ -122,8 +122,8 @@ void agent_describe_rank(struct rank *r, char *buf, size_t n)
 json_object *agent_current_fabrics(struct agent *a, bool *verbs_ready)
 {
 	bool active = false;
-	json_object *verbs = inv_verbs(&a->o, true, &active), *net = inv_netdevs(&a->o);
-	json_object *f = inv_fabrics(verbs, net);
+	json_object *verbs = agent_inv_verbs(&a->o, true, &active), *net = agent_inv_netdevs(&a->o);
+	json_object *f = agent_inv_fabrics(verbs, net);
 
 	if (verbs_ready)
 		*verbs_ready = active;
@@ -159,7 +159,7 @@ json_object *agent_task_returns(struct agent *a, const char *cmd, const char *fa
 					   who, failed, r->task_err.cls, r->task_err.desc);
 			else
 				schema_err_set(fail, "Timeout", "%s did not answer %s within %" PRId64 " ms",
-					   who, cmd, sv_arg_int(a->task.args, "deadline-ms", DEFAULT_DEADLINE_MS));
+					   who, cmd, agent_arg_int(a->task.args, "deadline-ms", DEFAULT_DEADLINE_MS));
 		}
 		json_object_array_add(ranks, o);
 	}
@@ -174,8 +174,8 @@ void agent_send_resume(struct agent *a, struct rank *r, json_object *fabrics, in
 	json_object_object_add(args, "link-timeout-ms", json_object_new_int64(link_ms));
 	/* The rank answers with what it has before we give up on it. */
 	json_object_object_add(args, "deadline-ms", json_object_new_int64(agent_rank_deadline_ms(a)));
-	if (sv_arg(a->task.args, "wait"))
-		json_object_object_add(args, "wait", json_object_get(sv_arg(a->task.args, "wait")));
+	if (agent_arg(a->task.args, "wait"))
+		json_object_object_add(args, "wait", json_object_get(agent_arg(a->task.args, "wait")));
 	r->state = RS_RESUMING;
 	agent_to_rank(a, r, "resume", args);
 }

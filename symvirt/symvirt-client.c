@@ -50,7 +50,7 @@ const char *symvirt_err_kind_name(enum kqmp_err_kind kind)
 	return "unknown error";
 }
 
-static void sv_err(struct kqmp_error *out, const struct kqmp_error *in)
+static void copy_err(struct kqmp_error *out, const struct kqmp_error *in)
 {
 	if (out)
 		*out = *in;
@@ -98,7 +98,7 @@ static void io_failed(struct kqmp_conn *c, enum kqmp_conn_io what, int errnum,
 
 static void failed(struct kqmp_conn *c)
 {
-	sv_err(&SV(c)->last, &c->error);
+	copy_err(&SV(c)->last, &c->error);
 }
 
 static void log_line(struct kqmp_conn *c, const char *msg)
@@ -199,7 +199,7 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct kqmp_error *err)
 	int fd;
 
 	if (kqmp_conn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
-		sv_err(err, &e);
+		copy_err(err, &e);
 		return NULL;
 	}
 	if (!t)
@@ -414,7 +414,7 @@ int symvirt_dispatch(struct symvirt *s, struct kqmp_error *err)
 		return -1;
 	}
 	if (kqmp_conn_dispatch(&s->c, &e, &freed) < 0) {
-		sv_err(err, &e);
+		copy_err(err, &e);
 		return -1;
 	}
 	return 0;
@@ -460,11 +460,11 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 		return -1;
 	}
 	if (r != 0) {
-		sv_err(err, &e);
+		copy_err(err, &e);
 		return -1;
 	}
 	if (!w.ret && w.err.kind != KQMP_OK) {
-		sv_err(err, &w.err);
+		copy_err(err, &w.err);
 		return -1;
 	}
 	if (ret)
@@ -528,11 +528,11 @@ static int hello_until_answered(struct symvirt *s, struct kqmp_conn_wait *w,
 		r = kqmp_conn_step(&s->c, *nids < MAX_HELLOS && next_send < deadline ?
 				next_send : deadline, &e);
 		if (r == KQMP_CONN_STEP_FREED) {
-			sv_err(err, &e);
+			copy_err(err, &e);
 			return r;
 		}
 		if (r < 0 && !w->done) {
-			sv_err(err, &e);
+			copy_err(err, &e);
 			return -1;
 		}
 	}
@@ -559,7 +559,7 @@ int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
 	if (r != 0)
 		goto out;
 	if (!w.ret) {
-		sv_err(err, &w.err);
+		copy_err(err, &w.err);
 		goto out;
 	}
 	if (check_hello(s, w.ret, err) < 0) {
@@ -638,7 +638,7 @@ int symvirt_wait_event(struct symvirt *s, const char *name,
 			return -1;
 		}
 		if (kqmp_conn_step(&s->c, deadline, &ke) < 0) {
-			sv_err(err, &ke);
+			copy_err(err, &ke);
 			return -1;
 		}
 	}

@@ -151,7 +151,7 @@ CLASS_RE = (r'(?:schema_err_set\(&?[\w.>-]+,\s*|errorf\(id,\s*|bad_line\(f, line
             r'reply_error\([\w.>-]+,\s*)"([A-Z][A-Za-z]+)"')
 classes_agent = set(re.findall(CLASS_RE, sources(SRC)))
 classes_btl = set(re.findall(CLASS_RE, sources(BTL_SRC)))
-events_code = set(re.findall(r'sv_event\("([A-Za-z_-]+)"', sources(SRC)))
+events_code = set(re.findall(r'agent_event\("([A-Za-z_-]+)"', sources(SRC)))
 
 for what, a, b in (("error classes: doc / table", classes_doc, classes_table),
                    ("error classes: table / agent sources", classes_table, classes_agent),
