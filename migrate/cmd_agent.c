@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 #include "subcommands.h"
 
 #define AGENT_DEFAULT_TIMEOUT_S 120

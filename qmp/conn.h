@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kqmp_conn: the connection core shared by the QMP client (kqmp.c) and the
- * symvirt host client (symvirt/symvirt-client.c).
+ * symvirt host client (symvirt/symvirt_client.c).
  *
  * Both speak "QMP-style" JSON over a stream fd: {"execute", "arguments",
  * "id"} out, {"return"|"error", "id"} and {"event"} back.  The core owns

@@ -4,7 +4,7 @@
  * the line framer (around the shared kqmp_reader), the envelope check,
  * the argument checks of every command in the agent's table and the checks
  * of rank replies.  libFuzzer under clang -Dfuzz=true; with gcc, linked with
- * tests/fuzz-replay.c, a program that replays the files of the seed
+ * tests/fuzz_replay.c, a program that replays the files of the seed
  * corpus directories or files given as arguments.
  */
 #include <stdint.h>

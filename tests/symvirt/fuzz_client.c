@@ -5,7 +5,7 @@
  * budget).  Two commands are pending; every "@@" in the input becomes the
  * id of one of them in turn, so replies can match although ids start at a
  * random value.  libFuzzer under clang -Dfuzz=true; otherwise
- * tests/fuzz-replay.c replays the files or directories named on the
+ * tests/fuzz_replay.c replays the files or directories named on the
  * command line.
  */
 #include <stdint.h>
@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 static int failures;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The host side of the symvirt channel; see symvirt-client.h.
+ * The host side of the symvirt channel; see symvirt_client.h.
  *
  * The connection itself (write queue, pending commands by id, events,
  * failure of everything pending, poll steps) is the core shared with the
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "qmp/conn.h"
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 struct symvirt {
 	struct kqmp_conn c;

@@ -9,7 +9,7 @@
  *
  * Built with clang -Dfuzz=true it links libFuzzer (the qmp sources are
  * compiled into it, so they carry the coverage instrumentation); otherwise
- * tests/fuzz-replay.c replays the files or directories named on the command line,
+ * tests/fuzz_replay.c replays the files or directories named on the command line,
  * so every test run pushes the seed corpus through the same checks.
  */
 #include <stdint.h>

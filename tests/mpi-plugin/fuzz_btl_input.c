@@ -3,7 +3,7 @@
  * control lines (kw_ctl_parse_msg), peer address lists from the modex
  * (kw_addrs_decode, then candidate selection), and frame streams from peers
  * (kw_hdr_check, kw_hello_parse). The first byte modulo 3 picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
- * tests/fuzz-replay.c replays the files or directories named on the command
+ * tests/fuzz_replay.c replays the files or directories named on the command
  * line.
  */
 #include <stdint.h>
