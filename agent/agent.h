@@ -9,16 +9,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 #include "schema.h"	/* the lease bounds */
 
 #define AGENT_DEFAULT_CHANNEL "/dev/virtio-ports/org.kawarimi.symvirt.0"
 #define AGENT_DEFAULT_SOCKET "/run/kawarimi/agent.sock"
-/* Output kept for a peer that does not read (a virtio port with no host
- * connected, a stuck rank) before it is dropped. */
-#define AGENT_OUT_MAX (4u << 20)
-/* More rank connections than any VM has cores: the rest are refused. */
-#define AGENT_MAX_RANKS 4096
 /* Bounds of a lease (quiesce's and renew's lease-ms, --adopt-lease-ms). */
 #define AGENT_LEASE_MIN_MS SCHEMA_LEASE_MIN_MS
 #define AGENT_LEASE_MAX_MS SCHEMA_LEASE_MAX_MS

@@ -7,14 +7,17 @@
  * answers (what the coordinator calls an operation is one command it
  * sends; docs/architecture.md, "Names").
  *
- * Layers: agent.c (the loop, I/O) calls down into commands.c (the
- * command table) and task.c; task.c drives quiesce.c and resume.c; all
- * of them use lease.c, inventory.c and proto.c, and send through the
- * loop's agent_to_host() / agent_to_rank().
+ * Who calls whom: agent.c (the loop, all I/O) hands each message to
+ * commands.c (the command table, the ranks' side) and ticks task.c and
+ * lease.c; commands.c starts tasks in quiesce.c and resume.c, task.c
+ * steps them, lease.c ends them when a lease runs out; inventory.c and
+ * proto.c serve them all, and every file sends through agent.c's
+ * agent_to_host() / agent_to_rank().  The sections below follow the files.
  */
 #ifndef KAWARIMI_AGENT_PRIV_H
 #define KAWARIMI_AGENT_PRIV_H
 
+#include <sys/types.h>
 #include <json-c/json.h>
 
 #include "agent.h"
@@ -23,6 +26,12 @@
 /* Defaults of the commands' optional arguments (docs/symvirt-protocol.md). */
 #define DEFAULT_DEADLINE_MS 30000
 #define DEFAULT_LINK_TIMEOUT_MS 30000
+
+/* Output kept for a peer that does not read (a virtio port with no host
+ * connected, a stuck rank) before it is dropped. */
+#define AGENT_OUT_MAX (4u << 20)
+/* More rank connections than any VM has cores: the rest are refused. */
+#define AGENT_MAX_RANKS 4096
 
 struct outq {
 	char *buf;
