@@ -1,19 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kawarimi-agent: the event loop, the host channel and the rank sockets.
- *
- * The host channel is normally a virtio-serial port, a character device
- * with three quirks (docs/symvirt-protocol.md, "Transport"):
- *  - with no host connected, read() returns EOF at once and poll() reports
- *    POLLHUP for ever: the agent stops polling the port and looks again
- *    after a back-off, keeping the port open so nothing the host sends
- *    later is lost;
- *  - a write with no host connected would block: the port is non-blocking
- *    and output stays queued (bounded) until the host reads;
- *  - the host connects and disconnects at any time, and lines may arrive in
- *    pieces: the framer (proto.c) reassembles them.
- * `unix:PATH` and `listen:PATH` channels exist for tests and behave like a
- * host that connects and disconnects.
+ * kawarimi-agent: the event loop, the output queues and the rank sockets;
+ * the host channel is channel.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +21,6 @@
 #include <unistd.h>
 
 #include "agent_priv.h"
-
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 1000
 
 int64_t agent_now_ms(void)
 {
@@ -79,7 +64,7 @@ const char *agent_rank_state_name(enum rank_state s)
 
 /* ---- output queues ------------------------------------------------------- */
 
-static int outq_add(struct outq *q, json_object *msg)
+int agent_outq_add(struct outq *q, json_object *msg)
 {
 	const char *text = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
 	size_t len = strlen(text);
@@ -104,14 +89,14 @@ static int outq_add(struct outq *q, json_object *msg)
 	return 0;
 }
 
-static void outq_clear(struct outq *q)
+void agent_outq_clear(struct outq *q)
 {
 	free(q->buf);
 	memset(q, 0, sizeof(*q));
 }
 
 /* Writes what the peer takes now; 0, or -1 on a hard error (errno). */
-static int outq_flush(struct outq *q, int fd)
+int agent_outq_flush(struct outq *q, int fd)
 {
 	while (q->len > 0) {
 		ssize_t n = send(fd, q->buf, q->len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -131,257 +116,6 @@ static int outq_flush(struct outq *q, int fd)
 	return 0;
 }
 
-/* ---- the host channel ------------------------------------------------------ */
-
-static void chan_close(struct agent *a)
-{
-	struct channel *c = &a->ch;
-
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	c->paused = false;
-	agent_framer_reset(c->framer);
-	/* A socket peer that left will not read old replies; a virtio port
-	 * keeps them (the same host may just be reconnecting). */
-	if (c->kind != CHAN_DEVICE) {
-		c->out.len = 0;
-		c->generation++;
-	}
-}
-
-static void chan_backoff(struct agent *a)
-{
-	struct channel *c = &a->ch;
-
-	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
-	if (c->backoff_ms > BACKOFF_MAX_MS)
-		c->backoff_ms = BACKOFF_MAX_MS;
-	c->retry_at = agent_now_ms() + c->backoff_ms;
-}
-
-static int unix_addr(const char *path, struct sockaddr_un *sa)
-{
-	memset(sa, 0, sizeof(*sa));
-	sa->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sa->sun_path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	memcpy(sa->sun_path, path, strlen(path) + 1);
-	return 0;
-}
-
-/* Opens the device or connects the socket; on failure retries later. */
-static void chan_open(struct agent *a)
-{
-	struct channel *c = &a->ch;
-	struct sockaddr_un sa;
-	int fd;
-
-	c->retry_at = 0;
-	if (c->kind == CHAN_DEVICE) {
-		fd = open(c->path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-		if (fd < 0) {
-			if (!c->open_warned)
-				agent_log(a, LOG_INFO, "cannot open channel %s: %s (retrying)",
-					  c->path, strerror(errno));
-			c->open_warned = true;
-			chan_backoff(a);
-			return;
-		}
-	} else {
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (fd < 0 || unix_addr(c->path, &sa) < 0 ||
-		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-			if (!c->open_warned)
-				agent_log(a, LOG_INFO, "cannot connect channel unix:%s: %s (retrying)",
-					  c->path, strerror(errno));
-			c->open_warned = true;
-			if (fd >= 0)
-				close(fd);
-			chan_backoff(a);
-			return;
-		}
-	}
-	c->fd = fd;
-	c->open_warned = false;
-	agent_log(a, LOG_INFO, "channel %s open", c->path);
-}
-
-static int listen_unix(struct agent *a, const char *path, mode_t mode, const char *group)
-{
-	struct sockaddr_un sa;
-	int fd;
-
-	if (!path || unix_addr(path, &sa) < 0) {
-		agent_log(a, LOG_ERR, "socket path '%s' is too long", path ? path : "");
-		return -1;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -1;
-	unlink(path);	/* a stale socket of an earlier agent */
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
-		agent_log(a, LOG_ERR, "cannot listen on '%s': %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (chmod(path, mode) < 0) {
-		agent_log(a, LOG_ERR, "chmod '%s': %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		return -1;
-	}
-	if (group) {
-		struct group *g = getgrnam(group);
-
-		if (!g || chown(path, (uid_t)-1, g->gr_gid) < 0) {
-			agent_log(a, LOG_ERR, "cannot give '%s' to group '%s': %s; create the group or drop --group",
-				  path, group, g ? strerror(errno) : "no such group");
-			close(fd);
-			unlink(path);
-			return -1;
-		}
-	}
-	return fd;
-}
-
-/* A reply listing many ranks with many peers each can pass the limit: each
- * rank's "paths" then becomes "path-counts" ({"verbs": N, "tcp": M}). */
-static void summarize_paths(json_object *msg)
-{
-	json_object *ret, *ranks;
-
-	if (!json_object_object_get_ex(msg, "return", &ret) ||
-	    !json_object_object_get_ex(ret, "ranks", &ranks) ||
-	    !json_object_is_type(ranks, json_type_array))
-		return;
-	for (size_t i = 0; i < json_object_array_length(ranks); i++) {
-		json_object *r = json_object_array_get_idx(ranks, i), *paths, *counts;
-
-		if (!json_object_object_get_ex(r, "paths", &paths) ||
-		    !json_object_is_type(paths, json_type_array))
-			continue;
-		counts = json_object_new_object();
-		for (size_t k = 0; k < json_object_array_length(paths); k++) {
-			json_object *p = json_object_array_get_idx(paths, k), *kind, *n;
-			const char *name;
-
-			if (!json_object_object_get_ex(p, "path", &kind))
-				continue;
-			name = json_object_get_string(kind);
-			n = NULL;
-			json_object_object_get_ex(counts, name, &n);
-			json_object_object_add(counts, name,
-					       json_object_new_int64(n ? json_object_get_int64(n) + 1 : 1));
-		}
-		json_object_object_del(r, "paths");
-		json_object_object_add(r, "path-counts", counts);
-	}
-}
-
-/* Keeps a reply within SYMVIRT_MAX_REPLY; returns the message to send. */
-static json_object *fit_reply(struct agent *a, json_object *msg)
-{
-	size_t len = strlen(json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
-	json_object *id = NULL, *err;
-	struct schema_err e;
-
-	if (len < SYMVIRT_MAX_REPLY)
-		return msg;
-	summarize_paths(msg);
-	len = strlen(json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
-	if (len < SYMVIRT_MAX_REPLY)
-		return msg;
-	json_object_object_get_ex(msg, "id", &id);
-	schema_err_set(&e, "GenericError", "the reply would be %zu bytes, over the limit of %d", len,
-		   SYMVIRT_MAX_REPLY);
-	agent_log(a, LOG_WARNING, "%s", e.desc);
-	err = agent_reply_error(&e, id);	/* takes its own reference to id */
-	json_object_put(msg);
-	return err;
-}
-
-void agent_to_host(struct agent *a, json_object *msg)
-{
-	msg = fit_reply(a, msg);
-	if (outq_add(&a->ch.out, msg) < 0) {
-		/* Nobody has read for a long time: start afresh rather than grow. */
-		agent_log(a, LOG_WARNING, "host channel backlog over %u bytes dropped (no host reading)",
-			  AGENT_OUT_MAX);
-		a->ch.out.len = 0;
-		outq_add(&a->ch.out, msg);
-	}
-	json_object_put(msg);
-}
-
-static int host_frame(void *arg, json_object *msg, const struct schema_err *e)
-{
-	struct agent *a = arg;
-	json_object *reply;
-
-	if (!msg) {
-		agent_log(a, LOG_WARNING, "from host: %s: %s", e->cls, e->desc);
-		agent_to_host(a, agent_reply_error(e, NULL));
-		return 0;
-	}
-	agent_log(a, LOG_DEBUG, "host: %.300s", json_object_to_json_string(msg));
-	reply = agent_dispatch_command(a, NULL, msg, NULL);
-	if (reply)
-		agent_to_host(a, reply);
-	return 0;
-}
-
-static void chan_read(struct agent *a)
-{
-	struct channel *c = &a->ch;
-	char buf[16384];
-
-	for (;;) {
-		ssize_t n = read(c->fd, buf, sizeof(buf));
-
-		if (n > 0) {
-			c->backoff_ms = 0;
-			agent_framer_feed(c->framer, buf, (size_t)n, host_frame, a);
-			if (c->fd < 0)
-				return;
-			continue;
-		}
-		if (n < 0 && (errno == EINTR))
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
-		if (n == 0 && c->kind == CHAN_DEVICE) {
-			/* No host on the other end: look again later, keep the port. */
-			c->paused = true;
-			chan_backoff(a);
-			agent_log(a, LOG_DEBUG, "channel: EOF (no host); looking again in %d ms",
-				  c->backoff_ms);
-			return;
-		}
-		agent_log(a, n == 0 ? LOG_INFO : LOG_WARNING, "channel %s: %s", c->path,
-			  n == 0 ? "host disconnected" : strerror(errno));
-		chan_close(a);
-		if (c->kind != CHAN_LISTEN)
-			chan_backoff(a);
-		return;
-	}
-}
-
-static void chan_accept(struct agent *a)
-{
-	int fd = accept4(a->ch.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-
-	if (fd < 0)
-		return;
-	/* The newest host wins, as with a chardev that a new client takes over. */
-	if (a->ch.fd >= 0)
-		chan_close(a);
-	a->ch.fd = fd;
-	agent_log(a, LOG_INFO, "host connected on listen:%s", a->ch.path);
-}
-
 /* ---- ranks ------------------------------------------------------------------- */
 
 static void rank_free(struct rank *r)
@@ -389,7 +123,7 @@ static void rank_free(struct rank *r)
 	if (r->fd >= 0)
 		close(r->fd);
 	agent_framer_free(r->framer);
-	outq_clear(&r->out);
+	agent_outq_clear(&r->out);
 	json_object_put(r->paths_offered);
 	json_object_put(r->paths_chosen);
 	json_object_put(r->task_ret);
@@ -412,7 +146,7 @@ static void rank_drop(struct agent *a, struct rank *r, const char *reason)
 
 int agent_rank_send(struct agent *a, struct rank *r, json_object *msg)
 {
-	int rc = outq_add(&r->out, msg);
+	int rc = agent_outq_add(&r->out, msg);
 
 	json_object_put(msg);
 	if (rc < 0) {
@@ -581,9 +315,6 @@ static int setup_signals(struct agent *a)
 
 static int agent_init(struct agent *a, const struct agent_opts *o)
 {
-	struct channel *c = &a->ch;
-	struct sockaddr_un sa;
-
 	memset(a, 0, sizeof(*a));
 	a->o = *o;
 	a->rank_listen_fd = -1;
@@ -591,40 +322,17 @@ static int agent_init(struct agent *a, const struct agent_opts *o)
 	a->task.hook_fd = -1;
 	a->next_id = 1;
 	a->started = agent_now_ms();
-	c->fd = -1;
-	c->listen_fd = -1;
-	c->framer = agent_framer_new(SYMVIRT_MAX_MSG);
-	if (!c->framer)
+	if (agent_chan_setup(a) < 0)
 		return -1;
-	if (!strncmp(o->channel, "unix:", 5)) {
-		c->kind = CHAN_CONNECT;
-		c->path = o->channel + 5;
-	} else if (!strncmp(o->channel, "listen:", 7)) {
-		c->kind = CHAN_LISTEN;
-		c->path = o->channel + 7;
-	} else {
-		c->kind = CHAN_DEVICE;
-		c->path = o->channel;
-	}
-	if (!*c->path || unix_addr(c->path, &sa) < 0) {
-		agent_log(a, LOG_ERR, "bad --channel '%s': give a device path, unix:PATH or listen:PATH",
-			  o->channel);
-		return -1;
-	}
 	if (setup_signals(a) < 0) {
 		agent_log(a, LOG_ERR, "signals: %s", strerror(errno));
 		return -1;
 	}
-	a->rank_listen_fd = listen_unix(a, o->socket, 0660, o->group);
+	a->rank_listen_fd = agent_listen_unix(a, o->socket, 0660, o->group);
 	if (a->rank_listen_fd < 0)
 		return -1;
-	if (c->kind == CHAN_LISTEN) {
-		c->listen_fd = listen_unix(a, c->path, 0600, NULL);
-		if (c->listen_fd < 0)
-			return -1;
-	} else {
-		chan_open(a);
-	}
+	if (agent_chan_start(a) < 0)
+		return -1;
 	agent_log(a, LOG_NOTICE, "kawarimi-agent %s: channel %s, ranks on %s", KAWARIMI_VERSION,
 		  o->channel, o->socket);
 	return 0;
@@ -641,13 +349,7 @@ static void agent_fini(struct agent *a)
 		a->ranks = r->next;
 		rank_free(r);
 	}
-	chan_close(a);
-	outq_clear(&a->ch.out);
-	agent_framer_free(a->ch.framer);
-	if (a->ch.listen_fd >= 0) {
-		close(a->ch.listen_fd);
-		unlink(a->ch.path);
-	}
+	agent_chan_fini(a);
 	if (a->rank_listen_fd >= 0) {
 		close(a->rank_listen_fd);
 		unlink(a->o.socket);
@@ -695,19 +397,6 @@ static int poll_timeout(struct agent *a)
 	return t <= now ? 0 : (int)(t - now);
 }
 
-static void chan_timers(struct agent *a)
-{
-	struct channel *c = &a->ch;
-
-	if (!c->retry_at || agent_now_ms() < c->retry_at)
-		return;
-	c->retry_at = 0;
-	if (c->paused)
-		c->paused = false;	/* poll the port again */
-	else if (c->fd < 0 && c->kind != CHAN_LISTEN)
-		chan_open(a);
-}
-
 static void handle_signal(struct agent *a)
 {
 	struct signalfd_siginfo si;
@@ -720,33 +409,6 @@ static void handle_signal(struct agent *a)
 		}
 		agent_log(a, LOG_NOTICE, "signal %u: exiting", si.ssi_signo);
 		a->stop = true;
-	}
-}
-
-static void handle_chan(struct agent *a, short re)
-{
-	struct channel *c = &a->ch;
-
-	if (re & POLLIN)
-		chan_read(a);
-	else if (re & (POLLHUP | POLLERR)) {
-		if (c->kind == CHAN_DEVICE) {
-			c->paused = true;
-			chan_backoff(a);
-			agent_log(a, LOG_DEBUG, "channel: POLLHUP (no host); looking again in %d ms",
-				  c->backoff_ms);
-		} else {
-			chan_close(a);
-			if (c->kind == CHAN_CONNECT)
-				chan_backoff(a);
-		}
-		return;
-	}
-	if (c->fd >= 0 && !c->paused && outq_flush(&c->out, c->fd) < 0) {
-		agent_log(a, LOG_WARNING, "channel %s: write: %s", c->path, strerror(errno));
-		chan_close(a);
-		if (c->kind != CHAN_LISTEN)
-			chan_backoff(a);
 	}
 }
 
@@ -777,7 +439,7 @@ static void rank_flush(struct agent *a, struct rank *r)
 {
 	bool gone;
 
-	if (!r->out.len || outq_flush(&r->out, r->fd) == 0)
+	if (!r->out.len || agent_outq_flush(&r->out, r->fd) == 0)
 		return;
 	gone = errno == EPIPE || errno == ECONNRESET;
 	agent_log(a, gone ? LOG_INFO : LOG_WARNING, "rank pid %" PRId64 ": write: %s", r->pid,
@@ -823,16 +485,16 @@ static int loop_once(struct agent *a)
 		if (pfds[SLOT_SIG].revents)
 			handle_signal(a);
 		if (pfds[SLOT_CHLISTEN].revents)
-			chan_accept(a);
+			agent_chan_accept(a);
 		if (pfds[SLOT_CHAN].revents && c->fd == pfds[SLOT_CHAN].fd)
-			handle_chan(a, pfds[SLOT_CHAN].revents);
+			agent_chan_handle(a, pfds[SLOT_CHAN].revents);
 		if (pfds[SLOT_TASK].revents)
 			agent_task_fd_ready(a);
 		handle_ranks(a, pfds + SLOT_RANKS, rs, nr);
 		if (pfds[SLOT_RANKLISTEN].revents)
 			rank_accept(a);
 	}
-	chan_timers(a);
+	agent_chan_timers(a);
 	agent_task_step(a);
 	agent_lease_step(a);
 	/* Replies produced above go out now rather than after the next poll. */
@@ -840,12 +502,8 @@ static int loop_once(struct agent *a)
 		next = r->next;
 		rank_flush(a, r);
 	}
-	if (c->fd >= 0 && !c->paused && c->out.len && outq_flush(&c->out, c->fd) < 0) {
-		agent_log(a, LOG_WARNING, "channel %s: write: %s", c->path, strerror(errno));
-		chan_close(a);
-		if (c->kind != CHAN_LISTEN)
-			chan_backoff(a);
-	}
+	if (c->out.len)
+		agent_chan_flush(a);
 	free(pfds);
 	free(rs);
 	return 0;

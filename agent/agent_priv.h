@@ -154,6 +154,11 @@ struct agent {
 
 /* agent.c: the loop */
 int64_t agent_now_ms(void);
+/* Output queues: 0, or -1 when full (AGENT_OUT_MAX) or on ENOMEM. */
+int agent_outq_add(struct outq *q, json_object *msg);
+void agent_outq_clear(struct outq *q);
+/* Writes what the peer takes now; 0, or -1 on a hard error (errno). */
+int agent_outq_flush(struct outq *q, int fd);
 /* Queues a message to the coordinator (consumes msg). */
 void agent_to_host(struct agent *a, json_object *msg);
 /* Queues a command to a rank and remembers it; 0 or -1 (rank dropped). */
@@ -162,6 +167,20 @@ int agent_to_rank(struct agent *a, struct rank *r, const char *command, json_obj
 int agent_rank_send(struct agent *a, struct rank *r, json_object *msg);
 const char *agent_state_name(enum agent_state s);
 const char *agent_rank_state_name(enum rank_state s);
+
+/* channel.c: the host channel */
+/* Parses --channel (0, or -1 logged), then opens or listens on it. */
+int agent_chan_setup(struct agent *a);
+int agent_chan_start(struct agent *a);
+void agent_chan_fini(struct agent *a);
+/* A listening unix socket (mode, group): the fd, or -1 (logged). */
+int agent_listen_unix(struct agent *a, const char *path, mode_t mode, const char *group);
+/* The loop's calls: a host connecting, the channel's poll events, its
+ * reopen / re-poll timers, and writing what is queued. */
+void agent_chan_accept(struct agent *a);
+void agent_chan_handle(struct agent *a, short re);
+void agent_chan_timers(struct agent *a);
+void agent_chan_flush(struct agent *a);
 
 /* commands.c: what the agent does for each command of its two legs
  * (SCHEMA_HOST, SCHEMA_RANK) in the protocol's table (schema.h). */
