@@ -16,17 +16,8 @@
 #include <unistd.h>
 
 #include "kawarimi-qmp.h"
+#include "../check.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		failures++; \
-	} \
-} while (0)
 
 #define GREETING "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, " \
 		 "\"major\": 7}, \"package\": \"fake\"}, \"capabilities\": [%s]}}\r\n"
@@ -795,10 +786,7 @@ static void test_blocking(void)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct check_case tests[] = {
 		{ "byte-by-byte", test_byte_by_byte },
 		{ "hundred-in-one-write", test_hundred_in_one_write },
 		{ "garbage", test_garbage },
@@ -817,13 +805,7 @@ int main(void)
 	};
 
 	alarm(60);	/* a wedged case fails instead of hanging the suite */
-	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-		int before = failures;
-
-		tests[i].fn();
-		printf("%s %s\n", failures == before ? "ok  " : "FAIL", tests[i].name);
-		fflush(stdout);
-	}
+	check_run(tests, sizeof(tests) / sizeof(tests[0]));
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);
 		return 1;

@@ -5,17 +5,8 @@
 #include <string.h>
 
 #include "kawarimi-qmp.h"
+#include "../check.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		failures++; \
-	} \
-} while (0)
 
 /* Feeds s in chunks of step bytes; collects the compact form of every
  * object into out (one per line).  Returns 0, or -1 at the first error. */
