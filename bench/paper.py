@@ -7,7 +7,7 @@ files, the PingPong log, the symvirt/QMP traces of bench/paper-ssh.py) and
 writes OUT/report.md, OUT/{storage,blockmig,phases,goodput,pauses}.csv and
 OUT/{goodput,phases,storage}.png (matplotlib; without it, no pictures and
 the report says so).  Every figure stands next to the paper's (Takano et
-al. 2013, the digest in shared/reference) with a ratio.  Parts whose data
+al. 2013) with a ratio.  Parts whose data
 is missing are reported as not measured.
 """
 import csv

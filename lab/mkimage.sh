@@ -207,7 +207,7 @@ build_base() {
 }
 
 # The second layer: this build's binaries, found where meson puts them.
-LAYER_BINS=(symvirt/kawarimi-agent bench/kawarimi-pingpong lab/kwl-mpijob lab/kwl-memcheck)
+LAYER_BINS=(agent/kawarimi-agent bench/kawarimi-pingpong lab/kwl-mpijob lab/kwl-memcheck)
 LAYER_BTL=mpi-plugin/mca_btl_kawarimi.so
 
 build_layer() {

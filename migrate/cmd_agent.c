@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 #include "subcommands.h"
 
 #define AGENT_DEFAULT_TIMEOUT_S 120
@@ -80,7 +80,7 @@ static void log_to_stderr(struct symvirt *s, const char *msg, void *arg)
 int cmd_agent(int argc, char *argv[])
 {
 	int timeout_s = AGENT_DEFAULT_TIMEOUT_S, sync_s = AGENT_SYNC_TIMEOUT_S, i = 1, rc;
-	struct symvirt_error err;
+	struct kqmp_error err;
 	json_object *args = NULL, *ret = NULL;
 	struct symvirt *s;
 	const char *sock, *command;
@@ -127,7 +127,7 @@ int cmd_agent(int argc, char *argv[])
 		return 2;
 	}
 	if (symvirt_execute(s, command, args, timeout_s * 1000, &ret, &err) < 0) {
-		if (err.kind == SYMVIRT_E_AGENT) {
+		if (err.kind == KQMP_E_QMP) {
 			fprintf(stderr, "%s: %s\n", err.cls, err.desc);
 			rc = 1;
 		} else {

@@ -212,7 +212,7 @@ static void add_addrs(json_object *ret)
 {
 	char hex[KW_ADDRS_HEX_MAX];
 
-	if (!kw_addrs_hex(&kw.local, hex, sizeof(hex)))
+	if (!kw_ctl_parse_addrs_hex(&kw.local, hex, sizeof(hex)))
 		json_object_object_add(ret, "addrs", json_object_new_string(hex));
 }
 
@@ -617,11 +617,11 @@ static void handle_line(const char *line, size_t len)
 	char err[300];
 
 	kw_log(5, "from agent: %.*s", (int)len, line);
-	if (kw_ctl_parse(line, len, &m, &eclass, err, sizeof(err)))
+	if (kw_ctl_parse_msg(line, len, &m, &eclass, err, sizeof(err)))
 		reply_error(m.id, eclass, err);
 	else
 		handle(&m, kw_now_ms());
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 }
 
 void kw_ctl_readable(void)

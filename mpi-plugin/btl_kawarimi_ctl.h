@@ -49,7 +49,7 @@ struct kw_ctl_msg {
 	int64_t link_timeout_ms;	/* resume; -1 when absent */
 	int wait;			/* resume, peers: -1 when absent, else 0/1 */
 	int npeers;			/* peers */
-	struct kw_peer_addrs *peers;	/* malloc'd; kw_ctl_msg_clear frees */
+	struct kw_peer_addrs *peers;	/* malloc'd; kw_ctl_parse_clear frees */
 	int nfabrics;
 	struct kw_fabric_hint fabrics[SCHEMA_FABRICS_MAX];
 	int is_error;			/* reply */
@@ -62,15 +62,15 @@ struct kw_ctl_msg {
  * answer with (one of schema_classes[]: "InvalidParameter",
  * "CommandNotFound", ...) and err naming the bad member and value. m->id
  * is set whenever the line had a usable id, so the error can be answered.
- * Call kw_ctl_msg_clear() in both cases.
+ * Call kw_ctl_parse_clear() in both cases.
  */
-int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
+int kw_ctl_parse_msg(const char *line, size_t len, struct kw_ctl_msg *m,
 		 const char **eclass, char *err, size_t errlen);
-void kw_ctl_msg_clear(struct kw_ctl_msg *m);
+void kw_ctl_parse_clear(struct kw_ctl_msg *m);
 
 /* An address list as the hex string of its wire encoding (the modex blob),
  * as `resume` and `status` replies carry it: out has KW_ADDRS_HEX_MAX
  * bytes. Returns 0 or -1. */
-int kw_addrs_hex(const struct kw_addrs *a, char *out, size_t len);
+int kw_ctl_parse_addrs_hex(const struct kw_addrs *a, char *out, size_t len);
 
 #endif

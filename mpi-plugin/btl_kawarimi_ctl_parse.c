@@ -195,7 +195,7 @@ static int read_other(json_object *o, struct kw_ctl_msg *m, struct schema_err *e
 	return 0;
 }
 
-int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
+int kw_ctl_parse_msg(const char *line, size_t len, struct kw_ctl_msg *m,
 		 const char **eclass, char *err, size_t errlen)
 {
 	struct schema_err e;
@@ -225,7 +225,7 @@ int kw_ctl_parse(const char *line, size_t len, struct kw_ctl_msg *m,
 	return rc ? fail(&e, eclass, err, errlen) : 0;
 }
 
-void kw_ctl_msg_clear(struct kw_ctl_msg *m)
+void kw_ctl_parse_clear(struct kw_ctl_msg *m)
 {
 	json_object_put(m->id);
 	m->id = NULL;
@@ -234,7 +234,7 @@ void kw_ctl_msg_clear(struct kw_ctl_msg *m)
 	m->npeers = 0;
 }
 
-int kw_addrs_hex(const struct kw_addrs *a, char *out, size_t len)
+int kw_ctl_parse_addrs_hex(const struct kw_addrs *a, char *out, size_t len)
 {
 	unsigned char blob[KW_ADDRS_HEX_MAX / 2];
 	int n = kw_addrs_encode(a, blob, sizeof(blob)), i;

@@ -1,4 +1,4 @@
-/* kawarimi BTL: fragment pools and frame header checks. */
+/* kawarimi BTL: fragment pools (the frame header and its checks: btl_kawarimi_wire.c). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "jconn.h"
-#include "kqmp-internal.h"
+#include "conn.h"
+#include "kqmp_internal.h"
 
 const char *kqmp_err_kind_name(enum kqmp_err_kind kind)
 {
@@ -24,7 +24,7 @@ const char *kqmp_err_kind_name(enum kqmp_err_kind kind)
 	return "unknown";
 }
 
-void kjconn_vseterr(struct kqmp_error *err, enum kqmp_err_kind kind,
+void kqmp_conn_vseterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 		    const char *fmt, va_list ap)
 {
 	if (!err)
@@ -32,16 +32,16 @@ void kjconn_vseterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	err->kind = kind;
 	err->cls[0] = '\0';
 	vsnprintf(err->desc, sizeof(err->desc), fmt, ap);
-	kq_one_line(err->desc);
+	kqmp_one_line(err->desc);
 }
 
-void kq_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
+void kqmp_seterr(struct kqmp_error *err, enum kqmp_err_kind kind,
 	       const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	kjconn_vseterr(err, kind, fmt, ap);
+	kqmp_conn_vseterr(err, kind, fmt, ap);
 	va_end(ap);
 }
 
@@ -112,15 +112,15 @@ size_t kqmp_printable(char *dst, size_t size, const char *src)
 }
 
 /* Not inlined: gcc 12's -Wformat-truncation, under -fsanitize=undefined,
- * took the inlined loop for a null format string in kjconn_vseterr(). */
+ * took the inlined loop for a null format string in kqmp_conn_vseterr(). */
 __attribute__((noinline))
-char *kq_one_line(char *s)
+char *kqmp_one_line(char *s)
 {
 	sanitize(s, strlen(s) + 1, s, ' ');
 	return s;
 }
 
-const char *kq_quote(char *dst, size_t size, const char *src, size_t len)
+const char *kqmp_quote(char *dst, size_t size, const char *src, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0;
@@ -161,12 +161,12 @@ const char *kq_quote(char *dst, size_t size, const char *src, size_t len)
 	return dst;
 }
 
-const char *kq_quote_json(char *dst, size_t size, json_object *obj)
+const char *kqmp_quote_json(char *dst, size_t size, json_object *obj)
 {
 	const char *s = json_object_to_json_string_ext(obj,
 			JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 
 	if (!s)
 		s = "(out of memory)";
-	return kq_quote(dst, size, s, strlen(s));
+	return kqmp_quote(dst, size, s, strlen(s));
 }

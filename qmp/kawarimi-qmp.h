@@ -10,7 +10,7 @@
  *
  * The library never exits and never prints to stdout; failures come back
  * as struct kqmp_error values.  The same incremental JSON reader that frames
- * QMP is exported (kjson_reader_*) so the symvirt channel shares it.
+ * QMP is exported (kqmp_reader_*) so the symvirt channel shares it.
  */
 #ifndef KAWARIMI_QMP_H
 #define KAWARIMI_QMP_H
@@ -65,18 +65,18 @@ size_t kqmp_printable(char *dst, size_t size, const char *src);
  * than max_msg bytes, a top-level value that is not an object, or bytes that
  * are not JSON put the reader in a failed state.
  */
-struct kjson_reader;
+struct kqmp_reader;
 
 /* NULL on ENOMEM.  max_msg counts a message's bytes from its '{'. */
-struct kjson_reader *kjson_reader_new(size_t max_msg);
-void kjson_reader_free(struct kjson_reader *r);
+struct kqmp_reader *kqmp_reader_new(size_t max_msg);
+void kqmp_reader_free(struct kqmp_reader *r);
 /* Changes the limit (applies from the message being read). */
-void kjson_reader_set_max_msg(struct kjson_reader *r, size_t max_msg);
+void kqmp_reader_set_max_msg(struct kqmp_reader *r, size_t max_msg);
 /* Buffers len bytes. Returns 0, or -1 with err set (reader failed). */
-int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
+int kqmp_reader_feed(struct kqmp_reader *r, const char *buf, size_t len,
 		      struct kqmp_error *err);
 /* 1: *out is a new object (caller puts it); 0: need more bytes; -1: error. */
-int kjson_reader_next(struct kjson_reader *r, json_object **out,
+int kqmp_reader_next(struct kqmp_reader *r, json_object **out,
 		      struct kqmp_error *err);
 
 /* ---- connections ------------------------------------------------------ */

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The QMP front-end of the connection core (jconn.h): the greeting and
+ * The QMP front-end of the connection core (conn.h): the greeting and
  * qmp_capabilities handshake, QMP's message shapes and wording, oob, and
  * the public kqmp_* API.
  *
- * Ownership: a struct kqmp owns its kjconn (fd, buffers, pending commands,
+ * Ownership: a struct kqmp owns its kqmp_conn (fd, buffers, pending commands,
  * events) and the greeting's version object.
  */
 #include <errno.h>
@@ -16,17 +16,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "jconn.h"
-#include "kqmp-internal.h"
+#include "conn.h"
+#include "kqmp_internal.h"
 
-#define KQ_DEFAULT_MAX_MSG	(16u << 20)	/* query-qmp-schema is ~200 KiB */
-/* The event queue's bounds (jconn.h): QEMU's events are small and few,
+#define KQMP_DEFAULT_MAX_MSG	(16u << 20)	/* query-qmp-schema is ~200 KiB */
+/* The event queue's bounds (conn.h): QEMU's events are small and few,
  * but a caller that never pops them must not grow without end. */
-#define KQ_MAX_EVENTS		4096
-#define KQ_MAX_EVENT_BYTES	(16u << 20)
+#define KQMP_MAX_EVENTS		4096
+#define KQMP_MAX_EVENT_BYTES	(16u << 20)
 
 struct kqmp {
-	struct kjconn c;
+	struct kqmp_conn c;
 	unsigned flags;
 	bool ready;		/* handshake done */
 	bool greeted;
@@ -35,78 +35,78 @@ struct kqmp {
 	json_object *version;
 };
 
-#define KQ(c)	kjconn_owner(c, struct kqmp, c)
+#define KQ(c)	kqmp_conn_owner(c, struct kqmp, c)
 
 /* ---- small helpers ----------------------------------------------------- */
 
 /* Fails a detached list of commands with err, in send order. */
-static void fail_list(struct kqmp *q, struct kjconn_cmd *list,
+static void fail_list(struct kqmp *q, struct kqmp_conn_cmd *list,
 		      const struct kqmp_error *err)
 {
 	while (list) {
-		struct kjconn_cmd *c = list;
+		struct kqmp_conn_cmd *c = list;
 
 		list = c->next;
-		kjconn_finish(&q->c, c, NULL, err);
+		kqmp_conn_finish(&q->c, c, NULL, err);
 	}
 }
 
 /* ---- the core's hooks ------------------------------------------------- */
 
-static void on_message(struct kjconn *c, json_object *msg);
+static void on_message(struct kqmp_conn *c, json_object *msg);
 
-static void deliver(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+static void deliver(struct kqmp_conn *c, struct kqmp_conn_cmd *cmd, json_object *ret,
 		    const struct kqmp_error *err)
 {
 	((kqmp_reply_fn)cmd->fn)(KQ(c), ret, err, cmd->arg);
 }
 
-static void io_failed(struct kjconn *c, enum kjconn_io what, int e,
+static void io_failed(struct kqmp_conn *c, enum kqmp_conn_io what, int e,
 		      const struct kqmp_error *rerr)
 {
 	struct kqmp *q = KQ(c);
 
 	switch (what) {
-	case KJCONN_WRITE:
-		kjconn_fail(c, KQMP_E_IO, "%s: write failed: %s%s", c->name,
+	case KQMP_CONN_WRITE:
+		kqmp_conn_fail(c, KQMP_E_IO, "%s: write failed: %s%s", c->name,
 			    strerror(e), e == EPIPE || e == ECONNRESET ?
 			    " (the peer closed the connection: did QEMU exit?)" : "");
 		break;
-	case KJCONN_READ:
+	case KQMP_CONN_READ:
 		if (e == ECONNRESET)
-			kjconn_fail(c, KQMP_E_IO, "%s: connection reset by the peer%s",
+			kqmp_conn_fail(c, KQMP_E_IO, "%s: connection reset by the peer%s",
 				    c->name, q->greeted ? " (did QEMU exit?)" : "");
 		else
-			kjconn_fail(c, KQMP_E_IO, "%s: read failed: %s", c->name,
+			kqmp_conn_fail(c, KQMP_E_IO, "%s: read failed: %s", c->name,
 				    strerror(e));
 		break;
-	case KJCONN_EOF:
-		kjconn_fail(c, KQMP_E_IO, "%s: connection closed by the peer%s%s",
+	case KQMP_CONN_EOF:
+		kqmp_conn_fail(c, KQMP_E_IO, "%s: connection closed by the peer%s%s",
 			    c->name,
-			    kq_reader_mid_message(c->rd) ? " in the middle of a message" : "",
+			    kqmp_reader_mid_message(c->rd) ? " in the middle of a message" : "",
 			    q->greeted ? " (did QEMU exit?)" : " before its QMP greeting");
 		break;
-	case KJCONN_BAD_INPUT:
+	case KQMP_CONN_BAD_INPUT:
 		if (!q->greeted)
-			kjconn_fail(c, rerr->kind, "%s: not a QMP server: %s", c->name,
+			kqmp_conn_fail(c, rerr->kind, "%s: not a QMP server: %s", c->name,
 				    rerr->desc);
 		else
-			kjconn_fail(c, rerr->kind, "%s: %s", c->name, rerr->desc);
+			kqmp_conn_fail(c, rerr->kind, "%s: %s", c->name, rerr->desc);
 		break;
 	}
 }
 
-static void log_line(struct kjconn *c, const char *msg)
+static void log_line(struct kqmp_conn *c, const char *msg)
 {
 	((kqmp_log_fn)c->log_fn)(KQ(c), msg, c->log_arg);
 }
 
-static void destroy(struct kjconn *c)
+static void destroy(struct kqmp_conn *c)
 {
 	kqmp_close(KQ(c));
 }
 
-static const struct kjconn_ops kqmp_ops = {
+static const struct kqmp_conn_ops kqmp_ops = {
 	.message = on_message,
 	.deliver = deliver,
 	.io_failed = io_failed,
@@ -126,16 +126,16 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags)
 	if (!q)
 		return NULL;
 	snprintf(name, sizeof(name), "fd %d", fd);
-	if (kjconn_init(&q->c, fd, name, KQ_DEFAULT_MAX_MSG, 1, &kqmp_ops) < 0) {
+	if (kqmp_conn_init(&q->c, fd, name, KQMP_DEFAULT_MAX_MSG, 1, &kqmp_ops) < 0) {
 		free(q);
 		return NULL;
 	}
 	q->flags = flags;
-	q->c.max_events = KQ_MAX_EVENTS;
-	q->c.max_event_bytes = KQ_MAX_EVENT_BYTES;
+	q->c.max_events = KQMP_MAX_EVENTS;
+	q->c.max_event_bytes = KQMP_MAX_EVENT_BYTES;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		kjconn_fail(&q->c, KQMP_E_INVAL, "fd %d: cannot make it non-blocking: %s",
+		kqmp_conn_fail(&q->c, KQMP_E_INVAL, "fd %d: cannot make it non-blocking: %s",
 			    fd, strerror(errno));
 	return q;
 }
@@ -143,28 +143,28 @@ struct kqmp *kqmp_new_fd(int fd, unsigned flags)
 struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 			       struct kqmp_error *err)
 {
-	enum kjconn_connect_step step;
+	enum kqmp_conn_connect_step step;
 	struct kqmp *q;
 	size_t max;
-	int fd = kjconn_connect_unix(path, SOCK_NONBLOCK, &step, &max);
+	int fd = kqmp_conn_connect_unix(path, SOCK_NONBLOCK, &step, &max);
 	int e = errno;
 
 	if (fd < 0) {
 		const char *hint = "";
 
 		switch (step) {
-		case KJCONN_NO_PATH:
-			kq_seterr(err, KQMP_E_INVAL, "no QMP socket path given");
+		case KQMP_CONN_NO_PATH:
+			kqmp_seterr(err, KQMP_E_INVAL, "no QMP socket path given");
 			return NULL;
-		case KJCONN_PATH_TOO_LONG:
-			kq_seterr(err, KQMP_E_INVAL,
+		case KQMP_CONN_PATH_TOO_LONG:
+			kqmp_seterr(err, KQMP_E_INVAL,
 				  "QMP socket path '%s' is %zu bytes; unix sockets allow at most %zu",
 				  path, strlen(path), max);
 			return NULL;
-		case KJCONN_SOCKET:
-			kq_seterr(err, KQMP_E_CONNECT, "socket(AF_UNIX): %s", strerror(e));
+		case KQMP_CONN_SOCKET:
+			kqmp_seterr(err, KQMP_E_CONNECT, "socket(AF_UNIX): %s", strerror(e));
 			return NULL;
-		case KJCONN_CONNECT:
+		case KQMP_CONN_CONNECT:
 			break;
 		}
 		if (e == ECONNREFUSED)
@@ -173,7 +173,7 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 			hint = " (is QEMU running with -qmp unix:PATH,server=on?)";
 		else if (e == EAGAIN)
 			hint = " (the monitor's listen backlog is full)";
-		kq_seterr(err, KQMP_E_CONNECT, "cannot connect to QMP socket '%s': %s%s",
+		kqmp_seterr(err, KQMP_E_CONNECT, "cannot connect to QMP socket '%s': %s%s",
 			  path, strerror(e), hint);
 		errno = e;	/* for kqmp_open's KQMP_F_WAIT */
 		return NULL;
@@ -183,7 +183,7 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 		kqmp_close(q);
 		if (!q)
 			close(fd);
-		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", path);
+		kqmp_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", path);
 		return NULL;
 	}
 	return q;
@@ -191,12 +191,12 @@ struct kqmp *kqmp_connect_unix(const char *path, unsigned flags,
 
 struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error *err)
 {
-	struct kjconn_endpoint ep;
-	struct kjconn_ssh *t;
+	struct kqmp_conn_endpoint ep;
+	struct kqmp_conn_ssh *t;
 	struct kqmp *q;
 	int fd;
 
-	if (kjconn_open_endpoint(uri, &ep, &t, &fd, err) < 0) {
+	if (kqmp_conn_open_endpoint(uri, &ep, &t, &fd, err) < 0) {
 		errno = 0;	/* not one for KQMP_F_WAIT to retry */
 		return NULL;
 	}
@@ -205,14 +205,14 @@ struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error
 	q = kqmp_new_fd(fd, flags);
 	if (!q) {
 		close(fd);
-		kjconn_ssh_close(t);
-		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
+		kqmp_conn_ssh_close(t);
+		kqmp_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
 		return NULL;
 	}
 	q->c.ssh = t;
 	if (kqmp_set_name(q, uri) < 0) {
 		kqmp_close(q);
-		kq_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
+		kqmp_seterr(err, KQMP_E_NOMEM, "out of memory connecting to '%s'", uri);
 		return NULL;
 	}
 	return q;
@@ -220,7 +220,7 @@ struct kqmp *kqmp_connect_uri(const char *uri, unsigned flags, struct kqmp_error
 
 void kqmp_close(struct kqmp *q)
 {
-	if (!q || !kjconn_close(&q->c, "%s: connection closed by the caller", q->c.name))
+	if (!q || !kqmp_conn_close(&q->c, "%s: connection closed by the caller", q->c.name))
 		return;
 	json_object_put(q->version);
 	free(q);
@@ -235,7 +235,7 @@ int kqmp_fd(const struct kqmp *q)
 
 bool kqmp_want_write(const struct kqmp *q)
 {
-	return kjconn_want_write(&q->c);
+	return kqmp_conn_want_write(&q->c);
 }
 
 enum kqmp_state kqmp_get_state(const struct kqmp *q)
@@ -262,7 +262,7 @@ const char *kqmp_name(const struct kqmp *q)
 
 int kqmp_set_name(struct kqmp *q, const char *name)
 {
-	return kjconn_set_name(&q->c, name);
+	return kqmp_conn_set_name(&q->c, name);
 }
 
 bool kqmp_oob_enabled(const struct kqmp *q)
@@ -283,7 +283,7 @@ void kqmp_set_log(struct kqmp *q, kqmp_log_fn fn, void *arg)
 
 void kqmp_set_max_msg(struct kqmp *q, size_t bytes)
 {
-	kjson_reader_set_max_msg(q->c.rd, bytes);
+	kqmp_reader_set_max_msg(q->c.rd, bytes);
 }
 
 /* ---- sending ----------------------------------------------------------- */
@@ -291,7 +291,7 @@ void kqmp_set_max_msg(struct kqmp *q, size_t bytes)
 /* Commands sent during the handshake are held until it completes. */
 static uint64_t send_common(struct kqmp *q, const char *command, json_object *args,
 			    kqmp_reply_fn fn, void *arg, bool oob,
-			    struct kjconn_wait *wait)
+			    struct kqmp_conn_wait *wait)
 {
 	if (q->c.failed || q->c.close_requested || !command || !*command ||
 	    (args && !json_object_is_type(args, json_type_object)) ||
@@ -299,7 +299,7 @@ static uint64_t send_common(struct kqmp *q, const char *command, json_object *ar
 		json_object_put(args);
 		return 0;
 	}
-	return kjconn_send(&q->c, command, args, oob, !q->ready, (void (*)(void))fn,
+	return kqmp_conn_send(&q->c, command, args, oob, !q->ready, (void (*)(void))fn,
 			   arg, wait);
 }
 
@@ -317,7 +317,7 @@ uint64_t kqmp_send_oob(struct kqmp *q, const char *command, json_object *args,
 
 bool kqmp_cancel(struct kqmp *q, uint64_t id)
 {
-	return kjconn_cancel(&q->c, id);
+	return kqmp_conn_cancel(&q->c, id);
 }
 
 /* ---- receiving --------------------------------------------------------- */
@@ -325,23 +325,23 @@ bool kqmp_cancel(struct kqmp *q, uint64_t id)
 /* The handshake is over: release commands queued during it. */
 static void become_ready(struct kqmp *q)
 {
-	struct kjconn_cmd *refused = NULL, **rtail = &refused;
+	struct kqmp_conn_cmd *refused = NULL, **rtail = &refused;
 	struct kqmp_error e;
 
 	q->ready = true;
-	for (struct kjconn_cmd *c = q->c.head, *next; c; c = next) {
+	for (struct kqmp_conn_cmd *c = q->c.head, *next; c; c = next) {
 		next = c->next;
 		if (!c->held)
 			continue;
 		if (c->oob && !q->oob_enabled) {
-			kjconn_unlink(&q->c, c);
+			kqmp_conn_unlink(&q->c, c);
 			*rtail = c;
 			rtail = &c->next;
 			continue;
 		}
-		if (kjconn_out_append(&q->c, c->held, strlen(c->held)) < 0 ||
-		    kjconn_out_append(&q->c, "\n", 1) < 0) {
-			kjconn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing commands",
+		if (kqmp_conn_out_append(&q->c, c->held, strlen(c->held)) < 0 ||
+		    kqmp_conn_out_append(&q->c, "\n", 1) < 0) {
+			kqmp_conn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing commands",
 				    q->c.name);
 			fail_list(q, refused, &q->c.error);
 			return;
@@ -349,13 +349,13 @@ static void become_ready(struct kqmp *q)
 		free(c->held);
 		c->held = NULL;
 	}
-	kq_seterr(&e, KQMP_E_INVAL,
+	kqmp_seterr(&e, KQMP_E_INVAL,
 		  "%s: out-of-band command refused: the server did not offer the 'oob' capability",
 		  q->c.name);
 	fail_list(q, refused, &e);
 }
 
-static void on_greeting(struct kqmp *q, const struct kq_msg *m)
+static void on_greeting(struct kqmp *q, const struct kqmp_msg *m)
 {
 	json_object *args = NULL;
 	bool offered = false;
@@ -376,41 +376,41 @@ static void on_greeting(struct kqmp *q, const struct kq_msg *m)
 		json_object_object_add(args, "enable", list);
 		q->oob_enabled = true;
 	}
-	q->caps_id = kjconn_send_untracked(&q->c, "qmp_capabilities", args);
+	q->caps_id = kqmp_conn_send_untracked(&q->c, "qmp_capabilities", args);
 	if (!q->caps_id)
-		kjconn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory", q->c.name);
+		kqmp_conn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory", q->c.name);
 }
 
-static void on_caps_reply(struct kqmp *q, const struct kq_msg *m)
+static void on_caps_reply(struct kqmp *q, const struct kqmp_msg *m)
 {
-	if (m->type == KQ_MSG_ERROR) {
-		kjconn_fail(&q->c, KQMP_E_PROTOCOL, "%s: qmp_capabilities refused: %s: %s",
+	if (m->type == KQMP_MSG_ERROR) {
+		kqmp_conn_fail(&q->c, KQMP_E_PROTOCOL, "%s: qmp_capabilities refused: %s: %s",
 			    q->c.name, m->cls, m->desc);
 		return;
 	}
 	become_ready(q);
 }
 
-static void on_event(struct kqmp *q, const struct kq_msg *m)
+static void on_event(struct kqmp *q, const struct kqmp_msg *m)
 {
-	if (!kjconn_event_push(&q->c, m->event, m->data, m->sec, m->usec))
-		kjconn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing an event",
+	if (!kqmp_conn_event_push(&q->c, m->event, m->data, m->sec, m->usec))
+		kqmp_conn_fail(&q->c, KQMP_E_NOMEM, "%s: out of memory queueing an event",
 			    q->c.name);
 }
 
 /* With oob on, QEMU may drop an in-band command when its queue is full;
  * it says so with an event naming the id, and that is the reply. */
-static bool on_command_dropped(struct kqmp *q, const struct kq_msg *m)
+static bool on_command_dropped(struct kqmp *q, const struct kqmp_msg *m)
 {
-	struct kq_msg fake = { .id = NULL };
+	struct kqmp_msg fake = { .id = NULL };
 	json_object *reason = NULL;
 	struct kqmp_error e;
-	struct kjconn_cmd *c;
+	struct kqmp_conn_cmd *c;
 
 	if (strcmp(m->event, "COMMAND_DROPPED") ||
 	    !json_object_object_get_ex(m->data, "id", &fake.id))
 		return false;
-	c = kjconn_find(&q->c, kq_msg_id(&fake));
+	c = kqmp_conn_find(&q->c, kqmp_msg_id(&fake));
 	if (!c)
 		return false;
 	json_object_object_get_ex(m->data, "reason", &reason);
@@ -418,16 +418,16 @@ static bool on_command_dropped(struct kqmp *q, const struct kq_msg *m)
 	snprintf(e.cls, sizeof(e.cls), "CommandDropped");
 	snprintf(e.desc, sizeof(e.desc), "QEMU dropped '%s': %s", c->name,
 		 reason ? json_object_get_string(reason) : "no reason given");
-	kq_one_line(e.desc);
-	kjconn_unlink(&q->c, c);
-	kjconn_finish(&q->c, c, NULL, &e);
+	kqmp_one_line(e.desc);
+	kqmp_conn_unlink(&q->c, c);
+	kqmp_conn_finish(&q->c, c, NULL, &e);
 	return true;
 }
 
-static void on_reply(struct kqmp *q, const struct kq_msg *m, json_object *msg)
+static void on_reply(struct kqmp *q, const struct kqmp_msg *m, json_object *msg)
 {
-	uint64_t id = kq_msg_id(m);
-	struct kjconn_cmd *c = id ? kjconn_find(&q->c, id) : NULL;
+	uint64_t id = kqmp_msg_id(m);
+	struct kqmp_conn_cmd *c = id ? kqmp_conn_find(&q->c, id) : NULL;
 	struct kqmp_error e = { .kind = KQMP_E_QMP };
 	char quoted[200];
 
@@ -436,62 +436,62 @@ static void on_reply(struct kqmp *q, const struct kq_msg *m, json_object *msg)
 		return;
 	}
 	if (!c) {
-		kjconn_log(&q->c, "%s: dropped a reply with an unknown id: %s", q->c.name,
-		       kq_quote_json(quoted, sizeof(quoted), msg));
+		kqmp_conn_log(&q->c, "%s: dropped a reply with an unknown id: %s", q->c.name,
+		       kqmp_quote_json(quoted, sizeof(quoted), msg));
 		return;
 	}
-	kjconn_unlink(&q->c, c);
-	if (m->type == KQ_MSG_RETURN && m->ret) {
-		kjconn_finish(&q->c, c, m->ret, NULL);
+	kqmp_conn_unlink(&q->c, c);
+	if (m->type == KQMP_MSG_RETURN && m->ret) {
+		kqmp_conn_finish(&q->c, c, m->ret, NULL);
 		return;
 	}
-	if (m->type == KQ_MSG_RETURN) {
+	if (m->type == KQMP_MSG_RETURN) {
 		/* Keeps "exactly one of ret/err"; QEMU never does this. */
-		kq_seterr(&e, KQMP_E_PROTOCOL, "%s: '%s' returned null",
+		kqmp_seterr(&e, KQMP_E_PROTOCOL, "%s: '%s' returned null",
 			  q->c.name, c->name);
 	} else {
 		snprintf(e.cls, sizeof(e.cls), "%s", m->cls);
 		snprintf(e.desc, sizeof(e.desc), "%s", m->desc);
-		kq_one_line(e.cls);
-		kq_one_line(e.desc);
+		kqmp_one_line(e.cls);
+		kqmp_one_line(e.desc);
 	}
-	kjconn_finish(&q->c, c, NULL, &e);
+	kqmp_conn_finish(&q->c, c, NULL, &e);
 }
 
-static void on_message(struct kjconn *c, json_object *msg)
+static void on_message(struct kqmp_conn *c, json_object *msg)
 {
 	struct kqmp *q = KQ(c);
 	struct kqmp_error e;
-	struct kq_msg m;
+	struct kqmp_msg m;
 	char quoted[240];
 
-	if (kq_classify(msg, &m, &e) < 0) {
-		kjconn_fail(c, KQMP_E_PROTOCOL, "%s: %s", c->name, e.desc);
+	if (kqmp_classify(msg, &m, &e) < 0) {
+		kqmp_conn_fail(c, KQMP_E_PROTOCOL, "%s: %s", c->name, e.desc);
 		return;
 	}
 	if (!q->greeted) {
-		if (m.type != KQ_MSG_GREETING) {
-			kjconn_fail(c, KQMP_E_PROTOCOL,
+		if (m.type != KQMP_MSG_GREETING) {
+			kqmp_conn_fail(c, KQMP_E_PROTOCOL,
 				    "%s: not a QMP server: its first message was %s",
-				    c->name, kq_quote_json(quoted, sizeof(quoted), msg));
+				    c->name, kqmp_quote_json(quoted, sizeof(quoted), msg));
 			return;
 		}
 		on_greeting(q, &m);
 		return;
 	}
 	switch (m.type) {
-	case KQ_MSG_RETURN:
-	case KQ_MSG_ERROR:
+	case KQMP_MSG_RETURN:
+	case KQMP_MSG_ERROR:
 		on_reply(q, &m, msg);
 		break;
-	case KQ_MSG_EVENT:
+	case KQMP_MSG_EVENT:
 		if (!on_command_dropped(q, &m))
 			on_event(q, &m);
 		break;
-	case KQ_MSG_GREETING:
-	case KQ_MSG_UNKNOWN:
-		kjconn_log(&q->c, "%s: dropped an unexpected message: %s", c->name,
-		       kq_quote_json(quoted, sizeof(quoted), msg));
+	case KQMP_MSG_GREETING:
+	case KQMP_MSG_UNKNOWN:
+		kqmp_conn_log(&q->c, "%s: dropped an unexpected message: %s", c->name,
+		       kqmp_quote_json(quoted, sizeof(quoted), msg));
 		break;
 	}
 }
@@ -500,14 +500,14 @@ int kqmp_dispatch(struct kqmp *q, struct kqmp_error *err)
 {
 	bool freed;
 
-	return kjconn_dispatch(&q->c, err, &freed);
+	return kqmp_conn_dispatch(&q->c, err, &freed);
 }
 
 /* ---- events ------------------------------------------------------------ */
 
 int kqmp_event_pop(struct kqmp *q, struct kqmp_event *ev)
 {
-	return kjconn_event_pop(&q->c, ev);
+	return kqmp_conn_event_pop(&q->c, ev);
 }
 
 uint64_t kqmp_events_dropped(const struct kqmp *q)
@@ -527,14 +527,14 @@ void kqmp_event_clear(struct kqmp_event *ev)
 
 static int64_t deadline_of(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : kjconn_now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : kqmp_conn_now_ms() + timeout_ms;
 }
 
 static int refuse_in_callback(struct kqmp *q, struct kqmp_error *err)
 {
 	if (q->c.depth == 0)
 		return 0;
-	kq_seterr(err, KQMP_E_INVAL,
+	kqmp_seterr(err, KQMP_E_INVAL,
 		  "%s: a blocking kqmp call was made from inside a reply callback",
 		  q->c.name);
 	return -1;
@@ -558,8 +558,8 @@ static struct kqmp *connect_maybe_wait(const char *path, unsigned flags,
 				*err = e;
 			return q;
 		}
-		if (deadline >= 0 && kjconn_now_ms() + 20 > deadline) {
-			kq_seterr(err, KQMP_E_CONNECT, "%s (still, after waiting %d ms)",
+		if (deadline >= 0 && kqmp_conn_now_ms() + 20 > deadline) {
+			kqmp_seterr(err, KQMP_E_CONNECT, "%s (still, after waiting %d ms)",
 				  e.desc, timeout_ms);
 			return NULL;
 		}
@@ -574,12 +574,12 @@ struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
 	struct kqmp *q = connect_maybe_wait(path, flags, deadline, timeout_ms, err);
 
 	while (q && kqmp_get_state(q) == KQMP_HANDSHAKE) {
-		int r = kjconn_step(&q->c, deadline, err);
+		int r = kqmp_conn_step(&q->c, deadline, err);
 
-		if (r == KJCONN_STEP_FREED)
+		if (r == KQMP_CONN_STEP_FREED)
 			return NULL;	/* cannot happen: no callbacks yet */
 		if (r == 1)
-			kq_seterr(err, KQMP_E_TIMEOUT, q->greeted ?
+			kqmp_seterr(err, KQMP_E_TIMEOUT, q->greeted ?
 				  "%s: no reply to qmp_capabilities within %d ms" :
 				  "%s: no QMP greeting within %d ms (is another client "
 				  "already connected to this monitor?)", path, timeout_ms);
@@ -594,7 +594,7 @@ struct kqmp *kqmp_open(const char *path, unsigned flags, int timeout_ms,
 int kqmp_execute(struct kqmp *q, const char *command, json_object *args,
 		 int timeout_ms, json_object **ret, struct kqmp_error *err)
 {
-	struct kjconn_wait w = { .done = false };
+	struct kqmp_conn_wait w = { .done = false };
 	int64_t deadline = deadline_of(timeout_ms);
 	uint64_t id;
 	int r;
@@ -607,28 +607,28 @@ int kqmp_execute(struct kqmp *q, const char *command, json_object *args,
 	}
 	if (q->c.failed) {
 		json_object_put(args);
-		kq_seterr(err, KQMP_E_CLOSED, "%s", q->c.error.desc);
+		kqmp_seterr(err, KQMP_E_CLOSED, "%s", q->c.error.desc);
 		return -1;
 	}
 	id = send_common(q, command, args, NULL, NULL, false, &w);
 	if (!id) {
-		kq_seterr(err, KQMP_E_INVAL, "%s: cannot send command %s%s%s", q->c.name,
+		kqmp_seterr(err, KQMP_E_INVAL, "%s: cannot send command %s%s%s", q->c.name,
 			  command ? "'" : "", command ? command : "(null)", command ? "'" : "");
 		return -1;
 	}
-	r = kjconn_wait(&q->c, &w, deadline, err);
-	if (r == KJCONN_STEP_FREED)
+	r = kqmp_conn_wait(&q->c, &w, deadline, err);
+	if (r == KQMP_CONN_STEP_FREED)
 		return -1;	/* err says a callback closed q */
 	if (r != 0) {
 		/* Still pending: its late reply must not touch our stack. */
 		kqmp_cancel(q, id);
 		if (r == 1 && !q->greeted)
-			kq_seterr(err, KQMP_E_TIMEOUT,
+			kqmp_seterr(err, KQMP_E_TIMEOUT,
 				  "%s: no QMP greeting within %d ms (is another "
 				  "client already connected to this monitor?)",
 				  q->c.name, timeout_ms);
 		else if (r == 1)
-			kq_seterr(err, KQMP_E_TIMEOUT, "%s: no reply to '%s' within %d ms",
+			kqmp_seterr(err, KQMP_E_TIMEOUT, "%s: no reply to '%s' within %d ms",
 				  q->c.name, command, timeout_ms);
 		return -1;
 	}
@@ -653,21 +653,21 @@ int kqmp_wait_event(struct kqmp *q, const char *name, kqmp_event_match_fn match,
 	if (refuse_in_callback(q, err) < 0)
 		return -1;
 	for (;;) {
-		if (kjconn_event_take(&q->c, name, match, arg, ev))
+		if (kqmp_conn_event_take(&q->c, name, match, arg, ev))
 			return 0;
 
-		int r = kjconn_step(&q->c, deadline, err);
+		int r = kqmp_conn_step(&q->c, deadline, err);
 
 		if (r == 1) {
-			kq_seterr(err, KQMP_E_TIMEOUT, "%s: no '%s' event within %d ms",
+			kqmp_seterr(err, KQMP_E_TIMEOUT, "%s: no '%s' event within %d ms",
 				  q->c.name, name, timeout_ms);
 			return -1;
 		}
-		if (r == KJCONN_STEP_FREED)
+		if (r == KQMP_CONN_STEP_FREED)
 			return -1;
 		if (r < 0) {
 			/* It may have come with the bytes read just before EOF. */
-			if (kjconn_event_take(&q->c, name, match, arg, ev))
+			if (kqmp_conn_event_take(&q->c, name, match, arg, ev))
 				return 0;
 			return -1;
 		}

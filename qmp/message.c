@@ -2,7 +2,7 @@
 /* What a message from a QMP server is: greeting, reply, error or event. */
 #include <string.h>
 
-#include "kqmp-internal.h"
+#include "kqmp_internal.h"
 
 static json_object *member(json_object *obj, const char *key)
 {
@@ -15,12 +15,12 @@ static int bad_shape(struct kqmp_error *err, const char *what, json_object *msg)
 {
 	char q[200];
 
-	kq_seterr(err, KQMP_E_PROTOCOL, "malformed QMP %s: %s", what,
-		  kq_quote_json(q, sizeof(q), msg));
+	kqmp_seterr(err, KQMP_E_PROTOCOL, "malformed QMP %s: %s", what,
+		  kqmp_quote_json(q, sizeof(q), msg));
 	return -1;
 }
 
-static int classify_error(json_object *msg, json_object *e, struct kq_msg *m,
+static int classify_error(json_object *msg, json_object *e, struct kqmp_msg *m,
 			  struct kqmp_error *err)
 {
 	json_object *cls = member(e, "class");
@@ -30,20 +30,20 @@ static int classify_error(json_object *msg, json_object *e, struct kq_msg *m,
 	    !json_object_is_type(cls, json_type_string) ||
 	    !json_object_is_type(desc, json_type_string))
 		return bad_shape(err, "error (wants {\"class\": STRING, \"desc\": STRING})", msg);
-	m->type = KQ_MSG_ERROR;
+	m->type = KQMP_MSG_ERROR;
 	m->cls = json_object_get_string(cls);
 	m->desc = json_object_get_string(desc);
 	return 0;
 }
 
-static int classify_event(json_object *msg, json_object *ev, struct kq_msg *m,
+static int classify_event(json_object *msg, json_object *ev, struct kqmp_msg *m,
 			  struct kqmp_error *err)
 {
 	json_object *ts = member(msg, "timestamp");
 
 	if (!json_object_is_type(ev, json_type_string))
 		return bad_shape(err, "event (its name is not a string)", msg);
-	m->type = KQ_MSG_EVENT;
+	m->type = KQMP_MSG_EVENT;
 	m->event = json_object_get_string(ev);
 	m->data = member(msg, "data");
 	m->sec = -1;
@@ -61,7 +61,7 @@ static int classify_event(json_object *msg, json_object *ev, struct kq_msg *m,
 	return 0;
 }
 
-static int classify_greeting(json_object *msg, json_object *g, struct kq_msg *m,
+static int classify_greeting(json_object *msg, json_object *g, struct kqmp_msg *m,
 			     struct kqmp_error *err)
 {
 	json_object *ver = member(g, "version");
@@ -71,13 +71,13 @@ static int classify_greeting(json_object *msg, json_object *g, struct kq_msg *m,
 	    !json_object_is_type(ver, json_type_object) ||
 	    !json_object_is_type(caps, json_type_array))
 		return bad_shape(err, "greeting", msg);
-	m->type = KQ_MSG_GREETING;
+	m->type = KQMP_MSG_GREETING;
 	m->version = ver;
 	m->caps = caps;
 	return 0;
 }
 
-int kq_classify(json_object *msg, struct kq_msg *m, struct kqmp_error *err)
+int kqmp_classify(json_object *msg, struct kqmp_msg *m, struct kqmp_error *err)
 {
 	json_object *v;
 
@@ -86,13 +86,13 @@ int kq_classify(json_object *msg, struct kq_msg *m, struct kqmp_error *err)
 		return bad_shape(err, "message (not an object)", msg);
 	m->id = member(msg, "id");
 	if ((v = member(msg, "return"))) {
-		m->type = KQ_MSG_RETURN;
+		m->type = KQMP_MSG_RETURN;
 		m->ret = v;
 		return 0;
 	}
 	/* "return": null is legal JSON; json-c stores it as a NULL member. */
 	if (json_object_object_get_ex(msg, "return", NULL)) {
-		m->type = KQ_MSG_RETURN;
+		m->type = KQMP_MSG_RETURN;
 		return 0;
 	}
 	if ((v = member(msg, "error")))
@@ -101,11 +101,11 @@ int kq_classify(json_object *msg, struct kq_msg *m, struct kqmp_error *err)
 		return classify_event(msg, v, m, err);
 	if ((v = member(msg, "QMP")))
 		return classify_greeting(msg, v, m, err);
-	m->type = KQ_MSG_UNKNOWN;
+	m->type = KQMP_MSG_UNKNOWN;
 	return 0;
 }
 
-uint64_t kq_msg_id(const struct kq_msg *m)
+uint64_t kqmp_msg_id(const struct kqmp_msg *m)
 {
 	int64_t id;
 

@@ -2,7 +2,7 @@
 /*
  * The incremental JSON message reader.
  *
- * Bytes land in one flat buffer; kjson_reader_next() hands everything it
+ * Bytes land in one flat buffer; kqmp_reader_next() hands everything it
  * holds to json-c's incremental tokener, which keeps the partial message in
  * its own state.  So the buffer only ever holds bytes not yet tokenized
  * (usually nothing between reads), each byte is looked at once, and a
@@ -13,13 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kqmp-internal.h"
+#include "kqmp_internal.h"
 
 /* json-c's default of 32 is tight for query-qom-tree style replies. */
-#define KQ_MAX_DEPTH	64
-#define KQ_MIN_BUF	4096
+#define KQMP_MAX_DEPTH	64
+#define KQMP_MIN_BUF	4096
 
-struct kjson_reader {
+struct kqmp_reader {
 	struct json_tokener *tok;
 	char *buf;
 	size_t pos;		/* first byte not yet given to the tokener */
@@ -33,13 +33,13 @@ struct kjson_reader {
 	struct kqmp_error err;	/* why it failed */
 };
 
-struct kjson_reader *kjson_reader_new(size_t max_msg)
+struct kqmp_reader *kqmp_reader_new(size_t max_msg)
 {
-	struct kjson_reader *r = calloc(1, sizeof(*r));
+	struct kqmp_reader *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return NULL;
-	r->tok = json_tokener_new_ex(KQ_MAX_DEPTH);
+	r->tok = json_tokener_new_ex(KQMP_MAX_DEPTH);
 	if (!r->tok) {
 		free(r);
 		return NULL;
@@ -52,7 +52,7 @@ struct kjson_reader *kjson_reader_new(size_t max_msg)
 	return r;
 }
 
-void kjson_reader_free(struct kjson_reader *r)
+void kqmp_reader_free(struct kqmp_reader *r)
 {
 	if (!r)
 		return;
@@ -61,12 +61,12 @@ void kjson_reader_free(struct kjson_reader *r)
 	free(r);
 }
 
-void kjson_reader_set_max_msg(struct kjson_reader *r, size_t max_msg)
+void kqmp_reader_set_max_msg(struct kqmp_reader *r, size_t max_msg)
 {
 	r->max_msg = max_msg ? max_msg : 1;
 }
 
-static int reader_fail(struct kjson_reader *r, struct kqmp_error *err)
+static int reader_fail(struct kqmp_reader *r, struct kqmp_error *err)
 {
 	r->failed = true;
 	if (err)
@@ -74,7 +74,7 @@ static int reader_fail(struct kjson_reader *r, struct kqmp_error *err)
 	return -1;
 }
 
-char *kq_reader_reserve(struct kjson_reader *r, size_t want)
+char *kqmp_reader_reserve(struct kqmp_reader *r, size_t want)
 {
 	if (r->pos == r->len) {
 		r->pos = 0;
@@ -91,7 +91,7 @@ char *kq_reader_reserve(struct kjson_reader *r, size_t want)
 		if (r->cap - r->len >= want)
 			return r->buf + r->len;
 	}
-	size_t cap = r->cap ? r->cap : KQ_MIN_BUF;
+	size_t cap = r->cap ? r->cap : KQMP_MIN_BUF;
 
 	while (cap - r->len < want) {
 		if (cap > SIZE_MAX / 2)
@@ -107,22 +107,22 @@ char *kq_reader_reserve(struct kjson_reader *r, size_t want)
 	return r->buf + r->len;
 }
 
-void kq_reader_commit(struct kjson_reader *r, size_t n)
+void kqmp_reader_commit(struct kqmp_reader *r, size_t n)
 {
 	r->len += n;
 }
 
-size_t kq_reader_last_len(const struct kjson_reader *r)
+size_t kqmp_reader_last_len(const struct kqmp_reader *r)
 {
 	return r->in_msg ? 0 : r->msg_len;
 }
 
-bool kq_reader_mid_message(const struct kjson_reader *r)
+bool kqmp_reader_mid_message(const struct kqmp_reader *r)
 {
 	return r->in_msg;
 }
 
-int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
+int kqmp_reader_feed(struct kqmp_reader *r, const char *buf, size_t len,
 		      struct kqmp_error *err)
 {
 	if (r->failed)
@@ -130,15 +130,15 @@ int kjson_reader_feed(struct kjson_reader *r, const char *buf, size_t len,
 	if (!len)
 		return 0;
 
-	char *p = kq_reader_reserve(r, len);
+	char *p = kqmp_reader_reserve(r, len);
 
 	if (!p) {
-		kq_seterr(&r->err, KQMP_E_NOMEM,
+		kqmp_seterr(&r->err, KQMP_E_NOMEM,
 			  "out of memory buffering %zu bytes of JSON", len);
 		return reader_fail(r, err);
 	}
 	memcpy(p, buf, len);
-	kq_reader_commit(r, len);
+	kqmp_reader_commit(r, len);
 	return 0;
 }
 
@@ -155,7 +155,7 @@ static bool is_ws(char c)
  * This DFA keeps its state across calls and sees only a message's own
  * bytes.  Returns the offset of the first invalid byte, or n.
  */
-static size_t utf8_check(struct kjson_reader *r, const char *s, size_t n)
+static size_t utf8_check(struct kqmp_reader *r, const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	unsigned need = r->u8_need;
@@ -199,20 +199,20 @@ static size_t utf8_check(struct kjson_reader *r, const char *s, size_t n)
 	return n;
 }
 
-static int bad_utf8(struct kjson_reader *r, const char *at, size_t bad, size_t n)
+static int bad_utf8(struct kqmp_reader *r, const char *at, size_t bad, size_t n)
 {
 	size_t from = bad > 24 ? bad - 24 : 0;
 	char q[128];
 
-	kq_quote(q, sizeof(q), at + from, (n < bad + 8 ? n : bad + 8) - from);
-	kq_seterr(&r->err, KQMP_E_PROTOCOL,
+	kqmp_quote(q, sizeof(q), at + from, (n < bad + 8 ? n : bad + 8) - from);
+	kqmp_seterr(&r->err, KQMP_E_PROTOCOL,
 		  "invalid UTF-8 at byte %zu of a JSON message, near %s",
 		  r->msg_len + bad, q);
 	return -1;
 }
 
 /* Skips whitespace between messages; 1 when a message starts at r->pos. */
-static int start_message(struct kjson_reader *r)
+static int start_message(struct kqmp_reader *r)
 {
 	while (r->pos < r->len && is_ws(r->buf[r->pos]))
 		r->pos++;
@@ -221,8 +221,8 @@ static int start_message(struct kjson_reader *r)
 	if (r->buf[r->pos] != '{') {
 		char q[96];
 
-		kq_quote(q, sizeof(q), r->buf + r->pos, r->len - r->pos);
-		kq_seterr(&r->err, KQMP_E_PROTOCOL,
+		kqmp_quote(q, sizeof(q), r->buf + r->pos, r->len - r->pos);
+		kqmp_seterr(&r->err, KQMP_E_PROTOCOL,
 			  "expected a JSON object, got %s", q);
 		return -1;
 	}
@@ -232,7 +232,7 @@ static int start_message(struct kjson_reader *r)
 	return 1;
 }
 
-int kjson_reader_next(struct kjson_reader *r, json_object **out,
+int kqmp_reader_next(struct kqmp_reader *r, json_object **out,
 		      struct kqmp_error *err)
 {
 	*out = NULL;
@@ -249,7 +249,7 @@ int kjson_reader_next(struct kjson_reader *r, json_object **out,
 				break;
 		}
 		if (r->msg_len >= r->max_msg) {
-			kq_seterr(&r->err, KQMP_E_PROTOCOL,
+			kqmp_seterr(&r->err, KQMP_E_PROTOCOL,
 				  "JSON message longer than the limit of %zu bytes",
 				  r->max_msg);
 			return reader_fail(r, err);
@@ -298,8 +298,8 @@ int kjson_reader_next(struct kjson_reader *r, json_object **out,
 		size_t from = used > 24 ? used - 24 : 0;
 		char q[128];
 
-		kq_quote(q, sizeof(q), at + from, n - from);
-		kq_seterr(&r->err, KQMP_E_PROTOCOL,
+		kqmp_quote(q, sizeof(q), at + from, n - from);
+		kqmp_seterr(&r->err, KQMP_E_PROTOCOL,
 			  "malformed JSON (%s) at byte %zu of a message, near %s",
 			  json_tokener_error_desc(jerr), r->msg_len + used, q);
 		return reader_fail(r, err);

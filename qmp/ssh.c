@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Endpoints and the ssh transport of the connection core; see jconn.h.
+ * Endpoints and the ssh transport of the connection core; see conn.h.
  *
  * An ssh:// endpoint is a unix socket on another host.  We run the
  * operator's own OpenSSH client (their ~/.ssh/config, agent and
@@ -34,22 +34,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "jconn.h"
-#include "kqmp-internal.h"
+#include "conn.h"
+#include "kqmp_internal.h"
 
 /* How long an idle master stays for the next command (ssh's ControlPersist). */
 #define KJ_SSH_PERSIST_S	"60"
 /* The last bytes of ssh's stderr kept for the failure message. */
 #define KJ_SSH_TAIL		1024
 
-struct kjconn_ssh {
+struct kqmp_conn_ssh {
 	pid_t pid;		/* the helper, then the session's ssh */
 	bool reaped;
 	int status;		/* once reaped */
 	int err_fd;		/* its stderr, non-blocking */
 	char tail[KJ_SSH_TAIL];
 	size_t tlen;
-	struct kjconn_endpoint ep;
+	struct kqmp_conn_endpoint ep;
 };
 
 /* ---- endpoints --------------------------------------------------------- */
@@ -90,7 +90,7 @@ static bool path_ok(const char *s)
 }
 
 static int parse_authority(const char *uri, const char *a, size_t n,
-			   struct kjconn_endpoint *ep, char *err, size_t len)
+			   struct kqmp_conn_endpoint *ep, char *err, size_t len)
 {
 	const char *at = memchr(a, '@', n), *h, *colon = NULL;
 	size_t hn;
@@ -151,7 +151,7 @@ static int parse_authority(const char *uri, const char *a, size_t n,
 	return 0;
 }
 
-int kjconn_parse_endpoint(const char *uri, struct kjconn_endpoint *ep,
+int kqmp_conn_parse_endpoint(const char *uri, struct kqmp_conn_endpoint *ep,
 			  char *err, size_t len)
 {
 	const char *a, *slash;
@@ -204,13 +204,13 @@ static int runtime_dir(char *dir, size_t len, struct kqmp_error *err)
 	else
 		snprintf(dir, len, "/tmp/kawarimi-ssh-%u", (unsigned)getuid());
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		kq_seterr(err, KQMP_E_CONNECT, "cannot create '%s' for ssh's control sockets: %s",
+		kqmp_seterr(err, KQMP_E_CONNECT, "cannot create '%s' for ssh's control sockets: %s",
 			  dir, strerror(errno));
 		return -1;
 	}
 	if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
 	    (st.st_mode & 077)) {
-		kq_seterr(err, KQMP_E_CONNECT, "'%s' is not a directory of ours closed to others "
+		kqmp_seterr(err, KQMP_E_CONNECT, "'%s' is not a directory of ours closed to others "
 			  "(mode 0700); remove it, kawarimi makes it again", dir);
 		return -1;
 	}
@@ -219,7 +219,7 @@ static int runtime_dir(char *dir, size_t len, struct kqmp_error *err)
 
 /* Names one master per user@host:port (FNV-1a; ssh adds up to 17 bytes to
  * a control path while binding it, so the name stays short). */
-static uint64_t ep_hash(const struct kjconn_endpoint *ep)
+static uint64_t ep_hash(const struct kqmp_conn_endpoint *ep)
 {
 	char key[sizeof(ep->user) + sizeof(ep->host) + 16];
 	uint64_t h = 14695981039346656037ull;
@@ -348,7 +348,7 @@ static void __attribute__((noreturn)) helper(const struct plan *p, int sock, int
 /* ---- the parent's side ------------------------------------------------- */
 
 static void plan_common(char **v, int *n, const struct plan *p,
-			const struct kjconn_endpoint *ep)
+			const struct kqmp_conn_endpoint *ep)
 {
 	if (ep->port) {
 		v[(*n)++] = "-p";
@@ -365,11 +365,11 @@ static void plan_common(char **v, int *n, const struct plan *p,
 }
 
 /* Both command lines, built before fork so the helper only calls exec. */
-static int make_plan(struct plan *p, const struct kjconn_ssh *t, const char *dir,
+static int make_plan(struct plan *p, const struct kqmp_conn_ssh *t, const char *dir,
 		     struct kqmp_error *err)
 {
 	const char *prog = getenv("KAWARIMI_SSH");
-	const struct kjconn_endpoint *ep = &t->ep;
+	const struct kqmp_conn_endpoint *ep = &t->ep;
 	uint64_t h = ep_hash(ep);
 	int m = 0, s = 0;
 
@@ -377,7 +377,7 @@ static int make_plan(struct plan *p, const struct kjconn_ssh *t, const char *dir
 		prog = "ssh";
 	if ((size_t)snprintf(p->ctl, sizeof(p->ctl), "%s/%016" PRIx64, dir, h) + 17 >=
 	    sizeof(p->ctl)) {
-		kq_seterr(err, KQMP_E_CONNECT, "'%s' is too long a directory for ssh's control "
+		kqmp_seterr(err, KQMP_E_CONNECT, "'%s' is too long a directory for ssh's control "
 			  "sockets; set XDG_RUNTIME_DIR to a shorter one", dir);
 		return -1;
 	}
@@ -435,16 +435,16 @@ static int above_stdio(int *fd)
 	return 0;
 }
 
-struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
+struct kqmp_conn_ssh *kqmp_conn_ssh_open(const struct kqmp_conn_endpoint *ep, int *fd,
 				   struct kqmp_error *err)
 {
-	struct kjconn_ssh *t = calloc(1, sizeof(*t));
+	struct kqmp_conn_ssh *t = calloc(1, sizeof(*t));
 	struct plan *p = calloc(1, sizeof(*p));
 	int sv[2] = { -1, -1 }, ev[2] = { -1, -1 };
 	char dir[96];
 
 	if (!t || !p) {
-		kq_seterr(err, KQMP_E_NOMEM, "out of memory starting ssh");
+		kqmp_seterr(err, KQMP_E_NOMEM, "out of memory starting ssh");
 		goto fail;
 	}
 	t->ep = *ep;
@@ -453,12 +453,12 @@ struct kjconn_ssh *kjconn_ssh_open(const struct kjconn_endpoint *ep, int *fd,
 		goto fail;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
 	    pipe2(ev, O_CLOEXEC) < 0 || above_stdio(&sv[1]) < 0 || above_stdio(&ev[1]) < 0) {
-		kq_seterr(err, KQMP_E_CONNECT, "cannot make ssh's pipes: %s", strerror(errno));
+		kqmp_seterr(err, KQMP_E_CONNECT, "cannot make ssh's pipes: %s", strerror(errno));
 		goto fail;
 	}
 	t->pid = fork();
 	if (t->pid < 0) {
-		kq_seterr(err, KQMP_E_CONNECT, "cannot start ssh: fork: %s", strerror(errno));
+		kqmp_seterr(err, KQMP_E_CONNECT, "cannot start ssh: fork: %s", strerror(errno));
 		goto fail;
 	}
 	if (t->pid == 0)
@@ -482,23 +482,23 @@ fail:
 	return NULL;
 }
 
-int kjconn_open_endpoint(const char *uri, struct kjconn_endpoint *ep,
-			 struct kjconn_ssh **t, int *fd, struct kqmp_error *err)
+int kqmp_conn_open_endpoint(const char *uri, struct kqmp_conn_endpoint *ep,
+			 struct kqmp_conn_ssh **t, int *fd, struct kqmp_error *err)
 {
 	char msg[400];
 
 	*t = NULL;
 	*fd = -1;
-	if (kjconn_parse_endpoint(uri, ep, msg, sizeof(msg)) < 0) {
-		kq_seterr(err, KQMP_E_INVAL, "%s", msg);
+	if (kqmp_conn_parse_endpoint(uri, ep, msg, sizeof(msg)) < 0) {
+		kqmp_seterr(err, KQMP_E_INVAL, "%s", msg);
 		return -1;
 	}
-	if (ep->ssh && !(*t = kjconn_ssh_open(ep, fd, err)))
+	if (ep->ssh && !(*t = kqmp_conn_ssh_open(ep, fd, err)))
 		return -1;
 	return 0;
 }
 
-void kjconn_ssh_drain(struct kjconn_ssh *t)
+void kqmp_conn_ssh_drain(struct kqmp_conn_ssh *t)
 {
 	char buf[4096];
 	ssize_t n;
@@ -522,7 +522,7 @@ void kjconn_ssh_drain(struct kjconn_ssh *t)
 	}
 }
 
-void kjconn_ssh_close(struct kjconn_ssh *t)
+void kqmp_conn_ssh_close(struct kqmp_conn_ssh *t)
 {
 	int status;
 
@@ -616,7 +616,7 @@ static const char *strip_socat(const char *line)
 }
 
 /* Writes fmt with {user} {host} {port} {path} filled in. */
-static void fmt_fix(char *out, size_t len, const char *fmt, const struct kjconn_endpoint *ep)
+static void fmt_fix(char *out, size_t len, const char *fmt, const struct kqmp_conn_endpoint *ep)
 {
 	char user[sizeof(ep->user) + 1], port[8];
 	const char *names[] = { "{user}", "{host}", "{port}", "{path}" };
@@ -645,7 +645,7 @@ static void fmt_fix(char *out, size_t len, const char *fmt, const struct kjconn_
 
 /* ssh writes its reason to stderr and closes our fd as it exits, but the
  * two may reach us in either order: give it a moment to be done. */
-static void wait_exit(struct kjconn_ssh *t, int ms)
+static void wait_exit(struct kqmp_conn_ssh *t, int ms)
 {
 	for (; ms > 0 && !t->reaped; ms -= 10) {
 		if (waitpid(t->pid, &t->status, WNOHANG) != 0)
@@ -655,7 +655,7 @@ static void wait_exit(struct kjconn_ssh *t, int ms)
 	}
 }
 
-void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len)
+void kqmp_conn_ssh_explain(struct kqmp_conn_ssh *t, char *desc, size_t len)
 {
 	char text[KJ_SSH_TAIL + 1], fix[320] = "";
 	const struct hint *h;
@@ -663,7 +663,7 @@ void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len)
 	size_t used = strlen(desc);
 
 	wait_exit(t, 300);
-	kjconn_ssh_drain(t);
+	kqmp_conn_ssh_drain(t);
 	memcpy(text, t->tail, t->tlen);
 	text[t->tlen] = '\0';
 	line = pick_line(text, &h);
@@ -686,5 +686,5 @@ void kjconn_ssh_explain(struct kjconn_ssh *t, char *desc, size_t len)
 		fmt_fix(fix, sizeof(fix), h->fix, &t->ep);
 	}
 	snprintf(desc + used, len - used, "; ssh: '%s'%s%s", line, *fix ? "; " : "", fix);
-	kq_one_line(desc);
+	kqmp_one_line(desc);
 }

@@ -9,7 +9,7 @@
  * the host client and the coordinator, and the kawarimi BTL, a shared
  * object inside every MPI process that must not pull in the rest of
  * kawarimi.  Validation is here too, with the framing of one JSON object
- * per line for readers that have no kjson_reader (the BTL).
+ * per line for readers that have no kqmp_reader (the BTL).
  */
 #ifndef KAWARIMI_SYMVIRT_SCHEMA_H
 #define KAWARIMI_SYMVIRT_SCHEMA_H
@@ -149,7 +149,7 @@ static inline bool schema_valid_addrs(json_object *v)
 	       strspn(json_object_get_string(v), "0123456789abcdef") == (size_t)n;
 }
 
-/* ---- one JSON object per line, for readers without kjson_reader ---------- */
+/* ---- one JSON object per line, for readers without kqmp_reader ---------- */
 
 /*
  * A line buffer of at most max bytes: recv() into schema_lines_space(),

@@ -16,7 +16,7 @@
 #include <yaml.h>
 
 #include "cluster.h"
-#include "jconn.h"
+#include "conn.h"
 
 #define KWM_MAX_FILE (4u << 20)
 
@@ -401,7 +401,7 @@ static bool is_none(yaml_node_t *n)
 static int get_endpoint(struct walker *w, yaml_node_t *n, const char *path,
 			bool allow_none, char **out)
 {
-	struct kjconn_endpoint ep;
+	struct kqmp_conn_endpoint ep;
 	char msg[400];
 
 	*out = NULL;
@@ -409,7 +409,7 @@ static int get_endpoint(struct walker *w, yaml_node_t *n, const char *path,
 		return 0;
 	if (get_str(w, n, path, out))
 		return -1;
-	if (kjconn_parse_endpoint(*out, &ep, msg, sizeof(msg)) < 0)
+	if (kqmp_conn_parse_endpoint(*out, &ep, msg, sizeof(msg)) < 0)
 		return fail(w, n, path, "%s%s", msg, allow_none ? " (or none)" : "");
 	return 0;
 }

@@ -128,7 +128,7 @@ static void connect_vm(struct kwm_vm *vm)
 
 	for (int s = 0; s < 2; s++) {
 		struct kqmp_error err = { 0 };
-		struct symvirt_error serr = { 0 };
+		struct kqmp_error serr = { 0 };
 
 		vm->qmp[s] = kqmp_connect_uri(sides[s]->qmp, 0, &err);
 		if (!vm->qmp[s] && vm->run->opt.recover) {
@@ -342,7 +342,7 @@ static void dispatch_ready(struct kwm_run *r, struct epoll_event *evs, int n)
 		kwm_journal_sync(r);
 		r->journal_batch = false;
 		if (sl->agent) {
-			struct symvirt_error err = { 0 };
+			struct kqmp_error err = { 0 };
 
 			if (vm->agent[s] && !vm->agent_lost[s] &&
 			    symvirt_fd(vm->agent[s]) == sl->fd &&

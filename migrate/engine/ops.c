@@ -264,7 +264,7 @@ static void qmp_reply(struct kqmp *q, json_object *ret, const struct kqmp_error 
 }
 
 static void agent_reply(struct symvirt *s, json_object *ret,
-			const struct symvirt_error *err, void *arg)
+			const struct kqmp_error *err, void *arg)
 {
 	struct kwm_ctx *c = arg;
 	struct kwm_vm *vm = c->vm;
@@ -275,7 +275,7 @@ static void agent_reply(struct symvirt *s, json_object *ret,
 		return;
 	op = &vm->ops[vm->pc];
 	if (err) {
-		op_error(vm, op, err->kind == SYMVIRT_E_AGENT ? err->cls :
+		op_error(vm, op, err->kind == KQMP_E_QMP ? err->cls :
 			 symvirt_err_kind_name(err->kind), err->desc);
 		return;
 	}

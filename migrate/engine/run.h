@@ -19,7 +19,7 @@
 #include "cluster.h"
 #include "journal.h"
 #include "kawarimi-qmp.h"
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 enum kwm_side_id { KWM_SRC, KWM_DST };
 

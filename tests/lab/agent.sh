@@ -5,7 +5,7 @@
 # quiesce/resume once it let go.
 TEST_PREFIX=kwtag
 . "$(dirname "$0")/lib.sh"
-[ -x "$BUILD/symvirt/kawarimi-agent" ] || {
+[ -x "$BUILD/agent/kawarimi-agent" ] || {
 	echo "SKIP: kawarimi-agent is not built in $BUILD"
 	exit 77
 }

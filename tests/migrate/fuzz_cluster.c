@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for the cluster-file parser.  Under clang with
- * -Dfuzz=true it links libFuzzer; otherwise tests/fuzz-replay.c replays the
+ * -Dfuzz=true it links libFuzzer; otherwise tests/fuzz_replay.c replays the
  * files (or directories of files) named on the command line, so the test
  * suite runs the seed corpus through the parser in every build.
  */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MPI one-sided communication over the kawarimi BTL alone (self,kawarimi):
 # fence and passive-target put/get, accumulate, fetch_and_op and
-# compare_and_swap, every byte checked (kwb-rma.c). The osc component is
+# compare_and_swap, every byte checked (kwb_rma.c). The osc component is
 # chosen so that it must go through the BTL: Open MPI 4.1's osc/pt2pt
 # (over ob1; Debian's default list excludes it), 5.0's osc/rdma (active-
 # message emulation of RDMA on a send-only BTL; it answers through the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `kawarimi qmp` against a real QEMU: the issue's "Done when" lines, the
+# `kawarimi qmp` against a real QEMU: a command, its reply and errors, the
 # exit codes, and --events.  Usage: test-cli.sh PATH/TO/kawarimi
 set -u
 kawarimi=${1:?usage: $0 PATH/TO/kawarimi}

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """docs/symvirt-protocol.md and the protocol's table agree, both ways.
 
-Usage: doc_commands.py DOC KAWARIMI-AGENT KAWARIMI SYMVIRT-SOURCE-DIR SCHEMA-DUMP BTL-SOURCE-DIR
+Usage: doc_commands.py DOC KAWARIMI-AGENT KAWARIMI AGENT-SOURCE-DIRS SCHEMA-DUMP BTL-SOURCE-DIR
+
+AGENT-SOURCE-DIRS: the agent's folders (agent/ and symvirt/), joined with ":".
 
 - The doc's "Bounds" section is, between its markers, exactly what
   SCHEMA-DUMP prints of the table (symvirt/schema.c): every command,
@@ -140,15 +142,16 @@ for leg in ("host", "rank"):
 
 
 # ---- classes and events the sources use ------------------------------------------------
-def sources(d):
-    return "".join(open(f).read() for f in glob.glob(os.path.join(d, "*.c")))
+def sources(dirs):
+    """The C sources of dirs, a list joined with ':'."""
+    return "".join(open(f).read() for d in dirs.split(":") for f in glob.glob(os.path.join(d, "*.c")))
 
 
 CLASS_RE = (r'(?:schema_err_set\(&?[\w.>-]+,\s*|errorf\(id,\s*|bad_line\(f, line_done,\s*|'
             r'reply_error\([\w.>-]+,\s*)"([A-Z][A-Za-z]+)"')
 classes_agent = set(re.findall(CLASS_RE, sources(SRC)))
 classes_btl = set(re.findall(CLASS_RE, sources(BTL_SRC)))
-events_code = set(re.findall(r'sv_event\("([A-Za-z_-]+)"', sources(SRC)))
+events_code = set(re.findall(r'agent_event\("([A-Za-z_-]+)"', sources(SRC)))
 
 for what, a, b in (("error classes: doc / table", classes_doc, classes_table),
                    ("error classes: table / agent sources", classes_table, classes_agent),

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz harness for what kawarimi-agent reads from the host and the ranks:
- * the line framer (around the shared kjson_reader), the envelope check,
+ * the line framer (around the shared kqmp_reader), the envelope check,
  * the argument checks of every command in the agent's table and the checks
  * of rank replies.  libFuzzer under clang -Dfuzz=true; with gcc, linked with
- * tests/fuzz-replay.c, a program that replays the files of the seed
+ * tests/fuzz_replay.c, a program that replays the files of the seed
  * corpus directories or files given as arguments.
  */
 #include <stdint.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent.h"
+#include "proto.h"
 
 static int on_frame(void *arg, json_object *msg, const struct schema_err *e)
 {
@@ -41,7 +41,7 @@ static int on_frame(void *arg, json_object *msg, const struct schema_err *e)
 			if (c && schema_check_args(args, c->args, &err) == 0) {
 				/* what the handlers then read must be there */
 				for (const struct schema_arg *s = c->args; s->name; s++)
-					if (s->required && !sv_arg(args, s->name))
+					if (s->required && !agent_arg(args, s->name))
 						abort();
 			}
 		}
@@ -51,7 +51,7 @@ static int on_frame(void *arg, json_object *msg, const struct schema_err *e)
 		schema_check_return("status", v, &err);
 		schema_check_return("peers", v, &err);
 	}
-	json_object_put(sv_reply_error(&err, id));
+	json_object_put(agent_reply_error(&err, id));
 	return 0;
 }
 
@@ -59,15 +59,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct sv_framer *f = sv_framer_new(SYMVIRT_MAX_MSG);
+	struct agent_framer *f = agent_framer_new(SYMVIRT_MAX_MSG);
 	size_t n = 0, half = size / 2;
 
 	if (!f)
 		return 0;
 	/* in two reads, as a stream arrives */
-	sv_framer_feed(f, (const char *)data, half, on_frame, &n);
-	sv_framer_feed(f, (const char *)data + half, size - half, on_frame, &n);
-	sv_framer_feed(f, "\n", 1, on_frame, &n);
-	sv_framer_free(f);
+	agent_framer_feed(f, (const char *)data, half, on_frame, &n);
+	agent_framer_feed(f, (const char *)data + half, size - half, on_frame, &n);
+	agent_framer_feed(f, "\n", 1, on_frame, &n);
+	agent_framer_free(f);
 	return 0;
 }

@@ -5,7 +5,7 @@
  * budget).  Two commands are pending; every "@@" in the input becomes the
  * id of one of them in turn, so replies can match although ids start at a
  * random value.  libFuzzer under clang -Dfuzz=true; otherwise
- * tests/fuzz-replay.c replays the files or directories named on the
+ * tests/fuzz_replay.c replays the files or directories named on the
  * command line.
  */
 #include <stdint.h>
@@ -15,14 +15,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Bigger than one read budget, small enough for the socket to hold. */
 #define FUZZ_MAX_INPUT (96u << 10)
 
-static void on_reply(struct symvirt *s, json_object *ret, const struct symvirt_error *err,
+static void on_reply(struct symvirt *s, json_object *ret, const struct kqmp_error *err,
 		     void *arg)
 {
 	(void)s;

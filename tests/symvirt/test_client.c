@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "symvirt-client.h"
+#include "symvirt_client.h"
 
 static int failures;
 
@@ -217,12 +217,12 @@ struct got {
 	int calls;
 	int64_t n;
 	int order;
-	struct symvirt_error err;
+	struct kqmp_error err;
 };
 
 static int order_counter;
 
-static void got_cb(struct symvirt *s, json_object *ret, const struct symvirt_error *err, void *arg)
+static void got_cb(struct symvirt *s, json_object *ret, const struct kqmp_error *err, void *arg)
 {
 	struct got *g = arg;
 	json_object *v;
@@ -246,7 +246,7 @@ static void pump(struct symvirt *s, struct got *g, int want, int ms)
 
 static void test_scripted(void)
 {
-	struct symvirt_error err;
+	struct kqmp_error err;
 	struct symvirt_event ev;
 	struct got g1 = { 0 }, g2 = { 0 }, gdead = { 0 };
 	json_object *hello = NULL, *ret = NULL, *v;
@@ -266,7 +266,7 @@ static void test_scripted(void)
 	CHECK(symvirt_event_pop(s, &ev) == 0, "one event only");
 
 	rc = symvirt_execute(s, "status", NULL, 5000, &ret, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_AGENT && !strcmp(err.cls, "InvalidState") &&
+	CHECK(rc == -1 && err.kind == KQMP_E_QMP && !strcmp(err.cls, "InvalidState") &&
 	      !strcmp(err.desc, "fake says no"), "error reply: kind %d cls %s", err.kind, err.cls);
 
 	CHECK(symvirt_send(s, "one", NULL, got_cb, &g1) && symvirt_send(s, "two", NULL, got_cb, &g2),
@@ -283,9 +283,9 @@ static void test_scripted(void)
 
 	symvirt_send(s, "status", NULL, got_cb, &gdead);
 	rc = symvirt_execute(s, "status", NULL, 5000, NULL, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_IO, "agent gone: kind %s", symvirt_err_kind_name(err.kind));
-	CHECK(gdead.calls == 1 && gdead.err.kind == SYMVIRT_E_IO, "pending callback told of the failure");
-	CHECK(!symvirt_is_open(s) && symvirt_last_error(s)->kind == SYMVIRT_E_IO, "closed state");
+	CHECK(rc == -1 && err.kind == KQMP_E_IO, "agent gone: kind %s", symvirt_err_kind_name(err.kind));
+	CHECK(gdead.calls == 1 && gdead.err.kind == KQMP_E_IO, "pending callback told of the failure");
+	CHECK(!symvirt_is_open(s) && symvirt_last_error(s)->kind == KQMP_E_IO, "closed state");
 	CHECK(symvirt_send(s, "x", NULL, NULL, NULL) == 0, "send after failure");
 	symvirt_close(s);
 	rc = reap(pid);
@@ -294,7 +294,7 @@ static void test_scripted(void)
 
 static void test_version_and_silence(void)
 {
-	struct symvirt_error err;
+	struct kqmp_error err;
 	struct symvirt *s;
 	int fd, rc;
 	pid_t pid;
@@ -302,7 +302,7 @@ static void test_version_and_silence(void)
 	pid = spawn_fake(fake_version, &fd);
 	s = symvirt_new_fd(fd, NULL);
 	rc = symvirt_sync(s, 3000, 100, NULL, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_PROTOCOL && strstr(err.desc, "protocol 2"),
+	CHECK(rc == -1 && err.kind == KQMP_E_PROTOCOL && strstr(err.desc, "protocol 2"),
 	      "version mismatch: %s", err.desc);
 	symvirt_close(s);
 	reap(pid);
@@ -318,14 +318,14 @@ static void test_version_and_silence(void)
 		json_object_put(hello);
 	}
 	rc = symvirt_execute(s, "status", NULL, 300, NULL, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_IO, "after the burst the fake hangs up: %s", err.desc);
+	CHECK(rc == -1 && err.kind == KQMP_E_IO, "after the burst the fake hangs up: %s", err.desc);
 	symvirt_close(s);
 	reap(pid);
 
 	pid = spawn_fake(fake_silent, &fd);
 	s = symvirt_new_fd(fd, "silent");
 	rc = symvirt_sync(s, 700, 100, NULL, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_TIMEOUT && strstr(err.desc, "silent"), "silence: %s", err.desc);
+	CHECK(rc == -1 && err.kind == KQMP_E_TIMEOUT && strstr(err.desc, "silent"), "silence: %s", err.desc);
 	CHECK(symvirt_pending(s) == 0, "hellos left pending after a failed sync");
 	symvirt_close(s);
 	rc = reap(pid);
@@ -493,7 +493,7 @@ static int64_t lease_left(json_object *ret)
  * like any other, and the connection carries on. */
 static void test_lease(struct symvirt *s)
 {
-	struct symvirt_error err;
+	struct kqmp_error err;
 	struct symvirt_event ev;
 	json_object *ret = NULL, *args = json_object_new_object(), *v;
 	int rc;
@@ -519,7 +519,7 @@ static void test_lease(struct symvirt *s)
 static void test_real_agent(const char *agent)
 {
 	char dir[] = "/tmp/kws-client-XXXXXX", ch[128], ranks[128];
-	struct symvirt_error err;
+	struct kqmp_error err;
 	struct symvirt_event ev;
 	struct symvirt *s = NULL;
 	json_object *ret = NULL, *v;
@@ -571,7 +571,7 @@ static void test_real_agent(const char *agent)
 	rc = symvirt_execute(s, "quiesce", NULL, 10000, NULL, &err);
 	CHECK(rc == 0, "quiesce: %s", err.desc);
 	rc = symvirt_execute(s, "quiesce", json_object_new_string("x"), 10000, NULL, &err);
-	CHECK(rc == -1 && err.kind == SYMVIRT_E_AGENT && !strcmp(err.cls, "InvalidParameter"),
+	CHECK(rc == -1 && err.kind == KQMP_E_QMP && !strcmp(err.cls, "InvalidParameter"),
 	      "arguments not an object: %s %s", err.cls, err.desc);
 	rc = symvirt_execute(s, "nope", NULL, 10000, NULL, &err);
 	CHECK(rc == -1 && !strcmp(err.cls, "CommandNotFound"), "unknown command: %s", err.cls);

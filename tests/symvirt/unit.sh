@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The systemd unit built from symvirt/kawarimi-agent.service.in passes
+# The systemd unit built from agent/kawarimi-agent.service.in passes
 # `systemd-analyze verify` (with ExecStart pointed at the agent we built),
 # and the udev rule names the port and the unit (suite 'symvirt').
 # Usage: unit.sh UNIT RULES KAWARIMI-AGENT

@@ -32,7 +32,7 @@ for v in $(grep -oE '^[a-z]+\)' "$SRC/lab/lab.sh" | tr -d ')'); do
 	grep -qF "*$v*" "$page" || fail "kawarimi.8 does not name the lab verb '$v'"
 done
 # kawarimi-pingpong(1): every option its usage line names.
-for o in $(grep -A3 '^static void usage' "$SRC/bench/kawarimi-pingpong.c" | grep -o -- '--[a-z][a-z-]*' | sort -u); do
+for o in $(grep -A3 '^static void usage' "$SRC/bench/kawarimi_pingpong.c" | grep -o -- '--[a-z][a-z-]*' | sort -u); do
 	grep -qF -- "*$o*" "$SRC/man/kawarimi-pingpong.1.scd" || fail "kawarimi-pingpong.1 does not document '$o'"
 done
 echo PASS

@@ -2,7 +2,7 @@
  * libFuzzer harness for the verbs path's network input parsers: the
  * zero-copy descriptor (kwv_zc_decode) and the rdma_cm private data
  * (kwv_pdata_decode). Under clang with -Dfuzz=true it links libFuzzer;
- * otherwise tests/fuzz-replay.c replays the seed corpus as a test.
+ * otherwise tests/fuzz_replay.c replays the seed corpus as a test.
  *
  * Input: byte 0 picks the parser (even: descriptor, odd: private data of
  * kind 1 + (byte 0 / 2) % 3), bytes 1..4 the frame length the descriptor

@@ -42,7 +42,7 @@ if [ "${KAWARIMI_SANITIZE:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
 fi
 . "$SRC/tests/lab/lib.sh"
 
-[ -f "$BUILD/mpi-plugin/mca_btl_kawarimi.so" ] && [ -x "$BUILD/symvirt/kawarimi-agent" ] || {
+[ -f "$BUILD/mpi-plugin/mca_btl_kawarimi.so" ] && [ -x "$BUILD/agent/kawarimi-agent" ] || {
 	echo "SKIP: the BTL or kawarimi-agent is not built in $BUILD"
 	exit 77
 }

@@ -14,7 +14,7 @@
 #include <inttypes.h>
 #include <syslog.h>
 
-#include "agent.h"
+#include "agent_priv.h"
 
 bool agent_lease_holdable(const struct agent *a)
 {
@@ -22,7 +22,7 @@ bool agent_lease_holdable(const struct agent *a)
 		return true;
 	/* Quiescing, but not in a failed quiesce's rollback: the ranks are
 	 * already being resumed there. */
-	return a->state == AS_QUIESCING && a->op.kind == OP_QUIESCE && a->op.phase == PH_RANKS;
+	return a->state == AS_QUIESCING && a->task.kind == TASK_QUIESCE && a->task.stage == STAGE_RANKS;
 }
 
 void agent_lease_hold(struct agent *a, int64_t length_ms, int64_t from, bool adopted)
@@ -54,18 +54,18 @@ int64_t agent_lease_left(const struct agent *a)
 	return left > 0 ? left : 0;
 }
 
-/* The lease can be acted on now: no operation that must finish first. */
+/* The lease can be acted on now: no task that must finish first. */
 static bool lease_actionable(const struct agent *a)
 {
 	if (a->state == AS_QUIESCING)
 		return true;	/* holdable: a quiesce waiting for its ranks */
-	return a->op.kind == OP_NONE;
+	return a->task.kind == TASK_NONE;
 }
 
 int64_t agent_lease_timer(const struct agent *a)
 {
 	/* An expired lease waiting for a `peers` to end needs no timer: the
-	 * loop runs again when that operation ends. */
+	 * loop runs again when that task ends. */
 	if (!a->lease.held || !lease_actionable(a))
 		return 0;
 	return a->lease.expires;
@@ -79,7 +79,7 @@ int64_t agent_lease_timer(const struct agent *a)
 static int64_t lease_link_timeout(struct agent *a)
 {
 	bool active = false;
-	json_object *verbs = inv_verbs(&a->o, false, &active);
+	json_object *verbs = agent_inv_verbs(&a->o, false, &active);
 	int64_t ms = json_object_array_length(verbs) > 0 ? 30000 : 0;
 
 	json_object_put(verbs);
@@ -111,7 +111,7 @@ static void lease_expired(struct agent *a)
 		  length, state, n);
 	json_object_object_add(d, "state", json_object_new_string(state));
 	json_object_object_add(d, "ranks", json_object_new_int64((int64_t)n));
-	agent_to_host(a, sv_event("lease-expired", d));
+	agent_to_host(a, agent_event("lease-expired", d));
 	if (a->state == AS_QUIESCING) {
 		schema_err_set(&why, "Timeout", "the lease of %" PRId64 " ms ran out before every rank had "
 			   "quiesced; the ranks were resumed", length);

@@ -18,7 +18,7 @@
  * random value per connection so such replies are recognised and dropped.
  *
  * The library never exits and never prints to stdout; failures come back as
- * struct symvirt_error values.  Framing is the kjson_reader of
+ * struct kqmp_error values.  Framing is the kqmp_reader of
  * qmp/kawarimi-qmp.h.
  */
 #ifndef KAWARIMI_SYMVIRT_CLIENT_H
@@ -30,6 +30,7 @@
 #include <string.h>
 #include <json-c/json.h>
 
+#include "kawarimi-qmp.h"	/* struct kqmp_error, kqmp_reader */
 #include "schema.h"	/* SYMVIRT_PROTOCOL_VERSION, SYMVIRT_MAX_MSG, _MAX_REPLY, ADDRS */
 
 #ifdef __cplusplus
@@ -38,27 +39,12 @@ extern "C" {
 
 /* ---- errors ---------------------------------------------------------- */
 
-enum symvirt_err_kind {
-	SYMVIRT_OK = 0,
-	SYMVIRT_E_AGENT,	/* the agent answered {"error": ...}: see cls */
-	SYMVIRT_E_CONNECT,	/* could not connect to the socket */
-	SYMVIRT_E_IO,		/* read/write failed, EOF, broken pipe */
-	SYMVIRT_E_PROTOCOL,	/* malformed JSON, not symvirt, oversize message */
-	SYMVIRT_E_TIMEOUT,	/* a blocking helper ran out of time */
-	SYMVIRT_E_CLOSED,	/* the connection had already failed */
-	SYMVIRT_E_NOMEM,
-	SYMVIRT_E_INVAL,	/* bad argument from the caller */
-};
-
-struct symvirt_error {
-	enum symvirt_err_kind kind;
-	/* The agent's texts arrive with control characters (ESC, CR, C1, bad
-	 * UTF-8) replaced by '?' (kqmp_printable): safe to print. */
-	char cls[64];		/* agent's class ("DeviceBusy") when kind == SYMVIRT_E_AGENT */
-	char desc[512];		/* one line for a human */
-};
-
-const char *symvirt_err_kind_name(enum symvirt_err_kind kind);
+/* Errors are struct kqmp_error, the QMP client's (qmp/kawarimi-qmp.h):
+ * one type for both clients.  KQMP_E_QMP here means the agent answered
+ * {"error": ...}; its texts arrive with control characters (ESC, CR, C1,
+ * bad UTF-8) replaced by '?' (kqmp_printable): safe to print.  The kind
+ * names in symvirt's wording ("agent error", "I/O error"): */
+const char *symvirt_err_kind_name(enum kqmp_err_kind kind);
 
 /* ---- connections ------------------------------------------------------ */
 
@@ -69,25 +55,25 @@ struct symvirt;
 struct symvirt *symvirt_new_fd(int fd, const char *name);
 /* Connects a unix socket (the QEMU chardev of the port).  No command is
  * sent; call symvirt_sync() before trusting the channel. */
-struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err);
+struct symvirt *symvirt_connect_unix(const char *path, struct kqmp_error *err);
 /* Connects an endpoint: a socket path ("PATH" or "unix:PATH") as
  * symvirt_connect_unix(), or "ssh://[USER@]HOST[:PORT]/PATH" through the
  * operator's ssh, as kqmp_connect_uri() (qmp/kawarimi-qmp.h): ssh's
  * failures come back from symvirt_dispatch() as a closed connection that
- * quotes ssh's reason.  SYMVIRT_E_INVAL for a malformed uri. */
-struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err);
+ * quotes ssh's reason.  KQMP_E_INVAL for a malformed uri. */
+struct symvirt *symvirt_connect_uri(const char *uri, struct kqmp_error *err);
 /* Blocking: connect (symvirt_connect_uri) + symvirt_sync(), at most
  * timeout_ms in all.  *hello
  * (may be NULL) receives hello's return (caller puts). */
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
-			     struct symvirt_error *err);
+			     struct kqmp_error *err);
 void symvirt_close(struct symvirt *s);
 
 int symvirt_fd(const struct symvirt *s);
 bool symvirt_want_write(const struct symvirt *s);
 /* false once the connection failed; see symvirt_last_error(). */
 bool symvirt_is_open(const struct symvirt *s);
-const struct symvirt_error *symvirt_last_error(const struct symvirt *s);
+const struct kqmp_error *symvirt_last_error(const struct symvirt *s);
 const char *symvirt_name(const struct symvirt *s);
 
 /*
@@ -95,14 +81,14 @@ const char *symvirt_name(const struct symvirt *s);
  * without blocking, then runs reply callbacks.  Returns 0, or -1 once the connection has failed (err says why; every
  * pending command's callback has then been called with that error).
  */
-int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err);
+int symvirt_dispatch(struct symvirt *s, struct kqmp_error *err);
 
 /* ---- commands ---------------------------------------------------------- */
 
 /* ret is owned by the library for the duration of the callback; take a
  * json_object_get() to keep it.  Exactly one of ret / err is non-NULL. */
 typedef void (*symvirt_reply_fn)(struct symvirt *s, json_object *ret,
-				 const struct symvirt_error *err, void *arg);
+				 const struct kqmp_error *err, void *arg);
 
 /*
  * Queues a command; args (may be NULL) is consumed.  Returns the command id
@@ -119,7 +105,7 @@ size_t symvirt_pending(const struct symvirt *s);
 /* Blocking helper: send and dispatch until the reply or timeout_ms.
  * Returns 0 with *ret (caller puts; may pass NULL) or -1 with err. */
 int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
-		    int timeout_ms, json_object **ret, struct symvirt_error *err);
+		    int timeout_ms, json_object **ret, struct kqmp_error *err);
 
 /*
  * Blocking helper for the virtio-serial quirk: sends "hello" every retry_ms
@@ -128,7 +114,7 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
  * (caller puts; may pass NULL) or -1 with err.
  */
 int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
-		 json_object **hello, struct symvirt_error *err);
+		 json_object **hello, struct kqmp_error *err);
 
 /* ---- events ------------------------------------------------------------ */
 
@@ -159,7 +145,7 @@ uint64_t symvirt_events_dropped(const struct symvirt *s);
 typedef bool (*symvirt_event_match_fn)(json_object *data, void *arg);
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
-		       struct symvirt_event *ev, struct symvirt_error *err);
+		       struct symvirt_event *ev, struct kqmp_error *err);
 
 /* ---- diagnostics ------------------------------------------------------- */
 

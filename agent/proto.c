@@ -12,7 +12,7 @@
 #include "qmp/kawarimi-qmp.h"
 #include "proto.h"
 
-json_object *sv_arg(json_object *args, const char *name)
+json_object *agent_arg(json_object *args, const char *name)
 {
 	json_object *v = NULL;
 
@@ -21,40 +21,40 @@ json_object *sv_arg(json_object *args, const char *name)
 	return v;
 }
 
-int64_t sv_arg_int(json_object *args, const char *name, int64_t dflt)
+int64_t agent_arg_int(json_object *args, const char *name, int64_t dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_int64(v) : dflt;
 }
 
-const char *sv_arg_str(json_object *args, const char *name, const char *dflt)
+const char *agent_arg_str(json_object *args, const char *name, const char *dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_string(v) : dflt;
 }
 
-bool sv_arg_bool(json_object *args, const char *name, bool dflt)
+bool agent_arg_bool(json_object *args, const char *name, bool dflt)
 {
-	json_object *v = sv_arg(args, name);
+	json_object *v = agent_arg(args, name);
 
 	return v ? json_object_get_boolean(v) : dflt;
 }
 
 /* ---- builders ---------------------------------------------------------------- */
 
-json_object *sv_reply_return(json_object *ret, json_object *id)
+json_object *agent_reply_return(json_object *ret, json_object *id)
 {
 	return schema_reply_return(ret, id);
 }
 
-json_object *sv_reply_error(const struct schema_err *e, json_object *id)
+json_object *agent_reply_error(const struct schema_err *e, json_object *id)
 {
 	return schema_reply_error(e->cls, e->desc, id);
 }
 
-json_object *sv_event(const char *name, json_object *data)
+json_object *agent_event(const char *name, json_object *data)
 {
 	json_object *m = json_object_new_object(), *ts = json_object_new_object();
 	struct timeval tv;
@@ -68,28 +68,28 @@ json_object *sv_event(const char *name, json_object *data)
 	return m;
 }
 
-json_object *sv_command(const char *name, json_object *args, uint64_t id)
+json_object *agent_command_msg(const char *name, json_object *args, uint64_t id)
 {
 	return schema_command_msg(name, args, json_object_new_int64((int64_t)id));
 }
 
 /* ---- line framing -------------------------------------------------------------- */
 
-struct sv_framer {
-	struct kjson_reader *r;
+struct agent_framer {
+	struct kqmp_reader *r;
 	size_t max;		/* longest line */
 	size_t line_len;	/* bytes of the current line fed so far */
 	bool skipping;		/* dropping the rest of a bad line */
 };
 
-struct sv_framer *sv_framer_new(size_t max)
+struct agent_framer *agent_framer_new(size_t max)
 {
-	struct sv_framer *f = calloc(1, sizeof(*f));
+	struct agent_framer *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return NULL;
 	f->max = max;
-	f->r = kjson_reader_new(max);
+	f->r = kqmp_reader_new(max);
 	if (!f->r) {
 		free(f);
 		return NULL;
@@ -97,42 +97,42 @@ struct sv_framer *sv_framer_new(size_t max)
 	return f;
 }
 
-void sv_framer_free(struct sv_framer *f)
+void agent_framer_free(struct agent_framer *f)
 {
 	if (!f)
 		return;
-	kjson_reader_free(f->r);
+	kqmp_reader_free(f->r);
 	free(f);
 }
 
-void sv_framer_reset(struct sv_framer *f)
+void agent_framer_reset(struct agent_framer *f)
 {
-	struct kjson_reader *r = kjson_reader_new(f->max);
+	struct kqmp_reader *r = kqmp_reader_new(f->max);
 
 	/* Without memory for a fresh reader keep the old one: it stays failed
 	 * and every line is reported, which is still no crash. */
 	if (r) {
-		kjson_reader_free(f->r);
+		kqmp_reader_free(f->r);
 		f->r = r;
 	}
 	f->line_len = 0;
 	f->skipping = false;
 }
 
-static int bad_line(struct sv_framer *f, bool line_done, const char *cls, const char *desc,
-		    sv_frame_fn fn, void *arg)
+static int bad_line(struct agent_framer *f, bool line_done, const char *cls, const char *desc,
+		    agent_frame_fn fn, void *arg)
 {
 	struct schema_err e;
 
-	sv_framer_reset(f);
+	agent_framer_reset(f);
 	f->skipping = !line_done;
 	schema_err_set(&e, cls, "%s", desc);
 	return fn(arg, NULL, &e);
 }
 
 /* Feeds one segment (a line or its start) and hands out what it completes. */
-static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool line_done,
-			sv_frame_fn fn, void *arg)
+static int feed_segment(struct agent_framer *f, const char *seg, size_t len, bool line_done,
+			agent_frame_fn fn, void *arg)
 {
 	struct kqmp_error ke;
 	json_object *msg;
@@ -144,10 +144,10 @@ static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool l
 			 f->max);
 		return bad_line(f, line_done, "ProtocolError", desc, fn, arg);
 	}
-	if (kjson_reader_feed(f->r, seg, len, &ke) < 0)
+	if (kqmp_reader_feed(f->r, seg, len, &ke) < 0)
 		return bad_line(f, line_done, "ProtocolError", ke.desc, fn, arg);
 	f->line_len = line_done ? 0 : f->line_len + len;
-	while ((r = kjson_reader_next(f->r, &msg, &ke)) != 0) {
+	while ((r = kqmp_reader_next(f->r, &msg, &ke)) != 0) {
 		if (r < 0)
 			return bad_line(f, line_done, "ProtocolError", ke.desc, fn, arg);
 		r = fn(arg, msg, NULL);
@@ -158,7 +158,7 @@ static int feed_segment(struct sv_framer *f, const char *seg, size_t len, bool l
 	return 0;
 }
 
-int sv_framer_feed(struct sv_framer *f, const char *buf, size_t len, sv_frame_fn fn,
+int agent_framer_feed(struct agent_framer *f, const char *buf, size_t len, agent_frame_fn fn,
 		   void *arg)
 {
 	while (len > 0) {

@@ -16,17 +16,8 @@
 #include <unistd.h>
 
 #include "kawarimi-qmp.h"
+#include "../check.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		failures++; \
-	} \
-} while (0)
 
 #define GREETING "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, " \
 		 "\"major\": 7}, \"package\": \"fake\"}, \"capabilities\": [%s]}}\r\n"
@@ -34,7 +25,7 @@ static int failures;
 struct pair {
 	struct kqmp *q;
 	int peer;
-	struct kjson_reader *rd;
+	struct kqmp_reader *rd;
 	char log[2048];
 };
 
@@ -63,7 +54,7 @@ static void pair_open(struct pair *p, unsigned flags)
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	p->q = kqmp_new_fd(sv[0], flags);
 	p->peer = sv[1];
-	p->rd = kjson_reader_new(1 << 20);
+	p->rd = kqmp_reader_new(1 << 20);
 	kqmp_set_log(p->q, collect_log, p);
 }
 
@@ -72,7 +63,7 @@ static void pair_close(struct pair *p)
 	kqmp_close(p->q);
 	if (p->peer >= 0)
 		close(p->peer);
-	kjson_reader_free(p->rd);
+	kqmp_reader_free(p->rd);
 }
 
 static void peer_write(struct pair *p, const char *s, size_t len)
@@ -109,7 +100,7 @@ static json_object *peer_recv(struct pair *p)
 	char buf[4096];
 
 	for (;;) {
-		int k = kjson_reader_next(p->rd, &o, &err);
+		int k = kqmp_reader_next(p->rd, &o, &err);
 		ssize_t n;
 
 		if (k == 1)
@@ -119,7 +110,7 @@ static json_object *peer_recv(struct pair *p)
 		n = read(p->peer, buf, sizeof(buf));
 		if (n <= 0)
 			return NULL;
-		kjson_reader_feed(p->rd, buf, (size_t)n, &err);
+		kqmp_reader_feed(p->rd, buf, (size_t)n, &err);
 	}
 }
 
@@ -601,7 +592,7 @@ static void test_partial_writes(void)
 	blob[big] = '\0';
 	json_object_object_add(args, "blob", json_object_new_string(blob));
 	pair_open(&p, 0);
-	kjson_reader_set_max_msg(p.rd, 2u << 20);
+	kqmp_reader_set_max_msg(p.rd, 2u << 20);
 	handshake(&p, "", "");
 	kqmp_send(p.q, "big", args, record, &a);
 	dispatch(&p);
@@ -614,7 +605,7 @@ static void test_partial_writes(void)
 
 		if (n <= 0)
 			break;
-		kjson_reader_feed(p.rd, buf, (size_t)n, &err);
+		kqmp_reader_feed(p.rd, buf, (size_t)n, &err);
 		dispatch(&p);
 	}
 	cmd = peer_recv(&p);
@@ -795,10 +786,7 @@ static void test_blocking(void)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct check_case tests[] = {
 		{ "byte-by-byte", test_byte_by_byte },
 		{ "hundred-in-one-write", test_hundred_in_one_write },
 		{ "garbage", test_garbage },
@@ -817,13 +805,7 @@ int main(void)
 	};
 
 	alarm(60);	/* a wedged case fails instead of hanging the suite */
-	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-		int before = failures;
-
-		tests[i].fn();
-		printf("%s %s\n", failures == before ? "ok  " : "FAIL", tests[i].name);
-		fflush(stdout);
-	}
+	check_run(tests, sizeof(tests) / sizeof(tests[0]));
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);
 		return 1;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The connection core under kqmp and symvirt; see jconn.h.
+ * The connection core under kqmp and symvirt; see conn.h.
  *
- * Ownership: a struct kjconn owns its fd, the reader, the output buffer,
- * one kjconn_cmd per command awaiting its reply (in send order, so
+ * Ownership: a struct kqmp_conn owns its fd, the reader, the output buffer,
+ * one kqmp_conn_cmd per command awaiting its reply (in send order, so
  * in-order replies match at the head) and the event queue.
  */
 #include <errno.h>
@@ -17,23 +17,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "jconn.h"
-#include "kqmp-internal.h"
+#include "conn.h"
+#include "kqmp_internal.h"
 
 #define KJ_READ_CHUNK	(64u << 10)
-_Static_assert(KJ_READ_CHUNK <= KJCONN_READ_BUDGET, "one read must fit the budget");
+_Static_assert(KJ_READ_CHUNK <= KQMP_CONN_READ_BUDGET, "one read must fit the budget");
 
-int kjconn_init(struct kjconn *c, int fd, const char *name, size_t max_msg,
-		uint64_t first_id, const struct kjconn_ops *ops)
+int kqmp_conn_init(struct kqmp_conn *c, int fd, const char *name, size_t max_msg,
+		uint64_t first_id, const struct kqmp_conn_ops *ops)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
 	c->ops = ops;
 	c->next_id = first_id;
 	c->name = strdup(name);
-	c->rd = kjson_reader_new(max_msg);
+	c->rd = kqmp_reader_new(max_msg);
 	if (!c->name || !c->rd) {
-		kjson_reader_free(c->rd);
+		kqmp_reader_free(c->rd);
 		free(c->name);
 		c->rd = NULL;
 		c->name = NULL;
@@ -42,7 +42,7 @@ int kjconn_init(struct kjconn *c, int fd, const char *name, size_t max_msg,
 	return 0;
 }
 
-int kjconn_set_name(struct kjconn *c, const char *name)
+int kqmp_conn_set_name(struct kqmp_conn *c, const char *name)
 {
 	char *n = strdup(name);
 
@@ -53,17 +53,17 @@ int kjconn_set_name(struct kjconn *c, const char *name)
 	return 0;
 }
 
-static void cmd_free(struct kjconn_cmd *cmd)
+static void cmd_free(struct kqmp_conn_cmd *cmd)
 {
 	free(cmd->held);
 	free(cmd);
 }
 
-void kjconn_finish(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+void kqmp_conn_finish(struct kqmp_conn *c, struct kqmp_conn_cmd *cmd, json_object *ret,
 		   const struct kqmp_error *err)
 {
 	if (cmd->wait)
-		kjconn_wait_done(cmd->wait, ret, err);
+		kqmp_conn_wait_done(cmd->wait, ret, err);
 	else if (cmd->fn)
 		c->ops->deliver(c, cmd, ret, err);
 	cmd_free(cmd);
@@ -71,21 +71,21 @@ void kjconn_finish(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
 
 /* Fails every pending command with err, in send order.  The list is
  * detached first so callbacks may send (which then fails) or cancel. */
-static void fail_pending(struct kjconn *c, const struct kqmp_error *err)
+static void fail_pending(struct kqmp_conn *c, const struct kqmp_error *err)
 {
-	struct kjconn_cmd *list = c->head;
+	struct kqmp_conn_cmd *list = c->head;
 
 	c->head = c->tail = NULL;
 	c->npending = 0;
 	while (list) {
-		struct kjconn_cmd *cmd = list;
+		struct kqmp_conn_cmd *cmd = list;
 
 		list = cmd->next;
-		kjconn_finish(c, cmd, NULL, err);
+		kqmp_conn_finish(c, cmd, NULL, err);
 	}
 }
 
-void kjconn_fail(struct kjconn *c, enum kqmp_err_kind kind, const char *fmt, ...)
+void kqmp_conn_fail(struct kqmp_conn *c, enum kqmp_err_kind kind, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -93,24 +93,24 @@ void kjconn_fail(struct kjconn *c, enum kqmp_err_kind kind, const char *fmt, ...
 		return;
 	c->failed = true;
 	va_start(ap, fmt);
-	kjconn_vseterr(&c->error, kind, fmt, ap);
+	kqmp_conn_vseterr(&c->error, kind, fmt, ap);
 	va_end(ap);
 	if (c->ssh)
-		kjconn_ssh_explain(c->ssh, c->error.desc, sizeof(c->error.desc));
+		kqmp_conn_ssh_explain(c->ssh, c->error.desc, sizeof(c->error.desc));
 	c->opos = c->olen = 0;
 	if (c->ops->failed)
 		c->ops->failed(c);
 	fail_pending(c, &c->error);
 }
 
-void kjconn_destroy(struct kjconn *c, const struct kqmp_error *err)
+void kqmp_conn_destroy(struct kqmp_conn *c, const struct kqmp_error *err)
 {
 	/* From here callbacks can neither send (refused) nor re-close. */
 	c->close_requested = true;
 	c->depth++;
 	fail_pending(c, err);
 	while (c->ev_head) {
-		struct kjconn_ev *n = c->ev_head;
+		struct kqmp_conn_ev *n = c->ev_head;
 
 		c->ev_head = n->next;
 		kqmp_event_clear(&n->ev);
@@ -120,13 +120,13 @@ void kjconn_destroy(struct kjconn *c, const struct kqmp_error *err)
 	c->nevents = c->ev_bytes = 0;
 	if (c->fd >= 0)
 		close(c->fd);
-	kjconn_ssh_close(c->ssh);
-	kjson_reader_free(c->rd);
+	kqmp_conn_ssh_close(c->ssh);
+	kqmp_reader_free(c->rd);
 	free(c->obuf);
 	free(c->name);
 }
 
-bool kjconn_close(struct kjconn *c, const char *fmt, ...)
+bool kqmp_conn_close(struct kqmp_conn *c, const char *fmt, ...)
 {
 	struct kqmp_error e;
 	va_list ap;
@@ -137,13 +137,13 @@ bool kjconn_close(struct kjconn *c, const char *fmt, ...)
 		return false;
 	}
 	va_start(ap, fmt);
-	kjconn_vseterr(&e, KQMP_E_CLOSED, fmt, ap);
+	kqmp_conn_vseterr(&e, KQMP_E_CLOSED, fmt, ap);
 	va_end(ap);
-	kjconn_destroy(c, &e);
+	kqmp_conn_destroy(c, &e);
 	return true;
 }
 
-void kjconn_log(struct kjconn *c, const char *fmt, ...)
+void kqmp_conn_log(struct kqmp_conn *c, const char *fmt, ...)
 {
 	char msg[640];
 	va_list ap;
@@ -153,35 +153,35 @@ void kjconn_log(struct kjconn *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	c->ops->log(c, kq_one_line(msg));
+	c->ops->log(c, kqmp_one_line(msg));
 }
 
-int kjconn_connect_unix(const char *path, int type_flags,
-			enum kjconn_connect_step *step, size_t *max)
+int kqmp_conn_connect_unix(const char *path, int type_flags,
+			enum kqmp_conn_connect_step *step, size_t *max)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, e;
 
 	*max = sizeof(sa.sun_path) - 1;
 	if (!path || !*path) {
-		*step = KJCONN_NO_PATH;
+		*step = KQMP_CONN_NO_PATH;
 		return -1;
 	}
 	if (strlen(path) > *max) {
-		*step = KJCONN_PATH_TOO_LONG;
+		*step = KQMP_CONN_PATH_TOO_LONG;
 		return -1;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
 	if (fd < 0) {
-		*step = KJCONN_SOCKET;
+		*step = KQMP_CONN_SOCKET;
 		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		e = errno;
 		close(fd);
 		errno = e;
-		*step = KJCONN_CONNECT;
+		*step = KQMP_CONN_CONNECT;
 		return -1;
 	}
 	return fd;
@@ -189,7 +189,7 @@ int kjconn_connect_unix(const char *path, int type_flags,
 
 /* ---- commands ---------------------------------------------------------- */
 
-int kjconn_out_append(struct kjconn *c, const char *s, size_t len)
+int kqmp_conn_out_append(struct kqmp_conn *c, const char *s, size_t len)
 {
 	if (c->opos == c->olen)
 		c->opos = c->olen = 0;
@@ -215,7 +215,7 @@ int kjconn_out_append(struct kjconn *c, const char *s, size_t len)
 	return 0;
 }
 
-bool kjconn_want_write(const struct kjconn *c)
+bool kqmp_conn_want_write(const struct kqmp_conn *c)
 {
 	return !c->failed && c->opos < c->olen;
 }
@@ -238,11 +238,11 @@ static const char *cmd_text(const char *command, json_object *args, uint64_t id,
 						 JSON_C_TO_STRING_NOSLASHESCAPE, len);
 }
 
-uint64_t kjconn_send(struct kjconn *c, const char *command, json_object *args,
+uint64_t kqmp_conn_send(struct kqmp_conn *c, const char *command, json_object *args,
 		     bool oob, bool hold, void (*fn)(void), void *arg,
-		     struct kjconn_wait *wait)
+		     struct kqmp_conn_wait *wait)
 {
-	struct kjconn_cmd *cmd = NULL;
+	struct kqmp_conn_cmd *cmd = NULL;
 	json_object *holder = NULL;
 	size_t len, nlen = strlen(command) + 1;
 	uint64_t id = c->next_id++;
@@ -261,8 +261,8 @@ uint64_t kjconn_send(struct kjconn *c, const char *command, json_object *args,
 		cmd->held = strndup(text, len);
 		if (!cmd->held)
 			goto fail;
-	} else if (kjconn_out_append(c, text, len) < 0 ||
-		   kjconn_out_append(c, "\n", 1) < 0) {
+	} else if (kqmp_conn_out_append(c, text, len) < 0 ||
+		   kqmp_conn_out_append(c, "\n", 1) < 0) {
 		/* The newline is not needed by the peers but keeps traces readable. */
 		goto fail;
 	}
@@ -284,7 +284,7 @@ fail:
 	return 0;
 }
 
-uint64_t kjconn_send_untracked(struct kjconn *c, const char *command,
+uint64_t kqmp_conn_send_untracked(struct kqmp_conn *c, const char *command,
 			       json_object *args)
 {
 	json_object *holder = NULL;
@@ -292,23 +292,23 @@ uint64_t kjconn_send_untracked(struct kjconn *c, const char *command,
 	size_t len;
 	const char *text = cmd_text(command, args, id, false, &holder, &len);
 
-	if (!text || kjconn_out_append(c, text, len) < 0 ||
-	    kjconn_out_append(c, "\n", 1) < 0)
+	if (!text || kqmp_conn_out_append(c, text, len) < 0 ||
+	    kqmp_conn_out_append(c, "\n", 1) < 0)
 		id = 0;
 	json_object_put(holder);
 	json_object_put(args);
 	return id;
 }
 
-struct kjconn_cmd *kjconn_find(struct kjconn *c, uint64_t id)
+struct kqmp_conn_cmd *kqmp_conn_find(struct kqmp_conn *c, uint64_t id)
 {
-	for (struct kjconn_cmd *cmd = c->head; cmd; cmd = cmd->next)
+	for (struct kqmp_conn_cmd *cmd = c->head; cmd; cmd = cmd->next)
 		if (cmd->id == id)
 			return cmd;
 	return NULL;
 }
 
-void kjconn_unlink(struct kjconn *c, struct kjconn_cmd *cmd)
+void kqmp_conn_unlink(struct kqmp_conn *c, struct kqmp_conn_cmd *cmd)
 {
 	if (cmd->prev)
 		cmd->prev->next = cmd->next;
@@ -322,9 +322,9 @@ void kjconn_unlink(struct kjconn *c, struct kjconn_cmd *cmd)
 	c->npending--;
 }
 
-bool kjconn_cancel(struct kjconn *c, uint64_t id)
+bool kqmp_conn_cancel(struct kqmp_conn *c, uint64_t id)
 {
-	struct kjconn_cmd *cmd = kjconn_find(c, id);
+	struct kqmp_conn_cmd *cmd = kqmp_conn_find(c, id);
 
 	if (!cmd)
 		return false;
@@ -335,9 +335,9 @@ bool kjconn_cancel(struct kjconn *c, uint64_t id)
 
 /* ---- events ------------------------------------------------------------ */
 
-static struct kjconn_ev *ev_unlink_head(struct kjconn *c)
+static struct kqmp_conn_ev *ev_unlink_head(struct kqmp_conn *c)
 {
-	struct kjconn_ev *n = c->ev_head;
+	struct kqmp_conn_ev *n = c->ev_head;
 
 	c->ev_head = n->next;
 	if (!c->ev_head)
@@ -349,14 +349,14 @@ static struct kjconn_ev *ev_unlink_head(struct kjconn *c)
 
 /* A peer sending events faster than the caller takes them costs the
  * oldest ones, never unbounded memory. */
-static void ev_trim(struct kjconn *c)
+static void ev_trim(struct kqmp_conn *c)
 {
 	while ((c->max_events && c->nevents > c->max_events) ||
 	       (c->max_event_bytes && c->ev_bytes > c->max_event_bytes && c->nevents > 1)) {
-		struct kjconn_ev *n = ev_unlink_head(c);
+		struct kqmp_conn_ev *n = ev_unlink_head(c);
 
 		if (!c->events_dropped++)
-			kjconn_log(c, "%s: event queue full (%zu events, %zu bytes at most): "
+			kqmp_conn_log(c, "%s: event queue full (%zu events, %zu bytes at most): "
 				   "dropping the oldest from here on, first %s", c->name,
 				   c->max_events, c->max_event_bytes, n->ev.name);
 		kqmp_event_clear(&n->ev);
@@ -364,10 +364,10 @@ static void ev_trim(struct kjconn *c)
 	}
 }
 
-size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
+size_t kqmp_conn_event_push(struct kqmp_conn *c, const char *name, json_object *data,
 			 int64_t sec, int64_t usec)
 {
-	struct kjconn_ev *n = calloc(1, sizeof(*n));
+	struct kqmp_conn_ev *n = calloc(1, sizeof(*n));
 
 	if (!n || !(n->ev.name = strdup(name))) {
 		free(n);
@@ -389,9 +389,9 @@ size_t kjconn_event_push(struct kjconn *c, const char *name, json_object *data,
 	return c->nevents;
 }
 
-int kjconn_event_pop(struct kjconn *c, struct kqmp_event *ev)
+int kqmp_conn_event_pop(struct kqmp_conn *c, struct kqmp_event *ev)
 {
-	struct kjconn_ev *n;
+	struct kqmp_conn_ev *n;
 
 	if (!c->ev_head)
 		return 0;
@@ -401,12 +401,12 @@ int kjconn_event_pop(struct kjconn *c, struct kqmp_event *ev)
 	return 1;
 }
 
-bool kjconn_event_take(struct kjconn *c, const char *name,
+bool kqmp_conn_event_take(struct kqmp_conn *c, const char *name,
 		       kqmp_event_match_fn match, void *arg, struct kqmp_event *ev)
 {
-	struct kjconn_ev *prev = NULL;
+	struct kqmp_conn_ev *prev = NULL;
 
-	for (struct kjconn_ev *n = c->ev_head; n; prev = n, n = n->next) {
+	for (struct kqmp_conn_ev *n = c->ev_head; n; prev = n, n = n->next) {
 		if (strcmp(n->ev.name, name) || (match && !match(n->ev.data, arg)))
 			continue;
 		if (prev)
@@ -427,7 +427,7 @@ bool kjconn_event_take(struct kjconn *c, const char *name,
 /* ---- I/O --------------------------------------------------------------- */
 
 /* Writes what the fd takes now.  0, or -1 once the connection failed. */
-static int flush_out(struct kjconn *c)
+static int flush_out(struct kqmp_conn *c)
 {
 	while (c->opos < c->olen) {
 		const char *p = c->obuf + c->opos;
@@ -449,7 +449,7 @@ static int flush_out(struct kjconn *c)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return 0;
-			c->ops->io_failed(c, KJCONN_WRITE, errno, NULL);
+			c->ops->io_failed(c, KQMP_CONN_WRITE, errno, NULL);
 			return -1;
 		}
 		c->opos += (size_t)w;
@@ -459,19 +459,19 @@ static int flush_out(struct kjconn *c)
 }
 
 /* Turns buffered bytes into messages and hands them to the front-end. */
-static void drain_reader(struct kjconn *c)
+static void drain_reader(struct kqmp_conn *c)
 {
 	struct kqmp_error e;
 	json_object *msg;
 	int k;
 
 	while (!c->failed && !c->close_requested &&
-	       (k = kjson_reader_next(c->rd, &msg, &e)) != 0) {
+	       (k = kqmp_reader_next(c->rd, &msg, &e)) != 0) {
 		if (k < 0) {
-			c->ops->io_failed(c, KJCONN_BAD_INPUT, 0, &e);
+			c->ops->io_failed(c, KQMP_CONN_BAD_INPUT, 0, &e);
 			return;
 		}
-		c->last_msg_len = kq_reader_last_len(c->rd);
+		c->last_msg_len = kqmp_reader_last_len(c->rd);
 		c->ops->message(c, msg);
 		json_object_put(msg);
 	}
@@ -480,16 +480,16 @@ static void drain_reader(struct kjconn *c)
 /* Reads until the fd is empty or the budget is spent: a peer that writes
  * as fast as we read must not keep the caller's loop here.  What is left
  * keeps the fd readable, so level-triggered polling comes back for it. */
-static void read_in(struct kjconn *c)
+static void read_in(struct kqmp_conn *c)
 {
-	size_t budget = KJCONN_READ_BUDGET;
+	size_t budget = KQMP_CONN_READ_BUDGET;
 
 	while (!c->failed && !c->close_requested && budget) {
-		char *p = kq_reader_reserve(c->rd, KJ_READ_CHUNK);
+		char *p = kqmp_reader_reserve(c->rd, KJ_READ_CHUNK);
 		ssize_t n;
 
 		if (!p) {
-			kjconn_fail(c, KQMP_E_NOMEM, "%s: out of memory reading", c->name);
+			kqmp_conn_fail(c, KQMP_E_NOMEM, "%s: out of memory reading", c->name);
 			return;
 		}
 		n = read(c->fd, p, KJ_READ_CHUNK < budget ? KJ_READ_CHUNK : budget);
@@ -497,29 +497,29 @@ static void read_in(struct kjconn *c)
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				c->ops->io_failed(c, KJCONN_READ, errno, NULL);
+				c->ops->io_failed(c, KQMP_CONN_READ, errno, NULL);
 			return;
 		}
 		if (n == 0) {
-			c->ops->io_failed(c, KJCONN_EOF, 0, NULL);
+			c->ops->io_failed(c, KQMP_CONN_EOF, 0, NULL);
 			return;
 		}
-		kq_reader_commit(c->rd, (size_t)n);
+		kqmp_reader_commit(c->rd, (size_t)n);
 		budget -= (size_t)n;
 		drain_reader(c);
 	}
 }
 
-int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed)
+int kqmp_conn_dispatch(struct kqmp_conn *c, struct kqmp_error *err, bool *freed)
 {
 	*freed = false;
 	if (c->depth > 0 && !c->close_requested) {
-		kq_seterr(err, KQMP_E_INVAL, "%s: %s called from a callback",
+		kqmp_seterr(err, KQMP_E_INVAL, "%s: %s called from a callback",
 			  c->name, c->ops->dispatch_fn);
 		return -1;
 	}
 	if (c->ssh)
-		kjconn_ssh_drain(c->ssh);
+		kqmp_conn_ssh_drain(c->ssh);
 	if (!c->failed && !c->close_requested) {
 		c->depth++;
 		if (flush_out(c) == 0)
@@ -530,7 +530,7 @@ int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed)
 		c->depth--;
 	}
 	if (c->close_requested && c->depth == 0) {
-		kq_seterr(err, KQMP_E_CLOSED, "%s: closed from a callback", c->name);
+		kqmp_seterr(err, KQMP_E_CLOSED, "%s: closed from a callback", c->name);
 		c->ops->destroy(c);
 		*freed = true;
 		return -1;
@@ -545,7 +545,7 @@ int kjconn_dispatch(struct kjconn *c, struct kqmp_error *err, bool *freed)
 
 /* ---- blocking ---------------------------------------------------------- */
 
-int64_t kjconn_now_ms(void)
+int64_t kqmp_conn_now_ms(void)
 {
 	struct timespec ts;
 
@@ -553,7 +553,7 @@ int64_t kjconn_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int kjconn_step(struct kjconn *c, int64_t deadline, struct kqmp_error *err)
+int kqmp_conn_step(struct kqmp_conn *c, int64_t deadline, struct kqmp_error *err)
 {
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	bool freed;
@@ -561,33 +561,33 @@ int kjconn_step(struct kjconn *c, int64_t deadline, struct kqmp_error *err)
 	int n;
 
 	if (c->failed) {
-		kq_seterr(err, KQMP_E_CLOSED, "%s", c->error.desc);
+		kqmp_seterr(err, KQMP_E_CLOSED, "%s", c->error.desc);
 		return -1;
 	}
 	if (deadline >= 0) {
-		int64_t left = deadline - kjconn_now_ms();
+		int64_t left = deadline - kqmp_conn_now_ms();
 
 		if (left <= 0)
 			return 1;
 		wait = left > 1000000 ? 1000000 : (int)left;
 	}
-	if (kjconn_want_write(c))
+	if (kqmp_conn_want_write(c))
 		p.events |= POLLOUT;
 	n = poll(&p, 1, wait);
 	if (n < 0) {
 		if (errno == EINTR)
 			return 0;
-		kq_seterr(err, KQMP_E_IO, "%s: poll failed: %s", c->name, strerror(errno));
+		kqmp_seterr(err, KQMP_E_IO, "%s: poll failed: %s", c->name, strerror(errno));
 		return -1;
 	}
 	if (n == 0)
 		return 0;	/* the next call sees the deadline */
-	if (kjconn_dispatch(c, err, &freed) == 0)
+	if (kqmp_conn_dispatch(c, err, &freed) == 0)
 		return 0;
-	return freed ? KJCONN_STEP_FREED : -1;
+	return freed ? KQMP_CONN_STEP_FREED : -1;
 }
 
-void kjconn_wait_done(struct kjconn_wait *w, json_object *ret,
+void kqmp_conn_wait_done(struct kqmp_conn_wait *w, json_object *ret,
 		      const struct kqmp_error *err)
 {
 	if (w->done)
@@ -599,11 +599,11 @@ void kjconn_wait_done(struct kjconn_wait *w, json_object *ret,
 		w->ret = json_object_get(ret);
 }
 
-int kjconn_wait(struct kjconn *c, struct kjconn_wait *w, int64_t deadline,
+int kqmp_conn_wait(struct kqmp_conn *c, struct kqmp_conn_wait *w, int64_t deadline,
 		struct kqmp_error *err)
 {
 	while (!w->done) {
-		int r = kjconn_step(c, deadline, err);
+		int r = kqmp_conn_step(c, deadline, err);
 
 		if (w->done)
 			break;

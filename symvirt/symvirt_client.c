@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The host side of the symvirt channel; see symvirt-client.h.
+ * The host side of the symvirt channel; see symvirt_client.h.
  *
  * The connection itself (write queue, pending commands by id, events,
  * failure of everything pending, poll steps) is the core shared with the
- * QMP client, qmp/jconn.h.  What is symvirt's lives here: random first ids,
+ * QMP client, qmp/conn.h.  What is symvirt's lives here: random first ids,
  * the hello handshake resent until answered, lenient reply shapes, the
- * 1 MiB reply limit, and the symvirt_* types and wording.
+ * 1 MiB reply limit, and the symvirt_* types and wording.  Errors are the
+ * QMP client's struct kqmp_error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,116 +21,97 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "qmp/jconn.h"
-#include "symvirt-client.h"
-
-/* The error kinds are the core's under other names: errors map by value. */
-_Static_assert(SYMVIRT_E_AGENT == (int)KQMP_E_QMP && SYMVIRT_E_CONNECT == (int)KQMP_E_CONNECT &&
-	       SYMVIRT_E_IO == (int)KQMP_E_IO && SYMVIRT_E_PROTOCOL == (int)KQMP_E_PROTOCOL &&
-	       SYMVIRT_E_TIMEOUT == (int)KQMP_E_TIMEOUT && SYMVIRT_E_CLOSED == (int)KQMP_E_CLOSED &&
-	       SYMVIRT_E_NOMEM == (int)KQMP_E_NOMEM && SYMVIRT_E_INVAL == (int)KQMP_E_INVAL,
-	       "symvirt and kqmp error kinds differ");
-_Static_assert(sizeof(((struct symvirt_error *)0)->cls) == sizeof(((struct kqmp_error *)0)->cls) &&
-	       sizeof(((struct symvirt_error *)0)->desc) == sizeof(((struct kqmp_error *)0)->desc),
-	       "symvirt and kqmp error texts differ in size");
+#include "qmp/conn.h"
+#include "symvirt_client.h"
 
 struct symvirt {
-	struct kjconn c;
-	struct symvirt_error last;	/* c.error, as the API's type */
+	struct kqmp_conn c;
+	struct kqmp_error last;	/* c.error when it failed */
 };
 
-#define SV(c)	kjconn_owner(c, struct symvirt, c)
+#define SV(c)	kqmp_conn_owner(c, struct symvirt, c)
 
 static const char *const kind_names[] = {
-	[SYMVIRT_OK] = "ok",
-	[SYMVIRT_E_AGENT] = "agent error",
-	[SYMVIRT_E_CONNECT] = "connect error",
-	[SYMVIRT_E_IO] = "I/O error",
-	[SYMVIRT_E_PROTOCOL] = "protocol error",
-	[SYMVIRT_E_TIMEOUT] = "timeout",
-	[SYMVIRT_E_CLOSED] = "connection closed",
-	[SYMVIRT_E_NOMEM] = "out of memory",
-	[SYMVIRT_E_INVAL] = "invalid argument",
+	[KQMP_OK] = "ok",
+	[KQMP_E_QMP] = "agent error",
+	[KQMP_E_CONNECT] = "connect error",
+	[KQMP_E_IO] = "I/O error",
+	[KQMP_E_PROTOCOL] = "protocol error",
+	[KQMP_E_TIMEOUT] = "timeout",
+	[KQMP_E_CLOSED] = "connection closed",
+	[KQMP_E_NOMEM] = "out of memory",
+	[KQMP_E_INVAL] = "invalid argument",
 };
 
-const char *symvirt_err_kind_name(enum symvirt_err_kind kind)
+const char *symvirt_err_kind_name(enum kqmp_err_kind kind)
 {
 	if ((unsigned)kind < sizeof(kind_names) / sizeof(kind_names[0]))
 		return kind_names[kind];
 	return "unknown error";
 }
 
-static void sv_err(struct symvirt_error *out, const struct kqmp_error *in)
+static void copy_err(struct kqmp_error *out, const struct kqmp_error *in)
 {
-	if (!out)
-		return;
-	out->kind = (enum symvirt_err_kind)in->kind;
-	memcpy(out->cls, in->cls, sizeof(out->cls));
-	memcpy(out->desc, in->desc, sizeof(out->desc));
+	if (out)
+		*out = *in;
 }
 
 __attribute__((format(printf, 3, 4)))
-static void set_err(struct symvirt_error *err, enum symvirt_err_kind kind,
+static void set_err(struct kqmp_error *err, enum kqmp_err_kind kind,
 		    const char *fmt, ...)
 {
-	struct kqmp_error e;
 	va_list ap;
 
 	va_start(ap, fmt);
-	kjconn_vseterr(&e, (enum kqmp_err_kind)kind, fmt, ap);
+	kqmp_conn_vseterr(err, kind, fmt, ap);
 	va_end(ap);
-	sv_err(err, &e);
 }
 
 /* ---- the core's hooks ---------------------------------------------------- */
 
-static void on_message(struct kjconn *c, json_object *msg);
+static void on_message(struct kqmp_conn *c, json_object *msg);
 
-static void deliver(struct kjconn *c, struct kjconn_cmd *cmd, json_object *ret,
+static void deliver(struct kqmp_conn *c, struct kqmp_conn_cmd *cmd, json_object *ret,
 		    const struct kqmp_error *err)
 {
-	struct symvirt_error e;
-
-	if (err)
-		sv_err(&e, err);
-	((symvirt_reply_fn)cmd->fn)(SV(c), ret, err ? &e : NULL, cmd->arg);
+	((symvirt_reply_fn)cmd->fn)(SV(c), ret, err, cmd->arg);
 }
 
-static void io_failed(struct kjconn *c, enum kjconn_io what, int errnum,
+static void io_failed(struct kqmp_conn *c, enum kqmp_conn_io what, int errnum,
 		      const struct kqmp_error *rerr)
 {
 	switch (what) {
-	case KJCONN_WRITE:
-		kjconn_fail(c, KQMP_E_IO, "write to %s: %s", c->name, strerror(errnum));
+	case KQMP_CONN_WRITE:
+		kqmp_conn_fail(c, KQMP_E_IO, "write to %s: %s", c->name, strerror(errnum));
 		break;
-	case KJCONN_READ:
-		kjconn_fail(c, KQMP_E_IO, "read from %s: %s", c->name, strerror(errnum));
+	case KQMP_CONN_READ:
+		kqmp_conn_fail(c, KQMP_E_IO, "read from %s: %s", c->name, strerror(errnum));
 		break;
-	case KJCONN_EOF:
-		kjconn_fail(c, KQMP_E_IO, "%s closed the connection", c->name);
+	case KQMP_CONN_EOF:
+		kqmp_conn_fail(c, KQMP_E_IO, "%s closed the connection", c->name);
 		break;
-	case KJCONN_BAD_INPUT:
-		kjconn_fail(c, KQMP_E_PROTOCOL, "from %s: %s", c->name, rerr->desc);
+	case KQMP_CONN_BAD_INPUT:
+		kqmp_conn_fail(c, KQMP_E_PROTOCOL, "from %s: %s", c->name, rerr->desc);
 		break;
 	}
 }
 
-static void failed(struct kjconn *c)
+static void failed(struct kqmp_conn *c)
 {
-	sv_err(&SV(c)->last, &c->error);
+	copy_err(&SV(c)->last, &c->error);
 }
 
-static void log_line(struct kjconn *c, const char *msg)
+static void log_line(struct kqmp_conn *c, const char *msg)
 {
 	((symvirt_log_fn)c->log_fn)(SV(c), msg, c->log_arg);
 }
 
-static void destroy(struct kjconn *c)
+static void destroy(struct kqmp_conn *c)
 {
 	symvirt_close(SV(c));
 }
 
-static const struct kjconn_ops symvirt_ops = {
+static const struct kqmp_conn_ops symvirt_ops = {
 	.message = on_message,
 	.deliver = deliver,
 	.io_failed = io_failed,
@@ -161,7 +143,7 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 	if (!s)
 		return NULL;
 	snprintf(fdname, sizeof(fdname), "fd %d", fd);
-	if (kjconn_init(&s->c, fd, name ? name : fdname, SYMVIRT_MAX_REPLY, first_id(),
+	if (kqmp_conn_init(&s->c, fd, name ? name : fdname, SYMVIRT_MAX_REPLY, first_id(),
 			&symvirt_ops) < 0) {
 		free(s);
 		return NULL;
@@ -174,27 +156,27 @@ struct symvirt *symvirt_new_fd(int fd, const char *name)
 	return s;
 }
 
-struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err)
+struct symvirt *symvirt_connect_unix(const char *path, struct kqmp_error *err)
 {
-	enum kjconn_connect_step step;
+	enum kqmp_conn_connect_step step;
 	struct symvirt *s;
 	size_t max;
-	int fd = kjconn_connect_unix(path, 0, &step, &max);
+	int fd = kqmp_conn_connect_unix(path, 0, &step, &max);
 
 	if (fd < 0) {
 		switch (step) {
-		case KJCONN_NO_PATH:
-			set_err(err, SYMVIRT_E_INVAL, "no socket path given");
+		case KQMP_CONN_NO_PATH:
+			set_err(err, KQMP_E_INVAL, "no socket path given");
 			break;
-		case KJCONN_PATH_TOO_LONG:
-			set_err(err, SYMVIRT_E_INVAL, "socket path '%s' is longer than %zu bytes",
+		case KQMP_CONN_PATH_TOO_LONG:
+			set_err(err, KQMP_E_INVAL, "socket path '%s' is longer than %zu bytes",
 				path, max);
 			break;
-		case KJCONN_SOCKET:
-			set_err(err, SYMVIRT_E_CONNECT, "socket: %s", strerror(errno));
+		case KQMP_CONN_SOCKET:
+			set_err(err, KQMP_E_CONNECT, "socket: %s", strerror(errno));
 			break;
-		case KJCONN_CONNECT:
-			set_err(err, SYMVIRT_E_CONNECT, "cannot connect to '%s': %s", path,
+		case KQMP_CONN_CONNECT:
+			set_err(err, KQMP_E_CONNECT, "cannot connect to '%s': %s", path,
 				strerror(errno));
 			break;
 		}
@@ -203,21 +185,21 @@ struct symvirt *symvirt_connect_unix(const char *path, struct symvirt_error *err
 	s = symvirt_new_fd(fd, path);
 	if (!s) {
 		close(fd);
-		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		set_err(err, KQMP_E_NOMEM, "out of memory");
 	}
 	return s;
 }
 
-struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
+struct symvirt *symvirt_connect_uri(const char *uri, struct kqmp_error *err)
 {
-	struct kjconn_endpoint ep;
+	struct kqmp_conn_endpoint ep;
 	struct kqmp_error e;
-	struct kjconn_ssh *t;
+	struct kqmp_conn_ssh *t;
 	struct symvirt *s;
 	int fd;
 
-	if (kjconn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
-		sv_err(err, &e);
+	if (kqmp_conn_open_endpoint(uri, &ep, &t, &fd, &e) < 0) {
+		copy_err(err, &e);
 		return NULL;
 	}
 	if (!t)
@@ -225,8 +207,8 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
 	s = symvirt_new_fd(fd, uri);
 	if (!s) {
 		close(fd);
-		kjconn_ssh_close(t);
-		set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+		kqmp_conn_ssh_close(t);
+		set_err(err, KQMP_E_NOMEM, "out of memory");
 		return NULL;
 	}
 	s->c.ssh = t;
@@ -234,7 +216,7 @@ struct symvirt *symvirt_connect_uri(const char *uri, struct symvirt_error *err)
 }
 
 struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hello,
-			     struct symvirt_error *err)
+			     struct kqmp_error *err)
 {
 	struct symvirt *s = symvirt_connect_uri(path, err);
 
@@ -249,7 +231,7 @@ struct symvirt *symvirt_open(const char *path, int timeout_ms, json_object **hel
 
 void symvirt_close(struct symvirt *s)
 {
-	if (s && kjconn_close(&s->c, "connection to %s closed by the caller", s->c.name))
+	if (s && kqmp_conn_close(&s->c, "connection to %s closed by the caller", s->c.name))
 		free(s);
 }
 
@@ -260,7 +242,7 @@ int symvirt_fd(const struct symvirt *s)
 
 bool symvirt_want_write(const struct symvirt *s)
 {
-	return kjconn_want_write(&s->c);
+	return kqmp_conn_want_write(&s->c);
 }
 
 bool symvirt_is_open(const struct symvirt *s)
@@ -268,7 +250,7 @@ bool symvirt_is_open(const struct symvirt *s)
 	return !s->c.failed;
 }
 
-const struct symvirt_error *symvirt_last_error(const struct symvirt *s)
+const struct kqmp_error *symvirt_last_error(const struct symvirt *s)
 {
 	return &s->last;
 }
@@ -303,7 +285,7 @@ static void queue_event(struct symvirt *s, json_object *msg)
 			usec = json_object_get_int64(t);
 	}
 	/* Out of memory: the event is dropped, the connection goes on. */
-	kjconn_event_push(&s->c, json_object_get_string(v), data, sec, usec);
+	kqmp_conn_event_push(&s->c, json_object_get_string(v), data, sec, usec);
 }
 
 /* An error reply: {"class": S, "desc": S}; anything else is a protocol error
@@ -330,7 +312,7 @@ static void error_from_reply(json_object *e, struct kqmp_error *out)
 static void handle_reply(struct symvirt *s, json_object *msg)
 {
 	json_object *idv = NULL, *ret = NULL, *errv = NULL;
-	struct kjconn_cmd *p;
+	struct kqmp_conn_cmd *p;
 	struct kqmp_error e;
 
 	json_object_object_get_ex(msg, "id", &idv);
@@ -340,21 +322,21 @@ static void handle_reply(struct symvirt *s, json_object *msg)
 		/* The agent answers unparsable input without an id. */
 		if (errv && json_object_is_type(errv, json_type_object)) {
 			error_from_reply(errv, &e);
-			kjconn_log(&s->c, "%s: error without id: %s: %s", s->c.name, e.cls, e.desc);
+			kqmp_conn_log(&s->c, "%s: error without id: %s: %s", s->c.name, e.cls, e.desc);
 		} else {
-			kjconn_log(&s->c, "%s: reply without a usable id dropped", s->c.name);
+			kqmp_conn_log(&s->c, "%s: reply without a usable id dropped", s->c.name);
 		}
 		return;
 	}
-	p = kjconn_find(&s->c, (uint64_t)json_object_get_int64(idv));
+	p = kqmp_conn_find(&s->c, (uint64_t)json_object_get_int64(idv));
 	if (!p) {
-		kjconn_log(&s->c, "%s: reply with unknown id %s dropped (an earlier connection's?)",
+		kqmp_conn_log(&s->c, "%s: reply with unknown id %s dropped (an earlier connection's?)",
 		       s->c.name, json_object_get_string(idv));
 		return;
 	}
-	kjconn_unlink(&s->c, p);
+	kqmp_conn_unlink(&s->c, p);
 	if (!errv) {
-		kjconn_finish(&s->c, p, ret, NULL);
+		kqmp_conn_finish(&s->c, p, ret, NULL);
 		return;
 	}
 	if (!json_object_is_type(errv, json_type_object)) {
@@ -364,10 +346,10 @@ static void handle_reply(struct symvirt *s, json_object *msg)
 	} else {
 		error_from_reply(errv, &e);
 	}
-	kjconn_finish(&s->c, p, NULL, &e);
+	kqmp_conn_finish(&s->c, p, NULL, &e);
 }
 
-static void on_message(struct kjconn *c, json_object *msg)
+static void on_message(struct kqmp_conn *c, json_object *msg)
 {
 	struct symvirt *s = SV(c);
 	json_object *v;
@@ -376,7 +358,7 @@ static void on_message(struct kjconn *c, json_object *msg)
 		if (json_object_is_type(v, json_type_string))
 			queue_event(s, msg);
 		else
-			kjconn_log(&s->c, "%s: event whose name is not a string dropped", c->name);
+			kqmp_conn_log(&s->c, "%s: event whose name is not a string dropped", c->name);
 		return;
 	}
 	if (json_object_object_get_ex(msg, "return", &v) ||
@@ -384,20 +366,20 @@ static void on_message(struct kjconn *c, json_object *msg)
 		handle_reply(s, msg);
 		return;
 	}
-	kjconn_log(&s->c, "%s: message that is neither reply nor event dropped: %.200s", c->name,
+	kqmp_conn_log(&s->c, "%s: message that is neither reply nor event dropped: %.200s", c->name,
 	       json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
 }
 
 /* ---- commands -------------------------------------------------------------- */
 
 static uint64_t send_cmd(struct symvirt *s, const char *command, json_object *args,
-			 symvirt_reply_fn fn, void *arg, struct kjconn_wait *w)
+			 symvirt_reply_fn fn, void *arg, struct kqmp_conn_wait *w)
 {
 	if (s->c.failed || s->c.close_requested || !command) {
 		json_object_put(args);
 		return 0;
 	}
-	return kjconn_send(&s->c, command, args, false, false, (void (*)(void))fn, arg, w);
+	return kqmp_conn_send(&s->c, command, args, false, false, (void (*)(void))fn, arg, w);
 }
 
 uint64_t symvirt_send(struct symvirt *s, const char *command, json_object *args,
@@ -408,20 +390,20 @@ uint64_t symvirt_send(struct symvirt *s, const char *command, json_object *args,
 
 int symvirt_cancel(struct symvirt *s, uint64_t id)
 {
-	return kjconn_cancel(&s->c, id) ? 0 : -1;
+	return kqmp_conn_cancel(&s->c, id) ? 0 : -1;
 }
 
 size_t symvirt_pending(const struct symvirt *s)
 {
 	size_t n = 0;
 
-	for (const struct kjconn_cmd *p = s->c.head; p; p = p->next)
+	for (const struct kqmp_conn_cmd *p = s->c.head; p; p = p->next)
 		if (p->fn || p->wait)
 			n++;
 	return n;
 }
 
-int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err)
+int symvirt_dispatch(struct symvirt *s, struct kqmp_error *err)
 {
 	struct kqmp_error e;
 	bool freed;
@@ -431,8 +413,8 @@ int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err)
 			*err = s->last;
 		return -1;
 	}
-	if (kjconn_dispatch(&s->c, &e, &freed) < 0) {
-		sv_err(err, &e);
+	if (kqmp_conn_dispatch(&s->c, &e, &freed) < 0) {
+		copy_err(err, &e);
 		return -1;
 	}
 	return 0;
@@ -442,13 +424,13 @@ int symvirt_dispatch(struct symvirt *s, struct symvirt_error *err)
 
 static int64_t deadline_of(int timeout_ms)
 {
-	return kjconn_now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
+	return kqmp_conn_now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
 }
 
 int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
-		    int timeout_ms, json_object **ret, struct symvirt_error *err)
+		    int timeout_ms, json_object **ret, struct kqmp_error *err)
 {
-	struct kjconn_wait w = { 0 };
+	struct kqmp_conn_wait w = { 0 };
 	int64_t deadline = deadline_of(timeout_ms);
 	struct kqmp_error e;
 	uint64_t id;
@@ -456,7 +438,7 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 
 	if (!command) {
 		json_object_put(args);
-		set_err(err, SYMVIRT_E_INVAL, "no command given");
+		set_err(err, KQMP_E_INVAL, "no command given");
 		return -1;
 	}
 	if (s->c.failed) {
@@ -467,22 +449,22 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 	}
 	id = send_cmd(s, command, args, NULL, NULL, &w);
 	if (!id) {
-		set_err(err, SYMVIRT_E_NOMEM, "cannot queue '%s' for %s", command, s->c.name);
+		set_err(err, KQMP_E_NOMEM, "cannot queue '%s' for %s", command, s->c.name);
 		return -1;
 	}
-	r = kjconn_wait(&s->c, &w, deadline, &e);
+	r = kqmp_conn_wait(&s->c, &w, deadline, &e);
 	if (r == 1) {
 		symvirt_cancel(s, id);
-		set_err(err, SYMVIRT_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
+		set_err(err, KQMP_E_TIMEOUT, "no reply to '%s' from %s within %d ms",
 			command, s->c.name, timeout_ms);
 		return -1;
 	}
 	if (r != 0) {
-		sv_err(err, &e);
+		copy_err(err, &e);
 		return -1;
 	}
 	if (!w.ret && w.err.kind != KQMP_OK) {
-		sv_err(err, &w.err);
+		copy_err(err, &w.err);
 		return -1;
 	}
 	if (ret)
@@ -492,19 +474,19 @@ int symvirt_execute(struct symvirt *s, const char *command, json_object *args,
 	return 0;
 }
 
-static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error *err)
+static int check_hello(struct symvirt *s, json_object *ret, struct kqmp_error *err)
 {
 	json_object *v = NULL;
 
 	if (!json_object_is_type(ret, json_type_object) ||
 	    !json_object_object_get_ex(ret, "protocol", &v) ||
 	    !json_object_is_type(v, json_type_int)) {
-		set_err(err, SYMVIRT_E_PROTOCOL, "%s: hello's reply has no integer \"protocol\"",
+		set_err(err, KQMP_E_PROTOCOL, "%s: hello's reply has no integer \"protocol\"",
 			s->c.name);
 		return -1;
 	}
 	if (json_object_get_int64(v) != SYMVIRT_PROTOCOL_VERSION) {
-		set_err(err, SYMVIRT_E_PROTOCOL,
+		set_err(err, KQMP_E_PROTOCOL,
 			"%s speaks symvirt protocol %" PRId64 ", this client %d; install matching versions",
 			s->c.name, json_object_get_int64(v), SYMVIRT_PROTOCOL_VERSION);
 		return -1;
@@ -515,17 +497,17 @@ static int check_hello(struct symvirt *s, json_object *ret, struct symvirt_error
 #define MAX_HELLOS 64
 
 /* Sends hellos until one is answered: 0 (w done), 1 (timed out), -1 (err
- * set), or KJCONN_STEP_FREED when a callback closed s. */
-static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
+ * set), or KQMP_CONN_STEP_FREED when a callback closed s. */
+static int hello_until_answered(struct symvirt *s, struct kqmp_conn_wait *w,
 				int timeout_ms, int retry_ms, uint64_t *ids,
-				size_t *nids, struct symvirt_error *err)
+				size_t *nids, struct kqmp_error *err)
 {
-	int64_t start = kjconn_now_ms(), deadline = deadline_of(timeout_ms);
+	int64_t start = kqmp_conn_now_ms(), deadline = deadline_of(timeout_ms);
 	int64_t next_send = start;
 	struct kqmp_error e;
 
 	while (!w->done) {
-		int64_t t = kjconn_now_ms();
+		int64_t t = kqmp_conn_now_ms();
 		int r;
 
 		if (t >= deadline)
@@ -537,20 +519,20 @@ static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
 				if (s->c.failed && err)
 					*err = s->last;
 				else if (!s->c.failed)
-					set_err(err, SYMVIRT_E_NOMEM, "out of memory");
+					set_err(err, KQMP_E_NOMEM, "out of memory");
 				return -1;
 			}
 			ids[(*nids)++] = id;
 			next_send = t + retry_ms;
 		}
-		r = kjconn_step(&s->c, *nids < MAX_HELLOS && next_send < deadline ?
+		r = kqmp_conn_step(&s->c, *nids < MAX_HELLOS && next_send < deadline ?
 				next_send : deadline, &e);
-		if (r == KJCONN_STEP_FREED) {
-			sv_err(err, &e);
+		if (r == KQMP_CONN_STEP_FREED) {
+			copy_err(err, &e);
 			return r;
 		}
 		if (r < 0 && !w->done) {
-			sv_err(err, &e);
+			copy_err(err, &e);
 			return -1;
 		}
 	}
@@ -558,9 +540,9 @@ static int hello_until_answered(struct symvirt *s, struct kjconn_wait *w,
 }
 
 int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
-		 json_object **hello, struct symvirt_error *err)
+		 json_object **hello, struct kqmp_error *err)
 {
-	struct kjconn_wait w = { 0 };
+	struct kqmp_conn_wait w = { 0 };
 	uint64_t ids[MAX_HELLOS];
 	size_t nids = 0;
 	int r, rc = -1;
@@ -568,16 +550,16 @@ int symvirt_sync(struct symvirt *s, int timeout_ms, int retry_ms,
 	if (retry_ms <= 0)
 		retry_ms = 500;
 	r = hello_until_answered(s, &w, timeout_ms, retry_ms, ids, &nids, err);
-	if (r == KJCONN_STEP_FREED)
+	if (r == KQMP_CONN_STEP_FREED)
 		return -1;
 	if (r == 1)
-		set_err(err, SYMVIRT_E_TIMEOUT,
+		set_err(err, KQMP_E_TIMEOUT,
 			"no agent answered on %s within %d ms (%zu hello sent); is kawarimi-agent running in the guest?",
 			s->c.name, timeout_ms, nids);
 	if (r != 0)
 		goto out;
 	if (!w.ret) {
-		sv_err(err, &w.err);
+		copy_err(err, &w.err);
 		goto out;
 	}
 	if (check_hello(s, w.ret, err) < 0) {
@@ -615,7 +597,7 @@ int symvirt_event_pop(struct symvirt *s, struct symvirt_event *ev)
 {
 	struct kqmp_event e;
 
-	if (!kjconn_event_pop(&s->c, &e))
+	if (!kqmp_conn_event_pop(&s->c, &e))
 		return 0;
 	sv_event(ev, &e);
 	return 1;
@@ -630,23 +612,23 @@ void symvirt_event_clear(struct symvirt_event *ev)
 
 int symvirt_wait_event(struct symvirt *s, const char *name,
 		       symvirt_event_match_fn match, void *arg, int timeout_ms,
-		       struct symvirt_event *ev, struct symvirt_error *err)
+		       struct symvirt_event *ev, struct kqmp_error *err)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 	struct kqmp_event e;
 	struct kqmp_error ke;
 
 	if (!name || !ev) {
-		set_err(err, SYMVIRT_E_INVAL, "no event name or result given");
+		set_err(err, KQMP_E_INVAL, "no event name or result given");
 		return -1;
 	}
 	for (;;) {
-		if (kjconn_event_take(&s->c, name, match, arg, &e)) {
+		if (kqmp_conn_event_take(&s->c, name, match, arg, &e)) {
 			sv_event(ev, &e);
 			return 0;
 		}
-		if (kjconn_now_ms() >= deadline) {
-			set_err(err, SYMVIRT_E_TIMEOUT, "no %s event from %s within %d ms", name,
+		if (kqmp_conn_now_ms() >= deadline) {
+			set_err(err, KQMP_E_TIMEOUT, "no %s event from %s within %d ms", name,
 				s->c.name, timeout_ms);
 			return -1;
 		}
@@ -655,8 +637,8 @@ int symvirt_wait_event(struct symvirt *s, const char *name,
 				*err = s->last;
 			return -1;
 		}
-		if (kjconn_step(&s->c, deadline, &ke) < 0) {
-			sv_err(err, &ke);
+		if (kqmp_conn_step(&s->c, deadline, &ke) < 0) {
+			copy_err(err, &ke);
 			return -1;
 		}
 	}

@@ -1,5 +1,5 @@
 /*
- * The BTL's reading of agent lines (kw_ctl_parse): the classes a rank
+ * The BTL's reading of agent lines (kw_ctl_parse_msg): the classes a rank
  * answers with (docs/symvirt-protocol.md, "Rank leg: BTL behaviour") and
  * what it takes out of a valid command.
  */
@@ -20,14 +20,14 @@ static void refused(const char *line, const char *want, int id_kept)
 	struct kw_ctl_msg m;
 	const char *cls;
 	char err[300];
-	int r = kw_ctl_parse(line, strlen(line), &m, &cls, err, sizeof(err));
+	int r = kw_ctl_parse_msg(line, strlen(line), &m, &cls, err, sizeof(err));
 
 	if (!want)
 		CHECK(r == 0, "%s refused: %s %s", line, cls, err);
 	else
 		CHECK(r < 0 && !strcmp(cls, want) && (m.id != NULL) == id_kept,
 		      "%s: %d %s %s (id %s)", line, r, cls, err, m.id ? "kept" : "lost");
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 }
 
 static void classes(void)
@@ -73,33 +73,33 @@ static void fields(void)
 	const char *cls;
 	char err[300];
 
-	CHECK(!kw_ctl_parse(line, strlen(line), &m, &cls, err, sizeof(err)), "resume: %s", err);
+	CHECK(!kw_ctl_parse_msg(line, strlen(line), &m, &cls, err, sizeof(err)), "resume: %s", err);
 	CHECK(m.kind == KW_CTL_RESUME && m.nfabrics == 2 && !strcmp(m.fabrics[0].name, "verbs") &&
 	      !strcmp(m.fabrics[1].ifname, "eth0") && !strcmp(m.fabrics[1].addr, "10.0.0.11") &&
 	      m.link_timeout_ms == 15000 && m.deadline_ms == -1 && m.wait == 0 &&
 	      !strcmp(json_object_get_string(m.id), "r1"), "resume fields");
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 
 	a.a[0].ip = 0x0100000a;
 	a.a[0].prefixlen = 8;
 	snprintf(a.a[0].ifname, sizeof(a.a[0].ifname), "eth0");
-	CHECK(!kw_addrs_hex(&a, hex, sizeof(hex)), "encode");
+	CHECK(!kw_ctl_parse_addrs_hex(&a, hex, sizeof(hex)), "encode");
 	snprintf(peers, sizeof(peers), "{\"execute\": \"peers\", \"arguments\": {\"ranks\": [{\"rank\": 3, "
 		 "\"addrs\": \"%s\"}], \"deadline-ms\": 0}, \"id\": 5}", hex);
-	CHECK(!kw_ctl_parse(peers, strlen(peers), &m, &cls, err, sizeof(err)), "peers: %s", err);
+	CHECK(!kw_ctl_parse_msg(peers, strlen(peers), &m, &cls, err, sizeof(err)), "peers: %s", err);
 	CHECK(m.kind == KW_CTL_PEERS && m.npeers == 1 && m.peers[0].rank == 3 &&
 	      m.peers[0].addrs.port == 4242 && m.peers[0].addrs.n == 1 && m.deadline_ms == 0 && m.wait == -1,
 	      "peers fields");
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 
 	line = "{\"return\": {\"version\": 1}, \"id\": 1}";
-	CHECK(!kw_ctl_parse(line, strlen(line), &m, &cls, err, sizeof(err)) && m.kind == KW_CTL_REPLY &&
+	CHECK(!kw_ctl_parse_msg(line, strlen(line), &m, &cls, err, sizeof(err)) && m.kind == KW_CTL_REPLY &&
 	      m.version == 1 && !m.is_error, "register reply");
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 	line = "{\"error\": {\"class\": \"InvalidState\", \"desc\": \"twice\"}, \"id\": 1}";
-	CHECK(!kw_ctl_parse(line, strlen(line), &m, &cls, err, sizeof(err)) && m.is_error &&
+	CHECK(!kw_ctl_parse_msg(line, strlen(line), &m, &cls, err, sizeof(err)) && m.is_error &&
 	      !strcmp(m.desc, "twice"), "register refused");
-	kw_ctl_msg_clear(&m);
+	kw_ctl_parse_clear(&m);
 }
 
 int main(void)

@@ -23,7 +23,7 @@
 #include <infiniband/verbs.h>
 #include <pci/pci.h>
 
-#include "agent.h"
+#include "agent_priv.h"
 
 #define MAX_GIDS 16
 
@@ -197,7 +197,7 @@ static json_object *pci_device_json(struct pci_access *pacc, struct pci_dev *dev
 	return o;
 }
 
-json_object *inv_pci(const struct agent_opts *o, struct schema_err *e)
+json_object *agent_inv_pci(const struct agent_opts *o, struct schema_err *e)
 {
 	struct pci_access *volatile pacc = pci_alloc();
 	json_object *volatile list = json_object_new_array();
@@ -240,7 +240,7 @@ fail:
 	return NULL;
 }
 
-int inv_pci_rescan(const struct agent_opts *o, struct schema_err *e)
+int agent_inv_pci_rescan(const struct agent_opts *o, struct schema_err *e)
 {
 	char path[PATH_MAX];
 	int fd;
@@ -348,7 +348,7 @@ static json_object *ports_sysfs(const struct agent_opts *o, const char *dev, boo
 	return ports;
 }
 
-json_object *inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_active)
+json_object *agent_inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_active)
 {
 	json_object *list = json_object_new_array();
 	struct ibv_device **devs;
@@ -403,10 +403,10 @@ json_object *inv_verbs(const struct agent_opts *o, bool open_devices, bool *any_
 	return list;
 }
 
-bool inv_verbs_active(const struct agent_opts *o)
+bool agent_inv_verbs_active(const struct agent_opts *o)
 {
 	bool active = false;
-	json_object *v = inv_verbs(o, true, &active);
+	json_object *v = agent_inv_verbs(o, true, &active);
 
 	json_object_put(v);
 	return active;
@@ -485,7 +485,7 @@ static int cmp_name(const void *x, const void *y)
 	return strcmp(json_object_get_string(va), json_object_get_string(vb));
 }
 
-json_object *inv_netdevs(const struct agent_opts *o)
+json_object *agent_inv_netdevs(const struct agent_opts *o)
 {
 	json_object *map = json_object_new_object(), *list = json_object_new_array();
 	struct ifaddrs *ifas = NULL;
@@ -546,7 +546,7 @@ static void add_fabric(json_object *list, const char *kind, const char *ifname, 
 	json_object_array_add(list, f);
 }
 
-json_object *inv_fabrics(json_object *verbs, json_object *netdevs)
+json_object *agent_inv_fabrics(json_object *verbs, json_object *netdevs)
 {
 	json_object *list = json_object_new_array();
 	char ip[INET6_ADDRSTRLEN];
@@ -625,7 +625,7 @@ static void scan_pid(const struct agent_opts *o, const char *pid, const char *pr
 	closedir(d);
 }
 
-json_object *inv_uverbs_holders(const struct agent_opts *o, int *unreadable)
+json_object *agent_inv_uverbs_holders(const struct agent_opts *o, int *unreadable)
 {
 	json_object *holders = json_object_new_array();
 	char prefix[PATH_MAX], self[32];

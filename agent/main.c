@@ -116,10 +116,10 @@ static int parse(int argc, char *argv[], struct agent_opts *o)
 			       SYMVIRT_PROTOCOL_VERSION);
 			exit(0);
 		case 'h':
-			usage(stdout);
-			exit(0);
-		default:
-			usage(stderr);
+		default:	/* getopt has said what was wrong */
+			usage(c == 'h' ? stdout : stderr);
+			if (c == 'h')
+				exit(0);
 			return -1;
 		}
 	}
@@ -172,7 +172,7 @@ static int detach(void)
 int main(int argc, char *argv[])
 {
 	struct agent_opts o;
-	struct agent a;
+	struct agent *a;
 	int rc;
 
 	if (parse(argc, argv, &o) < 0)
@@ -182,18 +182,18 @@ int main(int argc, char *argv[])
 	if (o.syslog)
 		openlog("kawarimi-agent", LOG_PID, LOG_DAEMON);
 	make_parent(o.socket);
-	if (agent_init(&a, &o) < 0) {
+	a = agent_new(&o);
+	if (!a) {
 		if (!o.syslog)
 			fprintf(stderr, "kawarimi-agent: cannot start (see above)\n");
-		agent_fini(&a);
 		return 1;
 	}
 	if (!o.foreground && detach() < 0) {
-		agent_log(&a, LOG_ERR, "cannot detach: %s", strerror(errno));
-		agent_fini(&a);
+		agent_log(a, LOG_ERR, "cannot detach: %s", strerror(errno));
+		agent_free(a);
 		return 1;
 	}
-	rc = agent_run(&a);
-	agent_fini(&a);
+	rc = agent_run(a);
+	agent_free(a);
 	return rc < 0 ? 1 : 0;
 }

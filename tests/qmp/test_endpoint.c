@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The endpoint parser (kjconn_parse_endpoint, qmp/ssh.c): what each form
+ * The endpoint parser (kqmp_conn_parse_endpoint, qmp/ssh.c): what each form
  * gives, and that each malformed one is refused with a message that
  * quotes it, before anything could reach ssh's command line.
  */
 #include <stdio.h>
 #include <string.h>
 
-#include "jconn.h"
+#include "conn.h"
 
 static int failures;
 
@@ -18,10 +18,10 @@ static int failures;
 static void good(const char *uri, bool ssh, const char *user, const char *host,
 		 int port, const char *path)
 {
-	struct kjconn_endpoint ep;
+	struct kqmp_conn_endpoint ep;
 	char err[400] = "";
 
-	if (kjconn_parse_endpoint(uri, &ep, err, sizeof(err)) < 0) {
+	if (kqmp_conn_parse_endpoint(uri, &ep, err, sizeof(err)) < 0) {
 		CHECK(0, "'%s' refused: %s", uri, err);
 		return;
 	}
@@ -33,10 +33,10 @@ static void good(const char *uri, bool ssh, const char *user, const char *host,
 
 static void bad(const char *uri, const char *want)
 {
-	struct kjconn_endpoint ep;
+	struct kqmp_conn_endpoint ep;
 	char err[400] = "";
 
-	if (kjconn_parse_endpoint(uri, &ep, err, sizeof(err)) == 0) {
+	if (kqmp_conn_parse_endpoint(uri, &ep, err, sizeof(err)) == 0) {
 		CHECK(0, "'%s' accepted", uri);
 		return;
 	}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Validation against the table of schema.c, the line framing of readers
- * without kjson_reader, and the message builders: schema.h.  json-c and
+ * without kqmp_reader, and the message builders: schema.h.  json-c and
  * libc only (the BTL links this into every MPI process).
  */
 #include <inttypes.h>

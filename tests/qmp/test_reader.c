@@ -1,28 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* kjson_reader: framing of a JSON object stream fed in arbitrary chunks. */
+/* kqmp_reader: framing of a JSON object stream fed in arbitrary chunks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kawarimi-qmp.h"
+#include "../check.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		failures++; \
-	} \
-} while (0)
 
 /* Feeds s in chunks of step bytes; collects the compact form of every
  * object into out (one per line).  Returns 0, or -1 at the first error. */
 static int run(size_t max, const char *s, size_t len, size_t step,
 	       char *out, size_t outsz, struct kqmp_error *err)
 {
-	struct kjson_reader *r = kjson_reader_new(max);
+	struct kqmp_reader *r = kqmp_reader_new(max);
 	size_t o = 0;
 	int rc = 0;
 
@@ -32,11 +23,11 @@ static int run(size_t max, const char *s, size_t len, size_t step,
 		json_object *obj;
 		int k;
 
-		if (kjson_reader_feed(r, s + off, n, err) < 0) {
+		if (kqmp_reader_feed(r, s + off, n, err) < 0) {
 			rc = -1;
 			break;
 		}
-		while ((k = kjson_reader_next(r, &obj, err)) == 1) {
+		while ((k = kqmp_reader_next(r, &obj, err)) == 1) {
 			o += snprintf(out + o, outsz - o, "%s\n",
 				      json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
 			json_object_put(obj);
@@ -44,7 +35,7 @@ static int run(size_t max, const char *s, size_t len, size_t step,
 		if (k < 0)
 			rc = -1;
 	}
-	kjson_reader_free(r);
+	kqmp_reader_free(r);
 	return rc;
 }
 
@@ -134,16 +125,16 @@ static void test_errors(void)
 
 static void test_sticky_failure(void)
 {
-	struct kjson_reader *r = kjson_reader_new(100);
+	struct kqmp_reader *r = kqmp_reader_new(100);
 	struct kqmp_error err;
 	json_object *obj;
 
-	CHECK(kjson_reader_feed(r, "nope", 4, &err) == 0, "feed");
-	CHECK(kjson_reader_next(r, &obj, &err) == -1 && !obj, "garbage accepted");
-	CHECK(kjson_reader_feed(r, "{}", 2, &err) == -1, "feed after failure");
-	CHECK(kjson_reader_next(r, &obj, &err) == -1, "next after failure");
+	CHECK(kqmp_reader_feed(r, "nope", 4, &err) == 0, "feed");
+	CHECK(kqmp_reader_next(r, &obj, &err) == -1 && !obj, "garbage accepted");
+	CHECK(kqmp_reader_feed(r, "{}", 2, &err) == -1, "feed after failure");
+	CHECK(kqmp_reader_next(r, &obj, &err) == -1, "next after failure");
 	CHECK(strstr(err.desc, "'nope'"), "%s", err.desc);
-	kjson_reader_free(r);
+	kqmp_reader_free(r);
 }
 
 static void test_big_message(void)
@@ -152,7 +143,7 @@ static void test_big_message(void)
 	 * never holds more than a chunk. */
 	size_t n = 3u << 20;
 	char *in = malloc(n + 16);
-	struct kjson_reader *r = kjson_reader_new(4u << 20);
+	struct kqmp_reader *r = kqmp_reader_new(4u << 20);
 	struct kqmp_error err;
 	json_object *obj = NULL;
 	int k = 0;
@@ -163,8 +154,8 @@ static void test_big_message(void)
 	for (size_t off = 0; off < n + 8 && k == 0; off += 7) {
 		size_t c = n + 8 - off < 7 ? n + 8 - off : 7;
 
-		kjson_reader_feed(r, in + off, c, &err);
-		k = kjson_reader_next(r, &obj, &err);
+		kqmp_reader_feed(r, in + off, c, &err);
+		k = kqmp_reader_next(r, &obj, &err);
 	}
 	CHECK(k == 1 && obj, "big message: %d %s", k, err.desc);
 	if (obj) {
@@ -174,7 +165,7 @@ static void test_big_message(void)
 		      json_object_get_string_len(s) == (int)n, "length");
 	}
 	json_object_put(obj);
-	kjson_reader_free(r);
+	kqmp_reader_free(r);
 	free(in);
 }
 

@@ -5,17 +5,7 @@
 #include <string.h>
 
 #include "btl_kawarimi_proc.h"
-
-static int failures;
-
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-		printf(__VA_ARGS__); \
-		printf("\n"); \
-		failures++; \
-	} \
-} while (0)
+#include "../check.h"
 
 static struct kw_addr addr(const char *ip, int prefix, int pref)
 {

@@ -18,19 +18,11 @@
 #include <unistd.h>
 
 #include "kawarimi-qmp.h"
+#include "../check.h"
 
-static int failures;
 static pid_t qemu_pid = -1;
 static char dir[64], sock[128];
 
-#define CHECK(cond, ...) do { \
-	if (!(cond)) { \
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-		fprintf(stderr, __VA_ARGS__); \
-		fputc('\n', stderr); \
-		failures++; \
-	} \
-} while (0)
 
 static void stop_qemu(void)
 {
@@ -483,10 +475,7 @@ static void test_second_client(void)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct check_case tests[] = {
 		{ "greeting-version", test_greeting_version },
 		{ "status", test_status },
 		{ "stop-cont-events", test_stop_cont_events },
@@ -511,13 +500,7 @@ int main(void)
 	signal(SIGALRM, on_signal);
 	alarm(240);	/* a hard bound below meson's timeout */
 
-	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-		int before = failures;
-
-		tests[i].fn();
-		printf("%s %s\n", failures == before ? "ok  " : "FAIL", tests[i].name);
-		fflush(stdout);
-	}
+	check_run(tests, sizeof(tests) / sizeof(tests[0]));
 	stop_qemu();
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);

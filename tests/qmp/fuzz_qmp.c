@@ -9,7 +9,7 @@
  *
  * Built with clang -Dfuzz=true it links libFuzzer (the qmp sources are
  * compiled into it, so they carry the coverage instrumentation); otherwise
- * tests/fuzz-replay.c replays the files or directories named on the command line,
+ * tests/fuzz_replay.c replays the files or directories named on the command line,
  * so every test run pushes the seed corpus through the same checks.
  */
 #include <stdint.h>
@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "kqmp-internal.h"
+#include "kqmp_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,7 +43,7 @@ static uint64_t fnv1a(uint64_t h, const char *s)
 static size_t read_all(const uint8_t *data, size_t size, size_t step, size_t max,
 		       bool *failed, uint64_t *hash)
 {
-	struct kjson_reader *r = kjson_reader_new(max);
+	struct kqmp_reader *r = kqmp_reader_new(max);
 	struct kqmp_error err;
 	size_t count = 0;
 
@@ -54,25 +54,25 @@ static size_t read_all(const uint8_t *data, size_t size, size_t step, size_t max
 		json_object *obj;
 		int k;
 
-		if (kjson_reader_feed(r, (const char *)data + off, n, &err) < 0)
+		if (kqmp_reader_feed(r, (const char *)data + off, n, &err) < 0)
 			break;
-		while ((k = kjson_reader_next(r, &obj, &err)) == 1) {
-			struct kq_msg m;
+		while ((k = kqmp_reader_next(r, &obj, &err)) == 1) {
+			struct kqmp_msg m;
 			char q[64];
 
 			if (!json_object_is_type(obj, json_type_object))
 				abort();
-			if (kq_classify(obj, &m, &err) == 0) {
-				if (m.type == KQ_MSG_ERROR && (!m.cls || !m.desc))
+			if (kqmp_classify(obj, &m, &err) == 0) {
+				if (m.type == KQMP_MSG_ERROR && (!m.cls || !m.desc))
 					abort();
-				if (m.type == KQ_MSG_EVENT && !m.event)
+				if (m.type == KQMP_MSG_EVENT && !m.event)
 					abort();
-				(void)kq_msg_id(&m);
+				(void)kqmp_msg_id(&m);
 			} else {
 				check_desc(err.desc, sizeof(err.desc));
 			}
 			*hash = fnv1a(*hash, json_object_to_json_string(obj));
-			kq_quote_json(q, sizeof(q), obj);
+			kqmp_quote_json(q, sizeof(q), obj);
 			if (strlen(q) >= sizeof(q))
 				abort();
 			json_object_put(obj);
@@ -83,7 +83,7 @@ static size_t read_all(const uint8_t *data, size_t size, size_t step, size_t max
 			*failed = true;
 		}
 	}
-	kjson_reader_free(r);
+	kqmp_reader_free(r);
 	return count;
 }
 

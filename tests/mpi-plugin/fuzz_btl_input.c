@@ -1,9 +1,9 @@
 /*
  * Fuzz harness for the kawarimi BTL's parsers of outside input: agent
- * control lines (kw_ctl_parse), peer address lists from the modex
+ * control lines (kw_ctl_parse_msg), peer address lists from the modex
  * (kw_addrs_decode, then candidate selection), and frame streams from peers
  * (kw_hdr_check, kw_hello_parse). The first byte modulo 3 picks the parser. libFuzzer under clang -Dfuzz=true; otherwise
- * tests/fuzz-replay.c replays the files or directories named on the command
+ * tests/fuzz_replay.c replays the files or directories named on the command
  * line.
  */
 #include <stdint.h>
@@ -52,11 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *eclass;
 		char *line;
 
-		kw_ctl_parse((const char *)data + 1, size - 1, &m, &eclass, err, sizeof(err));
+		kw_ctl_parse_msg((const char *)data + 1, size - 1, &m, &eclass, err, sizeof(err));
 		/* An error answer must be formattable with whatever id was kept. */
 		line = schema_line_of(schema_reply_error(eclass, err, m.id));
 		free(line);
-		kw_ctl_msg_clear(&m);
+		kw_ctl_parse_clear(&m);
 	} else {
 		struct kw_addrs peer, local = { .port = 1, .n = 1 };
 		struct kw_cand cand[KW_MAX_CAND];
