@@ -6,6 +6,10 @@
  * feasibility §7): NBD export on the destination, blockdev-mirror on the
  * source, pause-before-switchover, block-job-cancel of the READY mirror
  * (a consistent copy without pivot), migrate-continue.
+ *
+ * One file of ~1200 lines on purpose: every phase's steps, in the order
+ * they run, so that a migration reads top to bottom in one place; the
+ * parts that stand alone are apart (preflight.c, rollback.c, recover.c).
  */
 #include <stdlib.h>
 #include <string.h>

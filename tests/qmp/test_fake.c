@@ -4,6 +4,8 @@
  * framing and failure cases a real QEMU will not produce on demand.  Most
  * cases drive both ends from one thread (write bytes, dispatch, look); the
  * blocking helpers get a peer thread.
+ *
+ * Long (~800 lines) because it is a list of cases, each small and alone.
  */
 #include <errno.h>
 #include <pthread.h>
