@@ -143,6 +143,9 @@ struct kwm_vm {
 	bool src_was_running;
 	char src_status[32], dst_status[32];
 	json_object *src_version, *dst_version;
+	/* The source's accelerator and RAM, for the TCG warning (preflight.c). */
+	bool src_tcg;
+	int64_t src_ram_bytes;
 	bool poll_pending;		/* a progress query in flight */
 	bool mirror_cancel_sent;	/* COMPLETED is expected from now on */
 	bool switch_ready;		/* at the cont barrier */

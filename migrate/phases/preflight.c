@@ -283,6 +283,61 @@ static int check_disks(struct kwm_vm *vm)
 	return 0;
 }
 
+/* ---- a TCG source on QEMU before 9.0 ------------------------------------ */
+
+static void src_kvm(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	json_object *v;
+
+	(void)op;
+	vm->src_tcg = json_object_object_get_ex(ret, "enabled", &v) && !json_object_get_boolean(v);
+}
+
+static void src_ram(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
+{
+	json_object *v;
+
+	(void)op;
+	if (json_object_object_get_ex(ret, "base-memory", &v))
+		vm->src_ram_bytes = json_object_get_int64(v);
+}
+
+static int qemu_major(json_object *version)
+{
+	json_object *q, *m;
+
+	if (!version || !json_object_object_get_ex(version, "qemu", &q) ||
+	    !json_object_object_get_ex(q, "major", &m))
+		return -1;
+	return json_object_get_int(m);
+}
+
+/*
+ * QEMU before 9.0 loses guest writes in a TCG live migration when a RAM
+ * block is a whole number of 256 KiB: its fast dirty-bitmap sync cleared
+ * dirty bits without re-arming the TCG TLB (fixed upstream in 2024 by
+ * "physmem: ... cpu_physical_memory_dirty_bits_cleared"); the lab caught
+ * it as a guest kernel fault after the move (docs/lab.md).  KVM keeps its
+ * own dirty log and is not affected.  A warning, not a refusal: a lab may
+ * know what it does.
+ */
+static int warn_tcg(struct kwm_vm *vm)
+{
+	int major = qemu_major(vm->src_version);
+	char msg[400];
+
+	if (!vm->src_tcg || major < 0 || major >= 9 || vm->src_ram_bytes <= 0 ||
+	    vm->src_ram_bytes % (256 << 10))
+		return 0;
+	snprintf(msg, sizeof(msg), "the source QEMU (%d.x) runs the guest under TCG with %lld "
+		 "bytes of RAM, a whole number of 256 KiB: before QEMU 9.0 such a live "
+		 "migration can lose guest writes; use KVM, QEMU 9.0 or later, or a RAM size "
+		 "that is not a multiple of 256 KiB (docs/migrate.md)", major,
+		 (long long)vm->src_ram_bytes);
+	kwm_progress_message(vm->run, vm, "warning", msg);
+	return 0;
+}
+
 /* tls: none was written on purpose; say so at every run all the same. */
 static int warn_clear_text(struct kwm_vm *vm)
 {
@@ -307,6 +362,11 @@ void kwm_build_preflight(struct kwm_vm *vm)
 	query(vm, KWM_DST, "query-status", NULL, dst_status,
 	      "checking that the destination waits for a migration");
 	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = record_versions;
+	/* Answered by every QEMU since 1.x; an error (a simulator) is fine. */
+	query(vm, KWM_SRC, "query-kvm", NULL, src_kvm, "asking the source's accelerator")->error_ok = true;
+	query(vm, KWM_SRC, "query-memory-size-summary", NULL, src_ram,
+	      "asking the source's RAM size")->error_ok = true;
+	kwm_op_add(vm, KWM_OP_CALL, KWM_SRC, NULL, NULL)->fn = warn_tcg;
 	if (c->src.hca) {
 		char path[200];
 
