@@ -140,11 +140,14 @@ void kwm_progress_phase(struct kwm_run *r, const struct kwm_vm *vm, enum kwm_pha
 	}
 }
 
+static void draw(struct kwm_run *r);
+
 void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char *level,
 			  const char *msg)
 {
 	json_object *o;
 	char *safe;
+	bool had_block;
 
 	if (r->opt.output == KWM_OUT_JSON) {
 		o = event("message", vm);
@@ -156,6 +159,7 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 		emit(o);
 		return;
 	}
+	had_block = r->drawn_lines > 0;
 	clear_block(r);
 	/* msg may quote a guest (an agent's error, a rank's note). */
 	safe = kwm_printable(msg);
@@ -164,7 +168,11 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 		safe ? safe : "(out of memory)");
 	free(safe);
 	fflush(stderr);
-	if (r->opt.output == KWM_OUT_TTY)
+	/* The block comes back under the message at once: left for the
+	 * next redraw, the screen showed no progress for up to 100 ms. */
+	if (r->opt.output == KWM_OUT_TTY && had_block)
+		draw(r);
+	else if (r->opt.output == KWM_OUT_TTY)
 		r->redraw_due = true;
 }
 
