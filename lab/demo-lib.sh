@@ -13,12 +13,16 @@ bad() {
 }
 gexec() { "$KW" lab exec "$@"; }
 
-# guest_kernel_errors CONSOLE-LOG...: the logs in which a guest kernel
-# reported a fault: a panic, or an oops/BUG/GPF it survived (which can
-# kill the agent or a rank without any panic).
+# guest_kernel_faults PREFIX CONSOLE-LOG...: one bad() per log in which
+# a guest kernel reported a fault: a panic, or an oops/BUG/GPF it survived
+# (which can kill the agent or a rank without any panic).
 GUEST_KERNEL_ERRORS='Kernel panic|Oops|(^|[^A-Z])BUG[: ]|general protection fault|Call Trace:'
-guest_kernel_errors() {
-	grep -lE "$GUEST_KERNEL_ERRORS" "$@" 2>/dev/null
+guest_kernel_faults() {
+	local prefix=$1 f
+	shift
+	for f in $(grep -lE "$GUEST_KERNEL_ERRORS" "$@" 2>/dev/null); do
+		bad "${prefix}a guest kernel reported a fault ($(grep -m1 -E "$GUEST_KERNEL_ERRORS" "$f")): see $f"
+	done
 }
 
 # Bytes the job has written to node N's disk so far (proof it is running).

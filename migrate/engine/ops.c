@@ -331,6 +331,21 @@ void kwm_ignore_reply(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 	(void)ret;
 }
 
+int kwm_qemu_version(json_object *v, int *major, int *minor, int *micro)
+{
+	json_object *q, *maj, *min, *mic;
+
+	if (!v || !json_object_object_get_ex(v, "qemu", &q) ||
+	    !json_object_object_get_ex(q, "major", &maj) ||
+	    !json_object_object_get_ex(q, "minor", &min) ||
+	    !json_object_object_get_ex(q, "micro", &mic))
+		return -1;
+	*major = json_object_get_int(maj);
+	*minor = json_object_get_int(min);
+	*micro = json_object_get_int(mic);
+	return 0;
+}
+
 json_object *kwm_obj(const char *spec, ...)
 {
 	json_object *o = json_object_new_object();

@@ -332,6 +332,9 @@ void kwm_poll_progress_done(struct kwm_vm *vm, struct kwm_op *op, json_object *r
 /* Builds {"k": v, ...} from "k1=s k2=i k3=b k4=o" (string, int64, bool,
  * json_object consumed). */
 json_object *kwm_obj(const char *spec, ...);
+/* QEMU's version from its QMP greeting ({"qemu": {"major", "minor",
+ * "micro"}}, as kqmp_version() gives it): 0, or -1 when absent. */
+int kwm_qemu_version(json_object *greeting_version, int *major, int *minor, int *micro);
 void kwm_ctx_free_all(void);
 extern bool kwm_closing;
 

@@ -170,9 +170,11 @@ void kwm_progress_message(struct kwm_run *r, const struct kwm_vm *vm, const char
 	fflush(stderr);
 	/* The block comes back under the message at once: left for the
 	 * next redraw, the screen showed no progress for up to 100 ms. */
-	if (r->opt.output == KWM_OUT_TTY && had_block)
+	if (r->opt.output != KWM_OUT_TTY)
+		return;
+	if (had_block)
 		draw(r);
-	else if (r->opt.output == KWM_OUT_TTY)
+	else
 		r->redraw_due = true;
 }
 

@@ -66,16 +66,12 @@ const char *kwm_run_result(const struct kwm_run *r)
 
 static json_object *version_string(json_object *v)
 {
-	json_object *q, *maj, *min, *mic;
-	char buf[32];
+	int maj, min, mic;
+	char buf[48];
 
-	if (!v || !json_object_object_get_ex(v, "qemu", &q) ||
-	    !json_object_object_get_ex(q, "major", &maj) ||
-	    !json_object_object_get_ex(q, "minor", &min) ||
-	    !json_object_object_get_ex(q, "micro", &mic))
+	if (kwm_qemu_version(v, &maj, &min, &mic))
 		return NULL;
-	snprintf(buf, sizeof(buf), "%d.%d.%d", json_object_get_int(maj),
-		 json_object_get_int(min), json_object_get_int(mic));
+	snprintf(buf, sizeof(buf), "%d.%d.%d", maj, min, mic);
 	return json_object_new_string(buf);
 }
 

@@ -302,16 +302,6 @@ static void src_ram(struct kwm_vm *vm, struct kwm_op *op, json_object *ret)
 		vm->src_ram_bytes = json_object_get_int64(v);
 }
 
-static int qemu_major(json_object *version)
-{
-	json_object *q, *m;
-
-	if (!version || !json_object_object_get_ex(version, "qemu", &q) ||
-	    !json_object_object_get_ex(q, "major", &m))
-		return -1;
-	return json_object_get_int(m);
-}
-
 /*
  * QEMU before 9.0 loses guest writes in a TCG live migration when a RAM
  * block is a whole number of 256 KiB: its fast dirty-bitmap sync cleared
@@ -323,16 +313,17 @@ static int qemu_major(json_object *version)
  */
 static int warn_tcg(struct kwm_vm *vm)
 {
-	int major = qemu_major(vm->src_version);
+	int major, minor, micro;
 	char msg[400];
 
-	if (!vm->src_tcg || major < 0 || major >= 9 || vm->src_ram_bytes <= 0 ||
+	if (!vm->src_tcg || kwm_qemu_version(vm->src_version, &major, &minor, &micro) ||
+	    major >= 9 || vm->src_ram_bytes <= 0 ||
 	    vm->src_ram_bytes % (256 << 10))
 		return 0;
-	snprintf(msg, sizeof(msg), "the source QEMU (%d.x) runs the guest under TCG with %lld "
+	snprintf(msg, sizeof(msg), "the source QEMU (%d.%d.%d) runs the guest under TCG with %lld "
 		 "bytes of RAM, a whole number of 256 KiB: before QEMU 9.0 such a live "
 		 "migration can lose guest writes; use KVM, QEMU 9.0 or later, or a RAM size "
-		 "that is not a multiple of 256 KiB (docs/migrate.md)", major,
+		 "that is not a multiple of 256 KiB (docs/migrate.md)", major, minor, micro,
 		 (long long)vm->src_ram_bytes);
 	kwm_progress_message(vm->run, vm, "warning", msg);
 	return 0;
