@@ -6,19 +6,23 @@
 # adds time. Prints a markdown table with per-size ratios and the targets
 # (>= 0.95 x tcp bandwidth at >= 64 KiB, <= 1.1 x tcp latency at <= 1 KiB).
 #
-#   bench/btl-bench.sh [BUILDDIR] [--rounds N] [--max-log N] [--out FILE]
-# Needs root (namespaces). Names: kwbb-*.
+#   bench/btl-bench.sh [BUILDDIR] [--loopback] [--rounds N] [--max-log N] [--out FILE]
+# Needs root (namespaces). Names: kwbb-*. --loopback: no namespaces, both
+# ranks on this host as a new user starts them (each BTL picks its own
+# interface; the traffic goes through lo, MTU 64 KiB, not a veth).
 set -u
 builddir=build
 rounds=3
 maxlog=22
 out=
+loopback=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
 	--max-log) maxlog=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
-	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	--loopback) loopback=1; shift ;;
+	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
 	*) builddir=$1; shift ;;
 	esac
 done
@@ -29,7 +33,8 @@ comp=$builddir/mpi-plugin
 	echo "btl-bench: build $pp and $comp/mca_btl_kawarimi.so first (ninja -C $builddir)" >&2
 	exit 2
 }
-[ "$(id -u)" = 0 ] || { echo "btl-bench: needs root for network namespaces" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || [ -n "$loopback" ] ||
+	{ echo "btl-bench: needs root for network namespaces (or --loopback)" >&2; exit 2; }
 
 . "$(dirname "$0")/../tests/mpi-plugin/netns-lib.sh"
 . "$(dirname "$0")/../tests/mpi-plugin/lib.sh"
@@ -37,19 +42,22 @@ kwn_rank=$(cd "$(dirname "$0")/../tests/mpi-plugin" && pwd)/kwn-rank.sh
 A=kwbb-a B=kwbb-b M=kwbb-m
 tmp=$(mktemp -d /tmp/kwbb.XXXXXX)
 cleanup() {
-	kwn_del $A $B $M
+	[ -n "$loopback" ] || kwn_del $A $B $M
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-kwn_del $A $B $M
-set -e
-kwn_add $A $B $M
-kwn_veth $A kwbbd0 $B kwbbd1 10.77.9
-kwn_mpirun_net $M kwbbm 10.77.10 $A $B
-set +e
-sleep 1
+if [ -z "$loopback" ]; then
+	kwn_del $A $B $M
+	set -e
+	kwn_add $A $B $M
+	kwn_veth $A kwbbd0 $B kwbbd1 10.77.9
+	kwn_mpirun_net $M kwbbm 10.77.10 $A $B
+	set +e
+	sleep 1
+fi
 
 run() {	# btl logfile
+	[ -n "$loopback" ] && { run_loopback "$@"; return; }
 	ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.10.0/24 \
 		OMPI_MCA_mca_base_component_path="$comp:$(kwb_ompi_pkglibdir)" \
 		timeout 300 mpirun --allow-run-as-root --mca pml ob1 --mca btl self,$1 \
@@ -57,6 +65,13 @@ run() {	# btl logfile
 		--mca btl_tcp_if_include 10.77.9.0/24 \
 		--mca btl_kawarimi_if_include 10.77.9.0/24 --mca btl_kawarimi_agent_socket "" \
 		-np 2 "$kwn_rank" "$A $B" "$pp" --max-log "$maxlog" >"$2" 2>&1
+}
+
+run_loopback() {	# btl logfile
+	OMPI_MCA_mca_base_component_path="$comp:$(kwb_ompi_pkglibdir)" \
+		timeout 300 mpirun --allow-run-as-root --mca pml ob1 --mca btl self,$1 \
+		--mca btl_kawarimi_agent_socket "" \
+		-np 2 "$pp" --max-log "$maxlog" >"$2" 2>&1
 }
 
 for r in $(seq "$rounds"); do
@@ -107,7 +122,7 @@ PY
 echo "$table"
 if [ -n "$out" ]; then
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) ${loopback:+(--loopback) }on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
 		echo "$table"
 	} >"$out"
 	echo "btl-bench: table written to $out"

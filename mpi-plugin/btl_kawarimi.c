@@ -101,6 +101,7 @@ static int kw_finalize(struct mca_btl_base_module_t *btl)
 		close(kw.app_epfd);
 	kw.app_epfd = -1;
 	kw_frag_lists_fini();
+	kw_rdma_fini();
 	return OPAL_SUCCESS;
 }
 

@@ -73,6 +73,7 @@ struct kw_component {
 	/* hand-over to the application thread */
 	struct kw_rfrag *rx_head, *rx_tail;
 	kw_frag_t *done_head, *done_tail;
+	struct kw_get *get_done_head, *get_done_tail;
 	atomic_int app_work;		/* non-zero: progress has work */
 	/* The network thread waits for the lock: the application's progress
 	 * loop stays off it until then. glibc mutexes are not fair, and a
@@ -112,6 +113,12 @@ extern mca_btl_base_module_t mca_btl_kawarimi_module;
 /* endpoint.c: the reliability layer */
 struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create);
 void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f);
+/* A sequenced frame of any type: queued and pushed; queued only (the
+ * caller's path pushes after its read). */
+void kw_ep_send_frame_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f, uint8_t type,
+			     uint16_t flags);
+void kw_ep_queue_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f, uint8_t type,
+			uint16_t flags);
 void kw_ep_conn_broken(struct kw_conn *c, const char *why);
 void kw_ep_free(struct mca_btl_base_endpoint_t *ep);
 uint64_t kw_ep_next_timer(struct mca_btl_base_endpoint_t *ep);
@@ -142,6 +149,28 @@ void kw_conn_progress(struct kw_conn *c, short revents);
 /* Connects, reconnects, probes the best pair, gives up: the endpoint's
  * connection timers. */
 void kw_conn_service_ep(struct mca_btl_base_endpoint_t *ep, uint64_t now);
+
+/* rdma.c: btl_get emulated with GET_REQ / GET_REPLY frames */
+struct kw_get {
+	struct kw_get *next;
+	struct mca_btl_base_endpoint_t *ep;
+	void *local;
+	uint64_t len;
+	struct mca_btl_base_registration_handle_t *local_handle;
+	mca_btl_base_rdma_completion_fn_t cb;
+	void *cbcontext, *cbdata;
+	int status;
+};
+void kw_rdma_module_init(mca_btl_base_module_t *m);
+void kw_rdma_fini(void);
+void kw_rdma_ep_free(struct mca_btl_base_endpoint_t *ep);
+int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag *r);
+unsigned char *kw_rdma_reply_dst(const struct mca_btl_base_endpoint_t *ep, const struct kw_hdr *h);
+int kw_rdma_reply_in(struct mca_btl_base_endpoint_t *ep, const struct kw_hdr *h,
+		     const struct kw_rfrag *r);
+int kw_rdma_complete(struct kw_get *g);
+/* Largest GET_REPLY: one frame per ob1 get fragment. */
+#define KW_GET_LIMIT_MAX (1u << 30)
 
 /* thread.c */
 int kw_thread_start(void);

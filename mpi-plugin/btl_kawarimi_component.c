@@ -119,7 +119,13 @@ static int kw_register(void)
 	m->btl_rdma_pipeline_send_length = 0;
 	m->btl_rdma_pipeline_frag_size = 0;
 	m->btl_min_rdma_pipeline_size = 0;
-	m->btl_flags = MCA_BTL_FLAGS_SEND;
+	/* GET: ob1's RGET protocol for large contiguous messages, which
+	 * the paths receive straight into the user's buffer
+	 * (btl_kawarimi_rdma.c). --mca btl_kawarimi_flags send turns it off. */
+	m->btl_flags = MCA_BTL_FLAGS_SEND | MCA_BTL_FLAGS_GET;
+	m->btl_get_limit = 4 * 1024 * 1024;
+	m->btl_get_alignment = 0;
+	kw_rdma_module_init(m);
 	m->btl_latency = 100;
 	m->btl_bandwidth = 1000;
 	return mca_btl_base_param_register(&kw.super.btl_version, m);
@@ -197,6 +203,13 @@ static mca_btl_base_module_t **kw_init(int *num, bool progress_threads, bool mpi
 	OPAL_MODEX_SEND(rc, KW_MODEX_SCOPE, &kw.super.btl_version, blob, (size_t)len);
 	if (rc != OPAL_SUCCESS)
 		goto fail;
+	if (mca_btl_kawarimi_module.btl_get_limit > KW_GET_LIMIT_MAX ||
+	    !mca_btl_kawarimi_module.btl_get_limit) {
+		kw_log(0, "btl_kawarimi_get_limit=%zu is outside 1..%u (one frame per get); "
+		       "using %u", mca_btl_kawarimi_module.btl_get_limit, KW_GET_LIMIT_MAX,
+		       KW_GET_LIMIT_MAX);
+		mca_btl_kawarimi_module.btl_get_limit = KW_GET_LIMIT_MAX;
+	}
 	rc = kw_frag_lists_init(mca_btl_kawarimi_module.btl_eager_limit,
 				mca_btl_kawarimi_module.btl_max_send_size);
 	if (rc != OPAL_SUCCESS)
@@ -299,6 +312,7 @@ static void flush_acks(void)
 static int kw_progress(void)
 {
 	struct kw_rfrag *rx;
+	struct kw_get *gets;
 	kw_frag_t *done;
 	int count = 0;
 
@@ -317,6 +331,8 @@ static int kw_progress(void)
 	kw.rx_head = kw.rx_tail = NULL;
 	done = kw.done_head;
 	kw.done_head = kw.done_tail = NULL;
+	gets = kw.get_done_head;
+	kw.get_done_head = kw.get_done_tail = NULL;
 	if (kw.error_pending) {
 		kw.error_pending = 0;
 		report_errors();
@@ -334,6 +350,7 @@ static int kw_progress(void)
 			kw_frag_return(f);
 		count++;
 	}
+	count += kw_rdma_complete(gets);
 	while (rx) {
 		struct kw_rfrag *r = rx;
 		mca_btl_base_segment_t seg = {

@@ -75,7 +75,7 @@ static int send_hello(struct kw_conn *c, uint8_t type, uint32_t dst, uint32_t st
 static int hdr_bad(struct kw_conn *c, const struct kw_hdr *h)
 {
 	const char *why = kw_hdr_check(h, mca_btl_kawarimi_module.btl_max_send_size +
-					  KW_CTRL_MAX_PAYLOAD);
+					  KW_CTRL_MAX_PAYLOAD, mca_btl_kawarimi_module.btl_get_limit);
 	char s[128];
 
 	if (!why)
@@ -98,13 +98,21 @@ uint64_t kw_conn_rx_next(const struct kw_conn *c)
 
 struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
 {
+	unsigned char *dst;
 	struct kw_rfrag *r;
 
 	if (hdr_bad(c, h))
 		return NULL;
-	r = kw_rfrag_alloc(h->len);
-	if (r)
+	/* The answer to our oldest GET goes straight to its buffer. */
+	dst = c->ep ? kw_rdma_reply_dst(c->ep, h) : NULL;
+	r = kw_rfrag_alloc(dst ? 0 : h->len);
+	if (r) {
 		r->hdr = *h;
+		if (dst) {
+			r->dst = dst;
+			r->skip = h->tag;
+		}
+	}
 	return r;
 }
 

@@ -51,6 +51,7 @@ struct mca_btl_base_endpoint_t *kw_ep_get(uint32_t vpid, int create)
 
 void kw_ep_free(struct mca_btl_base_endpoint_t *ep)
 {
+	kw_rdma_ep_free(ep);
 	if (ep->probe_fd >= 0)
 		close(ep->probe_fd);
 	free(ep);
@@ -268,12 +269,13 @@ static void ep_push(struct mca_btl_base_endpoint_t *ep)
 	}
 }
 
-void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
+void kw_ep_queue_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f, uint8_t type,
+			uint16_t flags)
 {
 	f->next = NULL;
 	f->ep = ep;
-	f->hdr.type = KW_FRAME_DATA;
-	f->hdr.flags = !f->internal && f->base.des_cbfunc ? KW_FLAG_ACK_NOW : 0;
+	f->hdr.type = type;
+	f->hdr.flags = flags;
 	f->hdr.seq = ep->tx_seq++;
 	f->hdr.len = (uint32_t)kw_frag_len(f);
 	ep->tx_bytes_queued += f->hdr.len;
@@ -285,6 +287,12 @@ void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
 	ep->tx_tail = f;
 	if (!ep->tx_cursor)
 		ep->tx_cursor = f;
+}
+
+void kw_ep_send_frame_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f, uint8_t type,
+			     uint16_t flags)
+{
+	kw_ep_queue_locked(ep, f, type, flags);
 	ep_push(ep);
 	/* The network thread connects and retries; it finishes partial
 	 * writes only while the application is not calling progress. */
@@ -292,6 +300,12 @@ void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
 		kw_wake();
 	else if ((ep->tx_cursor || !ep->conn->ops->idle(ep->conn)) && !kw_app_active(kw_now_ms()))
 		kw_wake();
+}
+
+void kw_ep_send_locked(struct mca_btl_base_endpoint_t *ep, kw_frag_t *f)
+{
+	kw_ep_send_frame_locked(ep, f, KW_FRAME_DATA,
+				!f->internal && f->base.des_cbfunc ? KW_FLAG_ACK_NOW : 0);
 }
 
 static int same_pair(const struct kw_cand *a, const struct kw_conn *c)
@@ -339,6 +353,8 @@ int kw_ep_frame_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, const 
 	}
 	switch (h->type) {
 	case KW_FRAME_DATA:
+	case KW_FRAME_GET_REQ:
+	case KW_FRAME_GET_REPLY:
 		if (h->seq < ep->rx_next) {
 			ep->dup_frames++;
 			kw_log(10, "peer rank %u: duplicate frame %llu dropped", ep->vpid,
@@ -352,12 +368,22 @@ int kw_ep_frame_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, const 
 			rc = -EPROTO;
 			goto drop;
 		}
+		/* A frame this side cannot take is not acknowledged: the
+		 * connection drops and the peer has it on record. */
+		if (h->type == KW_FRAME_GET_REQ)
+			rc = kw_rdma_get_req_in(ep, r);
+		else if (h->type == KW_FRAME_GET_REPLY)
+			rc = kw_rdma_reply_in(ep, h, r);
+		if (rc)
+			goto drop;
 		ep->rx_next++;
 		ep->rx_unacked++;
 		if (h->flags & KW_FLAG_ACK_NOW)
 			ep->ack_urgent = 1;
 		else if (!ep->ack_due_ms)
 			ep->ack_due_ms = kw_now_ms() + KW_ACK_DELAY_MS;
+		if (h->type != KW_FRAME_DATA)
+			goto drop;
 		r->ep = ep;
 		rx_deliver(r);
 		return 0;

@@ -57,6 +57,10 @@ struct mca_btl_base_endpoint_t {
 	int backoff_ms;
 	int failed;			/* gave up: error reported */
 
+	/* GET_REQs sent and not answered yet, oldest first: each GET_REPLY
+	 * answers the head (btl_kawarimi_rdma.c). */
+	struct kw_get *get_head, *get_tail;
+
 	uint64_t drained_frames;	/* frames acked during the last quiesce */
 	uint64_t dup_frames;
 	uint64_t reconnects;

@@ -148,6 +148,8 @@ struct kw_rfrag *kw_rfrag_alloc(size_t len)
 	r->ep = NULL;
 	r->next = NULL;
 	r->filled = 0;
+	r->dst = r->data;
+	r->skip = 0;
 	return r;
 }
 

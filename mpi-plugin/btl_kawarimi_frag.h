@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "opal_config.h"
 #include "opal/class/opal_free_list.h"
@@ -43,11 +44,29 @@ struct kw_rfrag {
 	struct kw_rfrag *next;
 	struct kw_hdr hdr;
 	size_t filled;			/* payload bytes read so far */
+	unsigned char *dst;		/* where they go: data, or a GET's buffer */
+	size_t skip;			/* leading bytes dropped (a GET_REPLY's pad) */
 	size_t cap;			/* bytes allocated at data */
 	_Alignas(16) unsigned char data[];
 };
 
 struct kw_rfrag *kw_rfrag_alloc(size_t len);
+
+/* Appends n payload bytes: the first skip of the frame are dropped, the
+ * rest go to dst in order. */
+static inline void kw_rfrag_fill(struct kw_rfrag *r, const unsigned char *p, size_t n)
+{
+	if (r->filled < r->skip) {
+		size_t s = r->skip - r->filled < n ? r->skip - r->filled : n;
+
+		r->filled += s;
+		p += s;
+		n -= s;
+	}
+	if (n)
+		memcpy(r->dst + (r->filled - r->skip), p, n);
+	r->filled += n;
+}
 void kw_rfrag_free(struct kw_rfrag *r);
 
 int kw_frag_lists_init(size_t eager_size, size_t max_size);

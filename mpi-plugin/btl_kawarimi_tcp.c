@@ -3,8 +3,9 @@
  *
  * One stream per endpoint, frames back to back. Small frames are read in
  * bulk into a staging buffer (one recv for many frames); a large frame's
- * payload is read straight into its receive fragment, so big messages cost
- * the same single kernel copy as the stock tcp BTL. Output is one sendmsg
+ * payload is read straight into its receive fragment, and the answer to
+ * our GET straight into the user's buffer, so a large message costs one
+ * kernel copy on each side, like the stock tcp BTL's put. Output is one sendmsg
  * of header + payload segments (no copy of the payload); a partial write
  * is finished from progress() on POLLOUT.
  */
@@ -32,7 +33,33 @@ struct kw_tcp_conn {
 	unsigned char *stage;
 	size_t stage_len, stage_off;
 	struct kw_rfrag *cur;		/* large frame being read in place */
+	int lowat;			/* SO_RCVLOWAT set for cur, 0: default */
 };
+
+/*
+ * While a large frame is read in place, the socket reports readable only
+ * once a good part of the rest has arrived. Chasing the sender a few
+ * segments at a time (which a reader polling in MPI does) keeps both
+ * cores on the same socket and the same freshly written skb pages: on
+ * loopback, a 1 MiB sendmsg then took 700 us instead of 150-400.
+ */
+#define LOWAT_MAX (256 * 1024)
+
+static void set_lowat(struct kw_tcp_conn *t, size_t rest)
+{
+	int v = rest > LOWAT_MAX ? LOWAT_MAX : (int)rest;
+
+	if (v <= 1)
+		v = 0;
+	if (v == t->lowat)
+		return;
+	{
+		int k = v ? v : 1;
+
+		if (!setsockopt(t->fd, SOL_SOCKET, SO_RCVLOWAT, &k, sizeof(k)))
+			t->lowat = v;
+	}
+}
 
 /*
  * The listeners: one socket per local TCP address, all on one port (the
@@ -520,8 +547,7 @@ static int parse_stage(struct kw_tcp_conn *t)
 		r = kw_conn_rx_alloc(&t->c, &h);
 		if (!r)
 			return -EPROTO;
-		r->filled = avail < h.len ? avail : h.len;
-		memcpy(r->data, p + sizeof(h), r->filled);
+		kw_rfrag_fill(r, p + sizeof(h), avail < h.len ? avail : h.len);
 		t->stage_off += sizeof(h) + r->filled;
 		if (r->filled < h.len) {
 			t->cur = r;
@@ -547,12 +573,21 @@ static int read_in(struct kw_tcp_conn *t)
 
 			size_t want = r->hdr.len - r->filled;
 
-			n = recv(t->fd, r->data + r->filled, want, MSG_DONTWAIT);
+			if (r->filled < r->skip) {
+				unsigned char pad[KW_GET_PAD_MAX];
+
+				want = r->skip - r->filled;
+				n = recv(t->fd, pad, want, MSG_DONTWAIT);
+			} else {
+				n = recv(t->fd, r->dst + (r->filled - r->skip), want, MSG_DONTWAIT);
+			}
 			if (n > 0) {
 				r->filled += n;
 				if (r->filled == r->hdr.len) {
 					int rc;
 
+					if (t->lowat)
+						set_lowat(t, 0);
 					t->cur = NULL;
 					t->c.frames_in++;
 					rc = kw_conn_frame_in(&t->c, &r->hdr, r);
@@ -562,8 +597,10 @@ static int read_in(struct kw_tcp_conn *t)
 				/* A short read emptied the socket: poll says when
 				 * there is more (level-triggered), so spare the
 				 * EAGAIN round trip. */
-				if ((size_t)n < want)
+				if ((size_t)n < want) {
+					set_lowat(t, want - n);
 					return 0;
+				}
 				continue;
 			}
 		} else {

@@ -168,8 +168,7 @@ static int rx_chunk(struct kwv_conn *v, const unsigned char *data, uint32_t len,
 	}
 	if (r->filled + len > r->hdr.len)
 		return -EPROTO;
-	memcpy(r->data + r->filled, data, len);
-	r->filled += len;
+	kw_rfrag_fill(r, data, len);
 	if (r->filled == r->hdr.len) {
 		*done = r;
 		*h = r->hdr;

@@ -25,6 +25,8 @@ enum kw_frame_type {
 	KW_FRAME_BYE,		/* the sender finalizes: do not reconnect */
 	KW_FRAME_HELLO,		/* first frame of a connection (initiator) */
 	KW_FRAME_HELLO_ACK,	/* answer to HELLO (acceptor) */
+	KW_FRAME_GET_REQ,	/* sequenced: read this registered memory of yours */
+	KW_FRAME_GET_REPLY,	/* sequenced: the bytes of our oldest GET_REQ */
 	KW_FRAME_TYPE_MAX
 };
 
@@ -34,12 +36,25 @@ enum kw_frame_type {
  * KW_ACK_DELAY_MS / KW_ACK_EVERY frames. On ACK: "acknowledge everything
  * now" (the sender drains for a quiesce). */
 #define KW_FLAG_ACK_NOW 0x1
+/* On GET_REPLY: the request was refused (no payload); the reader falls
+ * back to send/receive for that region. */
+#define KW_FLAG_GET_ERR 0x2
+
+/*
+ * A GET_REPLY's tag is a pad: that many zero bytes open the payload, before
+ * the data. The sender picks it so that the data starts as far into its
+ * sendmsg as the user's buffer is from a 64-byte boundary: measured on
+ * loopback TCP, the kernel's copy of a 1 MiB buffer whose address did not
+ * match the bytes before it in the call ran 2-3x slower (rep movsb's
+ * misaligned case), for the stock tcp BTL's frames as for ours.
+ */
+#define KW_GET_PAD_MAX 64
 #define KW_ACK_DELAY_MS 2
 #define KW_ACK_EVERY 32
 
 struct kw_hdr {
 	uint8_t type;
-	uint8_t tag;
+	uint8_t tag;		/* DATA: ob1's tag; GET_REPLY: pad bytes */
 	uint16_t flags;
 	uint32_t len;		/* payload bytes after the header */
 	uint64_t seq;		/* DATA only */
@@ -51,7 +66,21 @@ _Static_assert(sizeof(struct kw_hdr) == 24, "wire header must be 24 bytes");
 /* HELLO / HELLO_ACK payload: this, then the sender's address list
  * (kw_addrs_encode). */
 #define KW_HELLO_MAGIC 0x4b57484cu	/* "KWHL" */
-#define KW_PROTO_VERSION 1
+#define KW_PROTO_VERSION 2	/* 2: GET_REQ / GET_REPLY */
+
+/*
+ * GET_REQ payload: "send me len bytes at addr, inside the memory you
+ * registered under key" (ob1's RDMA-read protocol, emulated: the reply
+ * comes back as one GET_REPLY frame that the reader's path receives
+ * straight into the destination buffer). Replies go back in the order of
+ * the requests, so a GET_REPLY needs no id: it answers the reader's
+ * oldest outstanding GET_REQ to that peer.
+ */
+struct kw_get_req {
+	uint64_t key;
+	uint64_t addr;
+	uint64_t len;
+};
 
 struct kw_hello {
 	uint32_t magic;
@@ -64,8 +93,15 @@ struct kw_hello {
 };
 
 /* Checks a received header; returns NULL or a static text saying what is
- * wrong with it (for the error message). max_data: largest DATA payload. */
-const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data);
+ * wrong with it (for the error message). max_data: largest DATA payload;
+ * max_get: largest GET_REPLY payload. */
+const char *kw_hdr_check(const struct kw_hdr *h, size_t max_data, size_t max_get);
+
+/* Parses a GET_REQ payload. Returns 0, or -1 with err saying what is
+ * wrong (values quoted). Whether the memory may be read is the caller's
+ * question (the registration table). */
+int kw_get_req_parse(const void *buf, size_t len, struct kw_get_req *q, size_t max_get,
+		     char *err, size_t errlen);
 
 /* Parses a HELLO/HELLO_ACK payload. Returns 0, or -1 with err saying what
  * is wrong (values quoted). */

@@ -21,10 +21,11 @@ HELLO = struct.Struct("<IIIIIIQ")       # struct kw_hello
 ADDRS = struct.Struct("<IHHHH")         # blob_head of kw_addrs_encode
 FRAME_HELLO, FRAME_HELLO_ACK = 5, 6
 HELLO_MAGIC, ADDRS_MAGIC = 0x4B57484C, 0x4B574231
+PROTO_VERSION = 2                       # KW_PROTO_VERSION (btl_kawarimi_wire.h)
 
 
 def hello(jobid, src, dst):
-    payload = HELLO.pack(HELLO_MAGIC, 1, jobid, src, dst, 0, 0) + ADDRS.pack(ADDRS_MAGIC, 1, 9, 0, 0)
+    payload = HELLO.pack(HELLO_MAGIC, PROTO_VERSION, jobid, src, dst, 0, 0) + ADDRS.pack(ADDRS_MAGIC, 1, 9, 0, 0)
     return HDR.pack(FRAME_HELLO, 0, 0, len(payload), 0, 0) + payload
 
 

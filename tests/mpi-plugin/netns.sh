@@ -19,7 +19,8 @@
 #           are TCP-acked, so only rank 1's connection times out, with
 #           nothing of its own to resend. It must reconnect anyway, or
 #           rank 0 (ob1 waits for those completions) and rank 1 (waits
-#           for the next fragments) wait for each other forever.
+#           for the next fragments) wait for each other forever. Run
+#           with btl_kawarimi_flags send: the stream must be one-way.
 #   peers:  during the quiesce both networks the ranks know each other by
 #           go away and a new one comes; resume with "wait": false
 #           answers at once with each rank's new addresses, nothing
@@ -136,6 +137,10 @@ prog=$KWB_PROG_DIR/kwb-stream
 reconnect_ms=30000
 user_timeout_ms=10000
 [ "$scen" = cut ] || [ "$scen" = acklost ] && user_timeout_ms=3000
+# acklost needs a one-way stream: with GET (the default) rank 1 would
+# pull the large messages itself, and its GET_REQs would carry the acks.
+flags=
+[ "$scen" = acklost ] && flags="--mca btl_kawarimi_flags send"
 if [ "$scen" = giveup ]; then
 	reconnect_ms=3000
 	user_timeout_ms=1500
@@ -146,7 +151,7 @@ ip netns exec $M env PMIX_MCA_ptl_tcp_if_include=10.77.3.0/24 \
 	timeout 180 mpirun --oversubscribe --mca pml ob1 --mca btl self,kawarimi \
 	--mca oob_tcp_if_include 10.77.3.0/24 \
 	--mca btl_kawarimi_if_include 10.77.1.0/24,10.77.2.0/24,10.77.4.0/24 \
-	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms ${KWB_MPIRUN_EXTRA:-} \
+	--mca btl_kawarimi_verbose 1 --mca btl_kawarimi_reconnect_timeout_ms $reconnect_ms --mca btl_kawarimi_tcp_user_timeout_ms $user_timeout_ms $flags ${KWB_MPIRUN_EXTRA:-} \
 	-np $((2 * per_node)) "$here/kwn-rank.sh" "$N0 $N1" \
 	env OMPI_MCA_btl_kawarimi_agent_socket="$d/n%n.sock" "$prog" "$d" >"$d/mpi.log" 2>&1 &
 mpi_pid=$!
@@ -197,6 +202,14 @@ if [ "$scen" = cut ]; then
 	# The flap must have put the pair on slow, and the probe brought it back.
 	if ! grep -q "rank 0: peer rank 1: the best pair answers again" "$d/mpi.log"; then
 		echo "FAIL: rank 0 never moved back to the fast pair by itself after the link flap"
+		fail=1
+	fi
+	# Large messages went by GET through those breaks (every byte checked
+	# above), and no request was refused: resent GET_REQs and GET_REPLYs
+	# were taken once.
+	if ! grep -q "rank 1: GET: [1-9][0-9]* reads done .* 0 refused" "$d/mpi.log" ||
+	   ! grep -q "rank 0: GET: .*, [1-9][0-9]* answered for peers, 0 refused" "$d/mpi.log"; then
+		echo "FAIL: rank 1 did not read by GET from rank 0, or a request was refused"
 		fail=1
 	fi
 fi
