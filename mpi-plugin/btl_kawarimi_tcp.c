@@ -33,33 +33,7 @@ struct kw_tcp_conn {
 	unsigned char *stage;
 	size_t stage_len, stage_off;
 	struct kw_rfrag *cur;		/* large frame being read in place */
-	int lowat;			/* SO_RCVLOWAT set for cur, 0: default */
 };
-
-/*
- * While a large frame is read in place, the socket reports readable only
- * once a good part of the rest has arrived. Chasing the sender a few
- * segments at a time (which a reader polling in MPI does) keeps both
- * cores on the same socket and the same freshly written skb pages: on
- * loopback, a 1 MiB sendmsg then took 700 us instead of 150-400.
- */
-#define LOWAT_MAX (256 * 1024)
-
-static void set_lowat(struct kw_tcp_conn *t, size_t rest)
-{
-	int v = rest > LOWAT_MAX ? LOWAT_MAX : (int)rest;
-
-	if (v <= 1)
-		v = 0;
-	if (v == t->lowat)
-		return;
-	{
-		int k = v ? v : 1;
-
-		if (!setsockopt(t->fd, SOL_SOCKET, SO_RCVLOWAT, &k, sizeof(k)))
-			t->lowat = v;
-	}
-}
 
 /*
  * The listeners: one socket per local TCP address, all on one port (the
@@ -586,8 +560,6 @@ static int read_in(struct kw_tcp_conn *t)
 				if (r->filled == r->hdr.len) {
 					int rc;
 
-					if (t->lowat)
-						set_lowat(t, 0);
 					t->cur = NULL;
 					t->c.frames_in++;
 					rc = kw_conn_frame_in(&t->c, &r->hdr, r);
@@ -597,10 +569,8 @@ static int read_in(struct kw_tcp_conn *t)
 				/* A short read emptied the socket: poll says when
 				 * there is more (level-triggered), so spare the
 				 * EAGAIN round trip. */
-				if ((size_t)n < want) {
-					set_lowat(t, want - n);
+				if ((size_t)n < want)
 					return 0;
-				}
 				continue;
 			}
 		} else {

@@ -154,13 +154,8 @@ static void *thread_main(void *arg)
 		for (c = kw.conns; c; c = c->next) {
 			pc[n] = c;
 			c->ops->poll_events(c, &pfd[n]);
-			/* The application does the I/O. Left out altogether, not
-			 * just with no events: poll() queues on the socket
-			 * either way, and every segment that arrived then woke
-			 * this thread (a cross-CPU wakeup in the sender's
-			 * softirq, costly in a VM) for nothing. */
 			if (app && c->state == KW_CONN_UP)
-				pfd[n].fd = -1;
+				pfd[n].events = 0;	/* the application does the I/O */
 			n++;
 		}
 		timeout = next_timeout(now);
