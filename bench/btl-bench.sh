@@ -6,23 +6,28 @@
 # adds time. Prints a markdown table with per-size ratios and the targets
 # (>= 0.95 x tcp bandwidth at >= 64 KiB, <= 1.1 x tcp latency at <= 1 KiB).
 #
-#   bench/btl-bench.sh [BUILDDIR] [--loopback] [--rounds N] [--max-log N] [--out FILE]
+#   bench/btl-bench.sh [BUILDDIR] [--loopback] [--rounds N] [--max-log N] [--offset N]
+#                      [--out FILE]
 # Needs root (namespaces). Names: kwbb-*. --loopback: no namespaces, both
 # ranks on this host as a new user starts them (each BTL picks its own
 # interface; the traffic goes through lo, MTU 64 KiB, not a veth).
+# --offset N: kawarimi-pingpong's buffers N bytes after a page boundary
+# (default: malloc's); both BTLs' large-message speed depends on it.
 set -u
 builddir=build
 rounds=3
 maxlog=22
 out=
 loopback=
+ppopt=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
 	--max-log) maxlog=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
 	--loopback) loopback=1; shift ;;
-	-h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+	--offset) ppopt=(--offset "$2"); shift 2 ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) builddir=$1; shift ;;
 	esac
 done
@@ -64,14 +69,14 @@ run() {	# btl logfile
 		--mca oob_tcp_if_include 10.77.10.0/24 \
 		--mca btl_tcp_if_include 10.77.9.0/24 \
 		--mca btl_kawarimi_if_include 10.77.9.0/24 --mca btl_kawarimi_agent_socket "" \
-		-np 2 "$kwn_rank" "$A $B" "$pp" --max-log "$maxlog" >"$2" 2>&1
+		-np 2 "$kwn_rank" "$A $B" "$pp" --max-log "$maxlog" "${ppopt[@]}" >"$2" 2>&1
 }
 
 run_loopback() {	# btl logfile
 	OMPI_MCA_mca_base_component_path="$comp:$(kwb_ompi_pkglibdir)" \
 		timeout 300 mpirun --allow-run-as-root --mca pml ob1 --mca btl self,$1 \
 		--mca btl_kawarimi_agent_socket "" \
-		-np 2 "$pp" --max-log "$maxlog" >"$2" 2>&1
+		-np 2 "$pp" --max-log "$maxlog" "${ppopt[@]}" >"$2" 2>&1
 }
 
 for r in $(seq "$rounds"); do
@@ -114,7 +119,12 @@ for n in sorted(tcp):
     if n >= 65536 and br < 0.95:
         ok_bw, mark = False, " (under 0.95)"
     print(f"| {n} | {tcp[n]:.2f} | {kw[n]:.2f} | {lt:.2f} | {bt:.2f} | {bk:.2f} | {br:.2f}{mark} |")
+lat = sorted(kw[n] / tcp[n] for n in tcp if n in kw and n <= 1024 and tcp[n])
+bw = sorted(tcp[n] / kw[n] for n in tcp if n in kw and n >= 65536 and kw[n])
+med = lambda v: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2 if v else 0
 print()
+print(f"median over the sizes: latency ratio {med(lat):.2f} at <= 1 KiB, "
+      f"bandwidth ratio {med(bw):.2f} at >= 64 KiB")
 print(f"latency target (<= 1.1 x tcp at <= 1 KiB): {'met' if ok_lat else 'NOT met'}; "
       f"bandwidth target (>= 0.95 x tcp at >= 64 KiB): {'met' if ok_bw else 'NOT met'}")
 PY
@@ -122,7 +132,7 @@ PY
 echo "$table"
 if [ -n "$out" ]; then
 	{
-		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) ${loopback:+(--loopback) }on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+		echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) ${loopback:+(--loopback) }${ppopt[*]:+(${ppopt[*]}) }on $(nproc) cores ($(uname -r)), $(mpirun --version 2>/dev/null | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
 		echo "$table"
 	} >"$out"
 	echo "btl-bench: table written to $out"

@@ -12,6 +12,9 @@
  *                   (or until --stop-file F exists: the lab demo ends it so)
  *                   (neither: until killed)
  *   --max-log N     largest size 2^N (default 22)
+ *   --offset N      both buffers start N bytes after a page boundary
+ *                   (0..4095; default: wherever malloc puts them): the
+ *                   kernel's copies are sensitive to it (docs/performance.md)
  *   --plot OUT.png  draw it with gnuplot: bandwidth against size, or
  *                   against time with --continuous (rank 0 also writes
  *                   its output to OUT.txt, the data and script beside)
@@ -37,6 +40,7 @@
 static int rank, nprocs, check, continuous, max_log = 22;
 static long csize = 4096, round_ms = 100;
 static double duration;
+static long offset = -1;	/* --offset; -1: malloc's */
 static const char *stop_file;	/* --stop-file: end after the round it appears */
 static long max_rounds;
 static long errors;
@@ -213,7 +217,7 @@ static void run_continuous(unsigned char *s, unsigned char *r)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: kawarimi-pingpong [--check] [--max-log N] "
+	fprintf(stderr, "usage: kawarimi-pingpong [--check] [--max-log N] [--offset N] "
 		"[--continuous [--size BYTES] [--round-ms MS] [--duration S] [--rounds N]\n"
 		"                         [--stop-file F]]\n"
 		"                         [--plot OUT.png [--report R.json]]\n"
@@ -270,7 +274,7 @@ static int plot_options(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	unsigned char *s, *r;
+	unsigned char *s, *r, *sbase, *rbase;
 	size_t bufsize;
 	long total = 0;
 
@@ -303,6 +307,8 @@ int main(int argc, char **argv)
 			max_rounds = atol(v), i++;
 		} else if (v && !strcmp(a, "--stop-file")) {
 			stop_file = v, i++;
+		} else if (v && !strcmp(a, "--offset")) {
+			offset = atol(v), i++;
 		} else if (v && (!strcmp(a, "--plot") || !strcmp(a, "--report"))) {
 			i++;	/* plot_options() */
 		} else {
@@ -315,10 +321,10 @@ int main(int argc, char **argv)
 		}
 	}
 	if (nprocs < 2 || max_log < 0 || max_log > 30 || csize < 0 || csize > (1L << 30) ||
-	    round_ms < 1) {
+	    round_ms < 1 || offset < -1 || offset > 4095) {
 		if (rank == 0) {
 			fprintf(stderr, "kawarimi-pingpong: needs 2 or more ranks, --max-log 0..30, "
-				"--size 0..2^30, --round-ms >= 1\n");
+				"--size 0..2^30, --round-ms >= 1, --offset 0..4095\n");
 			usage();
 		}
 		MPI_Finalize();
@@ -334,8 +340,22 @@ int main(int argc, char **argv)
 			fprintf(stderr, "kawarimi-pingpong: cannot write %s: %m; no picture\n", txt);
 	}
 	bufsize = continuous ? (size_t)csize : (size_t)1 << max_log;
-	s = malloc(bufsize + 1);
-	r = malloc(bufsize + 1);
+	if (offset < 0) {
+		s = sbase = malloc(bufsize + 1);
+		r = rbase = malloc(bufsize + 1);
+	} else {
+		size_t len = (bufsize + 1 + 4096 + 4095) & ~(size_t)4095;
+
+		sbase = aligned_alloc(4096, len);
+		rbase = aligned_alloc(4096, len);
+		s = sbase ? sbase + offset : NULL;
+		r = rbase ? rbase + offset : NULL;
+	}
+	if (!s || !r) {
+		fprintf(stderr, "kawarimi-pingpong: no memory for two buffers of %zu bytes\n",
+			bufsize + 1);
+		MPI_Abort(MPI_COMM_WORLD, 1);
+	}
 	memset(s, 0, bufsize + 1);
 	if (continuous)
 		run_continuous(s, r);
@@ -345,8 +365,8 @@ int main(int argc, char **argv)
 	if (rank == 0 && check)
 		say("# check: %s (%ld payload errors)\n", total ? "FAILED" : "all payloads verified",
 		    total);
-	free(s);
-	free(r);
+	free(sbase);
+	free(rbase);
 	MPI_Finalize();
 	if (tee) {
 		char base[4096], txt[4200];

@@ -116,6 +116,18 @@ struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
 	return r;
 }
 
+struct kw_rfrag *kw_conn_rx_alloc_whole(struct kw_conn *c, const struct kw_hdr *h)
+{
+	struct kw_rfrag *r;
+
+	if (hdr_bad(c, h))
+		return NULL;
+	r = kw_rfrag_alloc(h->len);
+	if (r)
+		r->hdr = *h;
+	return r;
+}
+
 int kw_conn_hdr_ok(struct kw_conn *c, const struct kw_hdr *h)
 {
 	return hdr_bad(c, h);

@@ -144,6 +144,9 @@ int kw_path_probe_result(int fd);
  * frame, r == NULL for control frames without payload; it returns 0, or
  * negative to break the connection. */
 struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h);
+/* The same, but the payload always goes into the fragment (a zero-copy
+ * READ lands there whole, a GET_REPLY's pad included). */
+struct kw_rfrag *kw_conn_rx_alloc_whole(struct kw_conn *c, const struct kw_hdr *h);
 int kw_conn_frame_in(struct kw_conn *c, const struct kw_hdr *h, struct kw_rfrag *r);
 /* Header check for frames without payload; 0 or -1 (logged). */
 int kw_conn_hdr_ok(struct kw_conn *c, const struct kw_hdr *h);

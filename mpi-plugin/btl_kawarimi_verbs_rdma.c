@@ -44,7 +44,9 @@ int kw_verbs_rdma_prepare(struct kwv_conn *v, const struct iovec *iov, int cnt, 
 	    v->zo_n >= KWV_ZC_OUT_MAX || cnt < 2 || iov[0].iov_len != sizeof(h))
 		return -1;
 	memcpy(&h, iov[0].iov_base, sizeof(h));
-	if (h.type != KW_FRAME_DATA || h.len != payload)
+	/* A GET_REPLY's pad (under 64 bytes) goes inline, the user's buffer
+	 * by READ. */
+	if ((h.type != KW_FRAME_DATA && h.type != KW_FRAME_GET_REPLY) || h.len != payload)
 		return -1;
 	memset(&z, 0, sizeof(z));
 	slot = (int)((v->zo_head + v->zo_n) % KWV_ZC_OUT_MAX);
@@ -170,12 +172,15 @@ int kw_verbs_rdma_start(struct kwv_conn *v, const unsigned char *data, uint32_t 
 		       kwv_peer_vpid(v), err);
 		return -EPROTO;
 	}
-	if (h.type != KW_FRAME_DATA) {
+	if (h.type != KW_FRAME_DATA && h.type != KW_FRAME_GET_REPLY) {
 		kw_err("verbs: zero-copy descriptor from rank %u for a frame of type %u (only "
-		       "DATA frames go zero-copy); dropping the connection", kwv_peer_vpid(v), h.type);
+		       "DATA and GET_REPLY frames go zero-copy); dropping the connection",
+		       kwv_peer_vpid(v), h.type);
 		return -EPROTO;
 	}
-	r = kw_conn_rx_alloc(&v->c, &h);
+	/* Read whole into a fragment: a GET_REPLY is then copied to its
+	 * destination past the pad (kw_rdma_reply_in). */
+	r = kw_conn_rx_alloc_whole(&v->c, &h);
 	if (!r)
 		return -EPROTO;
 	memcpy(r->data, z.inline_data, z.inline_len);
