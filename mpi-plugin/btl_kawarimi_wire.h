@@ -43,10 +43,10 @@ enum kw_frame_type {
 /*
  * A GET_REPLY's tag is a pad: that many zero bytes open the payload, before
  * the data. The sender picks it so that the data starts as far into its
- * sendmsg as the user's buffer is from a 64-byte boundary: measured on
- * loopback TCP, the kernel's copy of a 1 MiB buffer whose address did not
- * match the bytes before it in the call ran 2-3x slower (rep movsb's
- * misaligned case), for the stock tcp BTL's frames as for ours.
+ * sendmsg, modulo 64, as the user's buffer lies from a 64-byte boundary:
+ * on loopback TCP the kernel's copies of a large message ran 2-3x slower
+ * at some buffer offsets than at others, for the stock tcp BTL's frames as
+ * for ours, and with the pad at none (docs/performance.md).
  */
 #define KW_GET_PAD_MAX 64
 #define KW_ACK_DELAY_MS 2
