@@ -96,26 +96,6 @@ uint64_t kw_conn_rx_next(const struct kw_conn *c)
 	return c->ep ? c->ep->rx_next : 0;
 }
 
-struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
-{
-	unsigned char *dst;
-	struct kw_rfrag *r;
-
-	if (hdr_bad(c, h))
-		return NULL;
-	/* The answer to our oldest GET goes straight to its buffer. */
-	dst = c->ep ? kw_rdma_reply_dst(c->ep, h) : NULL;
-	r = kw_rfrag_alloc(dst ? 0 : h->len);
-	if (r) {
-		r->hdr = *h;
-		if (dst) {
-			r->dst = dst;
-			r->skip = h->tag;
-		}
-	}
-	return r;
-}
-
 struct kw_rfrag *kw_conn_rx_alloc_whole(struct kw_conn *c, const struct kw_hdr *h)
 {
 	struct kw_rfrag *r;
@@ -125,6 +105,22 @@ struct kw_rfrag *kw_conn_rx_alloc_whole(struct kw_conn *c, const struct kw_hdr *
 	r = kw_rfrag_alloc(h->len);
 	if (r)
 		r->hdr = *h;
+	return r;
+}
+
+struct kw_rfrag *kw_conn_rx_alloc(struct kw_conn *c, const struct kw_hdr *h)
+{
+	/* The answer to our oldest GET goes straight to its buffer. */
+	unsigned char *dst = c->ep ? kw_rdma_reply_dst(c->ep, h) : NULL;
+	struct kw_rfrag *r;
+
+	if (!dst)
+		return kw_conn_rx_alloc_whole(c, h);
+	if (hdr_bad(c, h) || !(r = kw_rfrag_alloc(0)))
+		return NULL;
+	r->hdr = *h;
+	r->dst = dst;
+	r->skip = h->tag;
 	return r;
 }
 
