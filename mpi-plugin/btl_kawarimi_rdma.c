@@ -156,8 +156,8 @@ int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag
 	f->base.des_flags = MCA_BTL_DES_FLAGS_BTL_OWNERSHIP;
 	f->hdr.tag = 0;
 	if (src) {
-		/* The pad (KW_GET_PAD_MAX): header + pad = the buffer's
-		 * offset from a 64-byte boundary. */
+		/* header + pad = the buffer's offset from a 64-byte
+		 * boundary, modulo 64 (KW_GET_PAD_MAX, wire.h says why) */
 		uint8_t pad = (uint8_t)(((uintptr_t)src - sizeof(struct kw_hdr)) &
 					(KW_GET_PAD_MAX - 1));
 
