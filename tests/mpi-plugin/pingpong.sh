@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kawarimi-pingpong over the kawarimi BTL: IMB PingPong format (header,
 # columns, sizes, repetitions), --check verifies payloads, --continuous
-# prints timestamped rounds. Args: <component dir> <prog dir> <pingpong>.
+# prints timestamped rounds, --offset places the buffers (and the GET
+# replies' pads follow them: every payload checked at two offsets).
+# Args: <component dir> <prog dir> <pingpong>.
 set -u
 . "$(dirname "$0")/lib.sh"
 kwb_init "$@"
@@ -30,5 +32,16 @@ lines=$(echo "$out" | grep -Ec "^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z +[0-9]+ 
 [ "$lines" -eq 5 ] || { echo "FAIL: $lines timestamped rounds, expected 5"; fail=1; }
 echo "$out" | grep -q "# check: all payloads verified (0 payload errors)" ||
 	{ echo "FAIL: --continuous --check did not verify"; fail=1; }
+for off in 0 40; do
+	out=$(run --check --max-log 18 --offset $off) ||
+		{ echo "$out"; echo "FAIL: --offset $off exited non-zero"; exit 1; }
+	echo "$out" | grep -q "# check: all payloads verified (0 payload errors)" ||
+		{ echo "$out"; echo "FAIL: --offset $off --check did not verify"; fail=1; }
+done
+if out=$(run --offset 4096); then
+	echo "$out"; echo "FAIL: --offset 4096 accepted"; fail=1
+elif ! echo "$out" | grep -q -- "--offset 0..4095"; then
+	echo "$out"; echo "FAIL: --offset 4096 refused without naming the range"; fail=1
+fi
 [ $fail -eq 0 ] && echo "PASS"
 exit $fail
