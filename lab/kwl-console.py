@@ -72,18 +72,42 @@ def main():
     tag = f"KW{os.getpid()}x{int(time.time() * 1000) % 100000}"
     half = len(tag) // 2
     quoted = f"{tag[:half]}''{tag[half:]}"
-    # Ctrl-U clears anything half-typed on the line before us.
-    s.sendall(f"\x15stty -echo 2>/dev/null; PS1=; echo {quoted}SYNC\n".encode())
-    if not read_until(re.escape(tag.encode()) + rb"SYNC\r?\n"):
-        print(f"kwl-console: no shell answered on '{sock_path}' within {timeout:g} s", file=sys.stderr)
-        sys.exit(124)
-    buf = b""
-    # A BEGIN line too: a program in the background (mpirun) may turn the
-    # terminal's echo back on, and then the typed line is echoed first.
-    s.sendall(f"echo {quoted}BEGIN; {command} 2>&1; echo {quoted}RC=$?\n".encode())
-    m = read_until(re.escape(tag.encode()) + rb"RC=(\d+)")
+
+    def sync():
+        # Ctrl-U clears anything half-typed on the line before us.
+        s.sendall(f"\x15stty -echo 2>/dev/null; PS1=; echo {quoted}SYNC\n".encode())
+        if not read_until(re.escape(tag.encode()) + rb"SYNC\r?\n"):
+            print(f"kwl-console: no shell answered on '{sock_path}' within {timeout:g} s",
+                  file=sys.stderr)
+            sys.exit(124)
+
+    rc_rx = re.escape(tag.encode()) + rb"RC=(\d+)"
+    begin_rx = re.escape(tag.encode()) + rb"BEGIN\r?\n"
+    # The banner of a fresh console shell (lab/guest/kw-init respawns it).
+    respawn_rx = rb"built-in shell \(ash\)"
+    for attempt in (1, 2):
+        buf = b""
+        sync()
+        buf = b""
+        # A BEGIN line too: a program in the background (mpirun) may turn the
+        # terminal's echo back on, and then the typed line is echoed first.
+        s.sendall(f"echo {quoted}BEGIN; {command} 2>&1; echo {quoted}RC=$?\n".encode())
+        m = read_until(rc_rx + rb"|" + respawn_rx)
+        if m and not m.group(1) and not re.search(begin_rx, buf):
+            # The shell that took our line went away before running it (seen
+            # once in CI just as a background mpirun ended): the command never
+            # started, so it is safe to type it again to the new shell.
+            if attempt == 1:
+                print("kwl-console: the console shell restarted before running the "
+                      "command; typing it again", file=sys.stderr)
+                time.sleep(0.5)
+                continue
+            m = None
+        elif m and not m.group(1):
+            m = read_until(rc_rx)
+        break
     out = buf[: m.start()] if m else buf
-    begin = re.search(re.escape(tag.encode()) + rb"BEGIN\r?\n", out)
+    begin = re.search(begin_rx, out)
     if begin:
         out = out[begin.end():]
     sys.stdout.write(out.replace(b"\r\n", b"\n").decode(errors="replace"))
