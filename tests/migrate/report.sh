@@ -23,7 +23,13 @@ if [ -n "${PINGPONG:-}" ] && command -v mpirun >/dev/null; then
 		timeout 60 mpirun -np 2 "$PINGPONG" --continuous --duration 4 --plot "$T/pp-live.png" \
 		>"$T/pp.out" 2>&1 &
 	PP=$!
-	sleep 1
+	# The migration must start within the PingPong's rounds (checked
+	# below): wait for its first timestamped round, not a fixed second
+	# (under ASan on a loaded machine mpirun took longer to start).
+	for _ in $(seq 300); do
+		grep -q '^20[0-9][0-9]-' "$T/pp.out" 2>/dev/null && break
+		sleep 0.1
+	done
 fi
 timeout 120 "$KAWARIMI" migrate "$T/c.yaml" --json --report "$T/r.json" >"$T/stream" 2>"$T/err"
 rc=$?
