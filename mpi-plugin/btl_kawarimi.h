@@ -164,7 +164,7 @@ struct kw_get {
 void kw_rdma_module_init(mca_btl_base_module_t *m);
 void kw_rdma_fini(void);
 void kw_rdma_ep_free(struct mca_btl_base_endpoint_t *ep);
-int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag *r);
+void kw_rdma_get_req(struct kw_rfrag *r);
 unsigned char *kw_rdma_reply_dst(const struct mca_btl_base_endpoint_t *ep, const struct kw_hdr *h);
 int kw_rdma_reply_in(struct mca_btl_base_endpoint_t *ep, const struct kw_hdr *h,
 		     const struct kw_rfrag *r);

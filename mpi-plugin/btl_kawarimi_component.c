@@ -351,6 +351,7 @@ static int kw_progress(void)
 		count++;
 	}
 	count += kw_rdma_complete(gets);
+	kw_rdma_get_req(NULL);	/* requests still waiting for a fragment */
 	while (rx) {
 		struct kw_rfrag *r = rx;
 		mca_btl_base_segment_t seg = {
@@ -359,9 +360,13 @@ static int kw_progress(void)
 		};
 
 		rx = r->next;
+		count++;
+		if (r->hdr.type == KW_FRAME_GET_REQ) {
+			kw_rdma_get_req(r);	/* takes r */
+			continue;
+		}
 		kw_compat_recv(&mca_btl_kawarimi_module, r->ep, r->hdr.tag, &seg);
 		kw_rfrag_free(r);
-		count++;
 	}
 	flush_acks();
 	return count;

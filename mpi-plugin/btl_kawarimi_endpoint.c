@@ -368,22 +368,23 @@ int kw_ep_frame_in(struct mca_btl_base_endpoint_t *ep, struct kw_conn *c, const 
 			rc = -EPROTO;
 			goto drop;
 		}
-		/* A frame this side cannot take is not acknowledged: the
+		/* A reply this side cannot take is not acknowledged: the
 		 * connection drops and the peer has it on record. */
-		if (h->type == KW_FRAME_GET_REQ)
-			rc = kw_rdma_get_req_in(ep, r);
-		else if (h->type == KW_FRAME_GET_REPLY)
+		if (h->type == KW_FRAME_GET_REPLY) {
 			rc = kw_rdma_reply_in(ep, h, r);
-		if (rc)
-			goto drop;
+			if (rc)
+				goto drop;
+		}
 		ep->rx_next++;
 		ep->rx_unacked++;
 		if (h->flags & KW_FLAG_ACK_NOW)
 			ep->ack_urgent = 1;
 		else if (!ep->ack_due_ms)
 			ep->ack_due_ms = kw_now_ms() + KW_ACK_DELAY_MS;
-		if (h->type != KW_FRAME_DATA)
+		if (h->type == KW_FRAME_GET_REPLY)
 			goto drop;
+		/* DATA for ob1, and GET_REQs: answered in the application
+		 * thread too, which owns the fragment pools. */
 		r->ep = ep;
 		rx_deliver(r);
 		return 0;

@@ -38,6 +38,10 @@ struct mca_btl_base_registration_handle_t {
 
 _Static_assert(offsetof(struct kw_reg, key) == 0, "the handle is the registration's key");
 
+/* Requests not answered yet for want of a fragment, oldest first
+ * (application thread only). kw_rdma_get_req(NULL) tries them again. */
+static struct kw_rfrag *waiting, *waiting_tail;
+
 /* For the finalize log line (lock held when counted). */
 static struct {
 	uint64_t read, read_bytes, in_place, answered, refused;
@@ -77,6 +81,13 @@ void kw_rdma_fini(void)
 	       (unsigned long long)st.in_place, (unsigned long long)st.answered,
 	       (unsigned long long)st.refused);
 	memset(&st, 0, sizeof(st));
+	while (waiting) {
+		struct kw_rfrag *r = waiting;
+
+		waiting = r->next;
+		kw_rfrag_free(r);
+	}
+	waiting_tail = NULL;
 	kw_reg_fini();
 }
 
@@ -128,18 +139,30 @@ static int kw_get(struct mca_btl_base_module_t *btl, struct mca_btl_base_endpoin
 }
 
 /*
- * A GET_REQ in sequence (lock held): queue the reply. The reply is sent in
- * place from the registered buffer; a refused request still gets a reply
- * (flagged, empty), so the reader's queue of requests stays in step and
- * its ob1 falls back to send/receive for that region.
+ * A GET_REQ, in sequence, handed over like DATA: answered here in the
+ * application thread, which owns the fragment pools (Open MPI's free
+ * lists are not thread-safe in a single-threaded job; the network thread
+ * taking a fragment at the same time crashed a 4-rank job). The reply is
+ * sent in place from the registered buffer; a refused request still gets
+ * a reply (flagged, empty), so the reader's queue of requests stays in
+ * step and its ob1 falls back to send/receive for that region. Returns
+ * -1 when no fragment could be had (kept, tried again: the replies must
+ * go out in the order of the requests).
  */
-int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag *r)
+static int answer(struct kw_rfrag *r)
 {
+	struct mca_btl_base_endpoint_t *ep = r->ep;
+	kw_frag_t *f = kw_frag_get(KW_GET_PAD_MAX);
 	const void *src = NULL;
 	struct kw_get_req q;
 	char err[200];
-	kw_frag_t *f;
 
+	if (!f)
+		return -1;
+	f->internal = 1;
+	f->base.des_flags = MCA_BTL_DES_FLAGS_BTL_OWNERSHIP;
+	f->hdr.tag = 0;
+	pthread_mutex_lock(&kw.lock);
 	if (kw_get_req_parse(r->data, r->hdr.len, &q, mca_btl_kawarimi_module.btl_get_limit, err,
 			     sizeof(err)) == 0)
 		src = kw_reg_find(&q, err, sizeof(err));
@@ -147,15 +170,6 @@ int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag
 		kw_err("peer rank %u asked to read memory it may not: %s; refused", ep->vpid, err);
 		st.refused++;
 	} else {
-		st.answered++;
-	}
-	f = kw_frag_get(KW_GET_PAD_MAX);
-	if (!f)
-		return -ENOMEM;
-	f->internal = 1;
-	f->base.des_flags = MCA_BTL_DES_FLAGS_BTL_OWNERSHIP;
-	f->hdr.tag = 0;
-	if (src) {
 		/* header + pad = the buffer's offset from a 64-byte
 		 * boundary, modulo 64 (KW_GET_PAD_MAX, wire.h says why) */
 		uint8_t pad = (uint8_t)(((uintptr_t)src - sizeof(struct kw_hdr)) &
@@ -167,11 +181,40 @@ int kw_rdma_get_req_in(struct mca_btl_base_endpoint_t *ep, const struct kw_rfrag
 		f->segments[1].seg_addr.pval = (void *)src;
 		f->segments[1].seg_len = q.len;
 		f->base.des_segment_count = 2;
+		st.answered++;
 	}
-	/* Queued only: the path is in the middle of reading; the push after
-	 * its read (kw_conn_progress) sends it. */
-	kw_ep_queue_locked(ep, f, KW_FRAME_GET_REPLY, src ? 0 : KW_FLAG_GET_ERR);
+	kw_ep_send_frame_locked(ep, f, KW_FRAME_GET_REPLY, src ? 0 : KW_FLAG_GET_ERR);
+	pthread_mutex_unlock(&kw.lock);
+	kw_rfrag_free(r);
 	return 0;
+}
+
+
+void kw_rdma_get_req(struct kw_rfrag *r)
+{
+	if (r) {
+		r->next = NULL;
+		if (waiting_tail)
+			waiting_tail->next = r;
+		else
+			waiting = r;
+		waiting_tail = r;
+	}
+	while (waiting) {
+		struct kw_rfrag *next = waiting->next;
+
+		if (answer(waiting))
+			break;
+		waiting = next;
+	}
+	if (!waiting) {
+		waiting_tail = NULL;
+		return;
+	}
+	if (r)
+		kw_err("no send fragment to answer a GET_REQ from peer rank %u; trying again "
+		       "at the next progress call", waiting->ep->vpid);
+	kw_app_notify();	/* so that the next progress call tries again */
 }
 
 /*
